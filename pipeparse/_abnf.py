@@ -1,0 +1,52 @@
+"""The HTTP/1.1 grammar pipeparse accepts, as compiled regexes (RFC 9110 §5, RFC 9112 §3-§7).
+
+Strict by design: lines end with CRLF only (a bare LF or a bare CR is an error), no obs-fold,
+no whitespace between a field name and its colon, field values are VCHAR / obs-text with
+single SP or HTAB inside, NUL and other controls are rejected. Every pattern here is matched
+against bytes a framer has already delimited, so none of them needs to look for an end.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "CHUNK_LINE",
+    "FIELD_LINE",
+    "HEAD",
+    "REQUEST_LINE",
+    "STATUS_LINE",
+    "TOKEN",
+]
+
+# RFC 9110 §5.6.2: token = 1*tchar
+_TCHAR = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]"
+TOKEN = re.compile(_TCHAR + rb"+")
+# RFC 9110 §5.5: field-value = *field-content; field-vchar = VCHAR / obs-text
+_VCHAR_OBS = rb"[\x21-\x7e\x80-\xff]"
+_FIELD_VALUE = rb"(?:" + _VCHAR_OBS + rb"(?:[\t \x21-\x7e\x80-\xff]*" + _VCHAR_OBS + rb")?)?"
+# RFC 9112 §5: field-line = field-name ":" OWS field-value OWS
+_FIELD_LINE = rb"(" + _TCHAR + rb"+):[ \t]*(" + _FIELD_VALUE + rb")[ \t]*\r\n"
+FIELD_LINE = re.compile(_FIELD_LINE)
+# RFC 9112 §3: request-line = method SP request-target SP HTTP-version
+# The target is VCHARs (any of the four forms); the version digits are checked after matching.
+_REQUEST_LINE = rb"(" + _TCHAR + rb"+) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])\r\n"
+REQUEST_LINE = re.compile(_REQUEST_LINE)
+# A whole head (with its blank line), validated in one C-speed match; captures the request line.
+HEAD = re.compile(
+    _REQUEST_LINE + rb"(?:" + _TCHAR + rb"+:[ \t]*" + _FIELD_VALUE + rb"[ \t]*\r\n)*\r\n"
+)
+# RFC 9112 §4: status-line = HTTP-version SP status-code SP [ reason-phrase ]
+STATUS_LINE = re.compile(rb"HTTP/([0-9])\.([0-9]) ([0-9]{3}) ([\t \x21-\x7e\x80-\xff]*)\r\n")
+# RFC 9112 §7.1: chunk-size [ chunk-ext ] CRLF, chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS
+# value ] ), value = token / quoted-string. At most 16 hex digits: larger is an overflow.
+_QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+CHUNK_LINE = re.compile(
+    rb"([0-9A-Fa-f]{1,16})((?:[ \t]*;[ \t]*"
+    + _TCHAR
+    + rb"+(?:[ \t]*=[ \t]*(?:"
+    + _TCHAR
+    + rb"+|"
+    + _QUOTED
+    + rb"))?)*)\r\n"
+)

@@ -1,0 +1,344 @@
+"""SeekableBuffer: the receive side of a seekable socket, in user space.
+
+Strategy
+--------
+Bytes land once, in a fixed-capacity `bytearray` block, written by `recv_into` (or `feed`).
+Every byte has an *absolute* offset: its position in the whole stream since the buffer was
+made. The *head* is the first byte not yet taken; the paper's offsets (`seek_recv`, `peek`,
+`recv`) are relative to it, hole bytes included, so an offset names the same byte until it is
+taken, whatever is taken around it.
+
+Taking bytes from the middle (`seek_recv`, `take`) leaves a *hole*: an interval in the sorted
+`_holes` list. Holes coalesce with their neighbours; when the head reaches a hole it jumps over
+it, and the hole is dropped. A hole's bytes count as free space at once, wherever the hole is
+(the paper's accounting): `writable()` is capacity minus the bytes still held.
+
+Physical space is recovered by compaction, which happens only on a write that would not fit
+after the tail. Compaction squeezes out the head's leading space and every hole, packing the held
+runs to the start of a block, and records where each run went in a small *segment map*
+(`_seg_abs[i]` is the first absolute offset of run i, `_seg_pos[i]` its block position). The last
+segment always holds everything from the last hole to the tail, so the newest data (all that a
+framer ever scans) maps with one subtraction: `pos = abs - _delta`.
+
+Views and compaction
+--------------------
+`seek_recv`, `take`, `view` and `peek` return `memoryview`s into the block, never copies. A
+`bytearray` cannot be resized while a view of it lives, and moving bytes under a live view would
+silently change what it shows. So compaction never touches a block that has a view alive: it
+probes for exports (a one-byte resize raises `BufferError` while any view lives); with none it
+moves the held runs down in place, otherwise it copies them into a fresh block and drops its own
+reference to the old one, which lives on, unchanged, until its last view is released. A view is
+therefore valid and immutable for as long as it is held. The cost: memory is bounded by
+capacity times the number of blocks views still pin, so consumers should release views (or copy
+with `bytes(view)`) once done with them; the server pins at most one block per in-flight request.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from typing import Protocol
+
+from ._errors import BufferFull
+
+__all__ = ["SeekableBuffer"]
+
+
+class _RecvIntoSocket(Protocol):
+    def recv_into(self, buffer: memoryview, nbytes: int = 0, /) -> int: ...
+
+
+class SeekableBuffer:
+    """A fixed-capacity receive buffer that can be taken from at any offset.
+
+    Args:
+        capacity: the most bytes it holds at once (holes do not count).
+    """
+
+    __slots__ = (
+        "_block",
+        "_capacity",
+        "_delta",
+        "_head",
+        "_held_in_holes",
+        "_holes",
+        "_mv",
+        "_seg_abs",
+        "_seg_pos",
+        "_tail",
+        "compactions",
+    )
+
+    def __init__(self, capacity: int = 1 << 20) -> None:
+        if capacity <= 0:
+            raise ValueError(f"capacity must be positive, got {capacity}")
+        self._capacity = capacity
+        self._block = bytearray(capacity)
+        self._mv = memoryview(self._block)
+        self._head = 0  # absolute offset of the first byte not taken
+        self._tail = 0  # absolute offset one past the last byte received
+        self._holes: list[list[int]] = []  # sorted, disjoint, non-adjacent [start, end), >= head
+        self._held_in_holes = 0  # bytes inside holes (between head and tail, already taken)
+        self._seg_abs: list[int] = [0]  # segment map: first absolute offset of each run
+        self._seg_pos: list[int] = [0]  # ... and its position in the block
+        self._delta = 0  # for the last segment: block position = absolute offset - _delta
+        self.compactions = 0
+
+    # -- sizes ---------------------------------------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @property
+    def head(self) -> int:
+        """Absolute offset of the head: the first byte a plain receive would return."""
+        return self._head
+
+    @property
+    def tail(self) -> int:
+        """Absolute offset one past the last byte received."""
+        return self._tail
+
+    def __len__(self) -> int:
+        """Bytes held: received and not yet taken."""
+        return self._tail - self._head - self._held_in_holes
+
+    def writable(self) -> int:
+        """Bytes that may be written now; 0 is the reader's signal to pause."""
+        return self._capacity - len(self)
+
+    @property
+    def holes(self) -> list[tuple[int, int]]:
+        """The holes, as head-relative ``(offset, length)`` pairs, in order."""
+        return [(s - self._head, e - s) for s, e in self._holes]
+
+    # -- writing -------------------------------------------------------------------------
+
+    def recv_into(self, sock: _RecvIntoSocket, nbytes: int | None = None) -> int:
+        """Receive once from `sock` straight into the buffer; returns the byte count (0: EOF).
+
+        Raises `BufferFull` when there is no writable space.
+        """
+        room = self._room_for(nbytes)
+        pos = self._tail - self._delta
+        n = sock.recv_into(self._mv[pos : pos + room], room)
+        self._tail += n
+        return n
+
+    def write_view(self, nbytes: int | None = None) -> memoryview:
+        """A view of writable space for an async receive; follow it with `commit(n)`.
+
+        The view must be released (or dropped) before the next write.
+        """
+        room = self._room_for(nbytes)
+        pos = self._tail - self._delta
+        return self._mv[pos : pos + room]
+
+    def commit(self, n: int) -> None:
+        """Count `n` bytes written into the view `write_view` returned."""
+        if n < 0 or n > self._capacity - (self._tail - self._delta):
+            raise ValueError(f"cannot commit {n} bytes")
+        self._tail += n
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Append `data` (copied once, into the block); raises `BufferFull` if it doesn't fit."""
+        n = len(data)
+        if n == 0:
+            return
+        if n > self.writable():
+            raise BufferFull(
+                f"cannot write {n} bytes: {self.writable()} of {self._capacity} writable"
+            )
+        self._room_for(n)
+        pos = self._tail - self._delta
+        self._block[pos : pos + n] = data
+        self._tail += n
+
+    def _room_for(self, nbytes: int | None) -> int:
+        """Make `nbytes` (default: all writable) contiguous after the tail; returns the room."""
+        free = self.writable()
+        if free <= 0:
+            raise BufferFull(f"buffer full: {self._capacity} bytes held")
+        want = free if nbytes is None else min(nbytes, free)
+        if want <= 0:
+            raise ValueError(f"nbytes must be positive, got {nbytes}")
+        room = self._capacity - (self._tail - self._delta)
+        if room < want:
+            self._compact()
+            room = self._capacity - (self._tail - self._delta)
+        return min(room, want) if nbytes is not None else room
+
+    def _compact(self) -> None:
+        """Pack the held runs to the start of a block (see the module comment)."""
+        runs: list[tuple[int, int]] = []  # absolute [start, end) of held bytes
+        start = self._head
+        for hs, he in self._holes:
+            if hs > start:
+                runs.append((start, hs))
+            start = he
+        if self._tail > start or not runs:
+            runs.append((start, self._tail))
+        src = self._block
+        dst = bytearray(self._capacity) if self._block_has_views() else src
+        seg_abs: list[int] = []
+        seg_pos: list[int] = []
+        out = 0
+        for s, e in runs:
+            p = self._block_pos(s)
+            n = e - s
+            dst[out : out + n] = src[p : p + n]  # memmove when dst is src; forward-safe
+            seg_abs.append(s)
+            seg_pos.append(out)
+            out += n
+        self._block = dst
+        self._mv = memoryview(dst)
+        self._seg_abs = seg_abs
+        self._seg_pos = seg_pos
+        self._delta = seg_abs[-1] - seg_pos[-1]
+        self.compactions += 1
+
+    # -- addressing ----------------------------------------------------------------------
+
+    def _block_pos(self, a: int) -> int:
+        if a >= self._seg_abs[-1]:
+            return a - self._delta
+        i = bisect_right(self._seg_abs, a) - 1
+        return self._seg_pos[i] + (a - self._seg_abs[i])
+
+    def _check_held(self, start: int, end: int) -> None:
+        if start < self._head or end > self._tail or start > end:
+            raise ValueError(
+                f"range [{start}, {end}) is outside the held bytes [{self._head}, {self._tail})"
+            )
+        for hs, he in self._holes:
+            if hs >= end:
+                break
+            if he > start and end > start:
+                raise ValueError(f"range [{start}, {end}) overlaps taken bytes [{hs}, {he})")
+
+    def view(self, start: int, end: int) -> memoryview:
+        """A view of the held bytes at absolute offsets [start, end), without taking them."""
+        holes = self._holes
+        if (
+            self._seg_abs[-1] <= start <= end <= self._tail
+            and start >= self._head
+            and (not holes or holes[-1][1] <= start)
+        ):  # the common case: after every hole, in the newest segment
+            d = self._delta
+            return self._mv[start - d : end - d]
+        self._check_held(start, end)
+        p = self._block_pos(start)
+        return self._mv[p : p + (end - start)]
+
+    def find(self, sub: bytes, start: int, end: int | None = None) -> int:
+        """Absolute offset of `sub` in the newest segment at or after `start`, or -1.
+
+        Only for bytes after the last hole (what a framer scans); C-speed `bytearray.find`.
+        """
+        d = self._delta
+        if start < self._seg_abs[-1]:
+            raise ValueError("find() scans only the bytes after the last hole")
+        stop = (self._tail if end is None else min(end, self._tail)) - d
+        i = self._block.find(sub, start - d, stop)
+        return -1 if i < 0 else i + d
+
+    def scan_bytes(self, start: int, end: int) -> bytes:
+        """A copy of [start, end) in the newest segment, unchecked: for framers, which read
+        only bytes after the last hole (see `find`)."""
+        d = self._delta
+        return self._mv[start - d : end - d].tobytes()
+
+    # -- taking --------------------------------------------------------------------------
+
+    def take(self, start: int, end: int) -> memoryview:
+        """Take the bytes at absolute offsets [start, end): a view, and a hole left behind."""
+        v = self.view(start, end)
+        self._release(start, end)
+        return v
+
+    def release(self, start: int, end: int) -> None:
+        """Take the bytes at absolute offsets [start, end) without looking at them."""
+        self._check_held(start, end)
+        self._release(start, end)
+
+    def seek_recv(self, offset: int, n: int) -> memoryview:
+        """The paper's seek_recv: take `n` bytes at `offset` from the head (a view)."""
+        if offset < 0 or n < 0:
+            raise ValueError("offset and n must not be negative")
+        return self.take(self._head + offset, self._head + offset + n)
+
+    def peek(self, offset: int, n: int) -> memoryview:
+        """Read `n` bytes at `offset` from the head without taking them."""
+        if offset < 0 or n < 0:
+            raise ValueError("offset and n must not be negative")
+        return self.view(self._head + offset, self._head + offset + n)
+
+    def recv(self, n: int) -> memoryview:
+        """Take up to `n` bytes from the head, skipping holes (a copy only if they span one)."""
+        if n < 0:
+            raise ValueError("n must not be negative")
+        parts: list[memoryview] = []
+        got = 0
+        a = self._head
+        holes = self._holes
+        while got < n and a < self._tail:
+            stop = holes[0][0] if holes else self._tail
+            e = min(stop, a + (n - got))
+            parts.append(self.view(a, e))
+            got += e - a
+            self._release(a, e)
+            a = self._head
+        if len(parts) == 1:
+            return parts[0]
+        return memoryview(b"".join(parts))
+
+    def _release(self, start: int, end: int) -> None:
+        if start == end:
+            return
+        holes = self._holes
+        if start == self._head:
+            # The common case: taking at the head moves it, then over any hole it reaches.
+            self._head = end
+            while holes and holes[0][0] <= self._head:
+                hs, he = holes.pop(0)
+                self._held_in_holes -= he - hs
+                self._head = he
+            self._after_head_moved()
+            return
+        self._held_in_holes += end - start
+        i = bisect_right(holes, [start, end])
+        # Coalesce with the hole before and the hole after, when they touch.
+        if i > 0 and holes[i - 1][1] == start:
+            holes[i - 1][1] = end
+            if i < len(holes) and holes[i][0] == end:
+                holes[i - 1][1] = holes[i][1]
+                del holes[i]
+        elif i < len(holes) and holes[i][0] == end:
+            holes[i][0] = start
+        else:
+            holes.insert(i, [start, end])
+
+    def _after_head_moved(self) -> None:
+        # Empty: restart at the block's start (no bytes to move), unless a view still shows
+        # the bytes there; then the next compaction moves to a fresh block.
+        if (
+            self._head == self._tail
+            and not self._holes
+            and self._head - self._delta > 0
+            and not self._block_has_views()
+        ):
+            self._seg_abs = [self._head]
+            self._seg_pos = [0]
+            self._delta = self._head
+
+    def _block_has_views(self) -> bool:
+        """True while a view handed out still shows the block (a resize would fail)."""
+        self._mv.release()
+        try:
+            self._block.append(0)
+            del self._block[-1]
+            return False
+        except BufferError:
+            return True
+        finally:
+            self._mv = memoryview(self._block)

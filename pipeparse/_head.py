@@ -1,0 +1,214 @@
+"""Request head parsing: one pure function from the bytes of a head to a `RequestHead`.
+
+Strategy: a head is validated whole by one compiled regex (`_abnf.HEAD`, C speed); its fields are
+then pulled out with `findall`, which cannot go wrong on a head that already matched. Only a head
+that fails goes through `_diagnose`, a slow line-by-line pass that names what is wrong. Framing
+fields (Content-Length, Transfer-Encoding) are interpreted here, strictly (RFC 9112 §6):
+
+- Transfer-Encoding with Content-Length: 400.
+- Transfer-Encoding must be exactly ``chunked``: a known coding before it (``gzip, chunked``)
+  or an unknown coding is 501 (pipeparse decodes no content codings), a list whose final coding
+  is not chunked is 400, and so is Transfer-Encoding on an HTTP/1.0 request.
+- Content-Length is 1*DIGIT and appears once: a repeated Content-Length is rejected even when the
+  values are identical (RFC 9112 §6.3 allows either; one rule is simpler to audit).
+- HTTP/1.1 needs exactly one Host; HTTP/1.0 may omit it but not repeat it.
+- Only HTTP/1.0 and HTTP/1.1 are served: any other version is 505.
+"""
+
+from __future__ import annotations
+
+from . import _abnf
+from ._errors import ProtocolError
+from ._limits import Limits
+
+__all__ = ["RequestHead", "parse_request_head"]
+
+_KNOWN_CODINGS = frozenset({b"gzip", b"x-gzip", b"deflate", b"compress", b"x-compress"})
+
+
+class RequestHead:
+    """A parsed request head. Shared between identical heads: treat it as immutable.
+
+    Attributes:
+        method, target: as sent (bytes).
+        http_version: ``b"1.1"`` or ``b"1.0"``.
+        headers: ``(lowercased name, value)`` pairs in the order sent.
+        content_length: the body length, or None when there is no Content-Length.
+        chunked: True for ``Transfer-Encoding: chunked``.
+        keep_alive: whether the connection may stay open after this request (RFC 9112 §9.3).
+        expect_continue: the request carries ``Expect: 100-continue``.
+    """
+
+    __slots__ = (
+        "chunked",
+        "content_length",
+        "expect_continue",
+        "headers",
+        "http_version",
+        "keep_alive",
+        "method",
+        "target",
+    )
+
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        http_version: bytes,
+        headers: tuple[tuple[bytes, bytes], ...],
+        content_length: int | None,
+        chunked: bool,
+        keep_alive: bool,
+        expect_continue: bool,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.http_version = http_version
+        self.headers = headers
+        self.content_length = content_length
+        self.chunked = chunked
+        self.keep_alive = keep_alive
+        self.expect_continue = expect_continue
+
+    def get(self, name: bytes, default: bytes | None = None) -> bytes | None:
+        """The first value of the (lowercase) field `name`, or `default`."""
+        for n, v in self.headers:
+            if n == name:
+                return v
+        return default
+
+    def __repr__(self) -> str:
+        return (
+            f"RequestHead({self.method!r}, {self.target!r}, HTTP/{self.http_version.decode()}, "
+            f"{len(self.headers)} fields)"
+        )
+
+
+_HEAD_MATCH = _abnf.HEAD.fullmatch
+_FIELDS = _abnf.FIELD_LINE.findall
+_FRAMING_NAMES = frozenset(
+    {b"host", b"content-length", b"transfer-encoding", b"connection", b"expect"}
+)
+
+
+def parse_request_head(head: bytes, limits: Limits) -> RequestHead:
+    """Parse `head`: the request line and field lines through the blank line's CRLF.
+
+    Raises `ProtocolError` (400, 414, 431, 501 or 505) naming what is wrong.
+    """
+    m = _HEAD_MATCH(head)
+    if m is None:
+        _diagnose(head)
+        raise ProtocolError("malformed request head")  # _diagnose always raises first
+    method, target, major, minor = m.groups()
+    if len(target) > limits.max_target_size:
+        raise ProtocolError(
+            f"request-target of {len(target)} bytes exceeds the limit of {limits.max_target_size}",
+            414,
+        )
+    if major != b"1" or minor not in (b"0", b"1"):
+        raise ProtocolError(f"HTTP version {(major + b'.' + minor).decode()} not supported", 505)
+    fields = _FIELDS(head, m.end(4) + 2)
+    if len(fields) > limits.max_headers:
+        raise ProtocolError(
+            f"{len(fields)} header fields exceed the limit of {limits.max_headers}", 431
+        )
+    headers = tuple([(n.lower(), v) for n, v in fields])
+    http11 = minor == b"1"
+    content_length: int | None = None
+    chunked = False
+    hosts = 0
+    connection = b""
+    expect_continue = False
+    for name, value in headers:
+        if name not in _FRAMING_NAMES:
+            continue
+        if name == b"host":
+            hosts += 1
+        elif name == b"content-length":
+            if content_length is not None:
+                raise ProtocolError("repeated Content-Length")
+            if not value.isdigit() or not value.isascii():
+                raise ProtocolError(f"Content-Length {value!r} is not a decimal number")
+            content_length = int(value)
+        elif name == b"transfer-encoding":
+            if chunked:
+                raise ProtocolError("chunked applied more than once")
+            chunked = _is_chunked(value)
+        elif name == b"connection":
+            connection = value if not connection else connection + b"," + value
+        elif value.lower() == b"100-continue":
+            expect_continue = True
+    if chunked:
+        if content_length is not None:
+            raise ProtocolError("both Transfer-Encoding and Content-Length")
+        if not http11:
+            raise ProtocolError("Transfer-Encoding in an HTTP/1.0 request")
+    if hosts != 1 and (http11 or hosts > 1):
+        raise ProtocolError("missing Host" if hosts == 0 else "repeated Host")
+    if content_length is not None and content_length > limits.max_body_size:
+        raise ProtocolError(
+            f"Content-Length {content_length} exceeds the body limit of {limits.max_body_size}",
+            413,
+        )
+    if connection:
+        tokens = {t.strip().lower() for t in connection.split(b",")}
+        keep_alive = b"close" not in tokens and (http11 or b"keep-alive" in tokens)
+    else:
+        keep_alive = http11
+    return RequestHead(
+        method,
+        target,
+        b"1.1" if http11 else b"1.0",
+        headers,
+        content_length,
+        chunked,
+        keep_alive,
+        expect_continue,
+    )
+
+
+def _is_chunked(value: bytes) -> bool:
+    """Check a Transfer-Encoding value: True for exactly chunked, else a `ProtocolError`."""
+    codings = [c.strip().lower() for c in value.split(b",")]
+    final = codings[-1]
+    if final == b"chunked" and len(codings) == 1:
+        return True
+    for coding in codings:
+        name = coding.split(b";", 1)[0].strip()
+        if not name:
+            raise ProtocolError(f"empty transfer coding in {value!r}")
+        if name != b"chunked" and name not in _KNOWN_CODINGS:
+            raise ProtocolError(f"unknown transfer coding {name!r}", 501)
+    if final != b"chunked":
+        raise ProtocolError(f"final transfer coding is {final!r}, not chunked")
+    if codings.count(b"chunked") > 1:
+        raise ProtocolError("chunked applied more than once")
+    raise ProtocolError(f"transfer codings {value!r} are not implemented", 501)
+
+
+def _diagnose(head: bytes) -> None:
+    """Name what makes `head` malformed (the slow path: only for heads that failed)."""
+    if b"\x00" in head:
+        raise ProtocolError("NUL byte in request head")
+    lines = head.split(b"\r\n")
+    for i, line in enumerate(lines):
+        if b"\r" in line:
+            raise ProtocolError(f"bare CR in line {i + 1} of the head")
+        if b"\n" in line:
+            raise ProtocolError(f"bare LF in line {i + 1} of the head (lines must end in CRLF)")
+    if not _abnf.REQUEST_LINE.fullmatch(lines[0] + b"\r\n"):
+        raise ProtocolError(f"malformed request line {lines[0][:100]!r}")
+    for line in lines[1:-2]:
+        if line[:1] in (b" ", b"\t"):
+            raise ProtocolError("obs-fold (a field line starting with whitespace)")
+        name, colon, _ = line.partition(b":")
+        if not colon:
+            raise ProtocolError(f"field line without a colon: {line[:100]!r}")
+        if name.rstrip(b" \t") != name:
+            raise ProtocolError(f"whitespace between field name and colon: {name[:100]!r}")
+        if not _abnf.TOKEN.fullmatch(name):
+            raise ProtocolError(f"invalid field name {name[:100]!r}")
+        if not _abnf.FIELD_LINE.fullmatch(line + b"\r\n"):
+            raise ProtocolError(f"invalid characters in the value of field {name[:100]!r}")
+    raise ProtocolError("malformed request head")

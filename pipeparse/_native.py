@@ -1,0 +1,129 @@
+"""The native handler interface: ``async def handler(request: HttpRequest) -> Response``.
+
+The fast path. A handler gets the parsed head and, when the whole body had arrived before it
+started (the usual case), the body as a view into the receive buffer: no copy, no per-request
+channel. A larger body streams through `stream()` / `read()`. Pick ASGI for frameworks and
+portability; pick native when per-request overhead matters (see the README).
+
+A view is valid while the handler runs; copy it (``bytes(view)``) to keep it longer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from typing import Protocol
+
+__all__ = ["BodySource", "HttpRequest", "Response"]
+
+Headers = Sequence[tuple[bytes, bytes]]
+
+
+class BodySource(Protocol):
+    """What an engine gives a request for the parts of its life that are still to come."""
+
+    async def next_chunk(self) -> bytes | memoryview | None:
+        """The next piece of the body, or None at its end."""
+        ...
+
+    async def wait_disconnect(self) -> None:
+        """Return once the client has gone (or the connection is closing)."""
+        ...
+
+
+class HttpRequest:
+    """A request as a native handler sees it.
+
+    Attributes:
+        method, target: bytes as sent. http_version: ``b"1.1"`` or ``b"1.0"``.
+        headers: ``(lowercased name, value)`` pairs in the order sent.
+        seq: the request's index on its connection, from 0.
+        client: the peer's ``(host, port)``, when known.
+    """
+
+    __slots__ = ("_body", "_source", "client", "headers", "http_version", "method", "seq", "target")
+
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        http_version: bytes,
+        headers: Headers,
+        seq: int,
+        body: bytes | memoryview | None,
+        source: BodySource,
+        client: tuple[str, int] | None = None,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.http_version = http_version
+        self.headers = headers
+        self.seq = seq
+        self._body = body  # the whole body when it had all arrived; None: it streams
+        self._source = source
+        self.client = client
+
+    @property
+    def body_complete(self) -> bool:
+        """True when `body` holds the whole body already (no await needed)."""
+        return self._body is not None
+
+    @property
+    def body(self) -> bytes | memoryview:
+        """The whole body, without copying; only when `body_complete` (else use `read()`)."""
+        if self._body is None:
+            raise RuntimeError("the body is still arriving: use `await request.read()`")
+        return self._body
+
+    async def read(self) -> bytes | memoryview:
+        """The whole body (joined if it streamed in pieces)."""
+        if self._body is not None:
+            return self._body
+        parts = [bytes(c) async for c in self.stream()]
+        self._body = b"".join(parts)
+        return self._body
+
+    async def stream(self) -> AsyncIterator[bytes | memoryview]:
+        """The body piece by piece, as it arrives (each piece once)."""
+        if self._body is not None:
+            if self._body:
+                yield self._body
+            return
+        while (chunk := await self._source.next_chunk()) is not None:
+            yield chunk
+
+    async def wait_disconnect(self) -> None:
+        """Return once the client has gone."""
+        await self._source.wait_disconnect()
+
+    def header(self, name: bytes, default: bytes | None = None) -> bytes | None:
+        """The first value of the field `name` (lowercase), or `default`."""
+        for n, v in self.headers:
+            if n == name:
+                return v
+        return default
+
+    def __repr__(self) -> str:
+        return f"HttpRequest(seq={self.seq}, {self.method!r} {self.target!r})"
+
+
+class Response:
+    """What a native handler returns.
+
+    Args:
+        body: bytes, or an async iterable of bytes to stream (sent chunked on HTTP/1.1).
+        status: the status code.
+        headers: ``(name, value)`` bytes pairs; Date, Server and the framing headers
+            (Content-Length, Transfer-Encoding) are the server's to add.
+    """
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(
+        self,
+        body: bytes | memoryview | AsyncIterable[bytes] = b"",
+        status: int = 200,
+        headers: Headers = (),
+    ) -> None:
+        self.body = body
+        self.status = status
+        self.headers = headers

@@ -1,0 +1,48 @@
+"""ServerConfig: every setting of `pipeparse serve`, with its default (and units in its name)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pipeparse import KiB, Limits
+
+__all__ = ["Engine", "Interface", "PipelinePolicy", "ServerConfig"]
+
+Engine = Literal["pipeparse", "h11"]
+Interface = Literal["auto", "asgi", "native"]
+PipelinePolicy = Literal["safe", "all", "serial"]
+
+SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    engine: Engine = "pipeparse"
+    interface: Interface = "auto"
+    pipeline_policy: PipelinePolicy = "safe"
+    max_in_flight: int = 16  # requests framed but not yet answered, per connection
+    buffer_size: int = 256 * KiB  # receive buffer per connection, bytes
+    limits: Limits = field(default_factory=Limits)
+    header_timeout: float = 10 * SECONDS  # a head must complete within this (408)
+    keep_alive_timeout: float = 5 * SECONDS  # idle connection closed after this
+    body_timeout: float = 30 * SECONDS  # longest wait for more body bytes
+    request_timeout: float = 60 * SECONDS  # a handler over this gets 503
+    shutdown_timeout: float = 10 * SECONDS  # in-flight work may finish within this
+    workers: int = 1
+    access_log: bool = False
+    log_level: str = "info"
+    server_name: bytes = b"pipeparse"
+
+    def __post_init__(self) -> None:
+        if self.max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, got {self.max_in_flight}")
+        if self.buffer_size < 1024:
+            raise ValueError(f"buffer_size must be at least 1024 bytes, got {self.buffer_size}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
+        for name in ("header_timeout", "keep_alive_timeout", "body_timeout", "request_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

@@ -1,0 +1,41 @@
+"""The contract between the engines and the app adapters.
+
+Both engines (pipeparse, h11) run every request as ``await handler(request, sink)``: `request` is
+a `pipeparse.HttpRequest`, and the handler answers through `sink`. The adapters in
+`servers.handlers` turn an ASGI 3 app or a native ``async def (request) -> Response`` into such a
+handler, so each engine serves both interfaces through one path.
+
+The engine owns framing: it adds Date and Server, sends Content-Length when the first `send` is
+also the last (``more=False``), otherwise chunked on HTTP/1.1 (close-delimited on HTTP/1.0), and
+sends no body for HEAD, 1xx, 204 and 304. A handler that raises before `start` gets a 500 for its
+request; after `start`, the connection is closed once earlier responses are out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+from pipeparse import HttpRequest
+
+__all__ = ["Handler", "ResponseSink"]
+
+
+class ResponseSink(Protocol):
+    """Where a handler writes its one response. The engine keeps responses in request order."""
+
+    @property
+    def started(self) -> bool:
+        """True once `start` was called."""
+        ...
+
+    async def start(self, status: int, headers: Sequence[tuple[bytes, bytes]]) -> None:
+        """Begin the response: status and the app's header fields."""
+        ...
+
+    async def send(self, data: bytes | memoryview, more: bool = False) -> None:
+        """Body bytes; ``more=False`` ends the response (call it exactly once)."""
+        ...
+
+
+Handler = Callable[[HttpRequest, ResponseSink], Awaitable[None]]

@@ -31,6 +31,8 @@ class ServerConfig:
     body_timeout: float = 30 * SECONDS  # longest wait for more body bytes
     request_timeout: float = 60 * SECONDS  # a handler over this gets 503
     shutdown_timeout: float = 10 * SECONDS  # in-flight work may finish within this
+    recv_size: int = 0  # bytes per receive; 0: adaptive (see servers/engine_pipeparse.py)
+    flush: Literal["adaptive", "each"] = "adaptive"  # when responses are written
     workers: int = 1
     access_log: bool = False
     log_level: str = "info"
@@ -41,6 +43,15 @@ class ServerConfig:
             raise ValueError(f"max_in_flight must be at least 1, got {self.max_in_flight}")
         if self.buffer_size < 1024:
             raise ValueError(f"buffer_size must be at least 1024 bytes, got {self.buffer_size}")
+        if self.buffer_size <= self.limits.max_head_size:
+            raise ValueError(
+                f"buffer_size ({self.buffer_size}) must exceed max_head_size "
+                f"({self.limits.max_head_size}): a whole head must fit in the buffer"
+            )
+        if self.recv_size < 0:
+            raise ValueError(f"recv_size must be 0 (adaptive) or positive, got {self.recv_size}")
+        if self.flush not in ("adaptive", "each"):
+            raise ValueError(f"flush must be 'adaptive' or 'each', got {self.flush!r}")
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
         for name in ("header_timeout", "keep_alive_timeout", "body_timeout", "request_timeout"):

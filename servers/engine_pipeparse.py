@@ -1,0 +1,645 @@
+"""The pipeparse engine: the requests of one pipelined connection run concurrently.
+
+Strategy
+--------
+Per connection, bytes land once in a `SeekableBuffer`; a `RequestIndex` frames every request a
+receive brings (receive batching); handlers get views into the buffer; `OrderedResponses` puts
+the answers back in request order and the writer sends every contiguous ready response at once.
+
+Who runs what: leader/followers. The connection's tasks share one *leader* role: the leader
+takes the next request that `DispatchPolicy` lets start and runs its handler inline, in its own
+task: no spawn, no channel. A handler that completes without suspending costs one await. The
+first time a handler suspends (it sleeps, waits for I/O or a lock), `_run_inline` notices and
+hands the leader role to a parked follower, or spawns one (at most `max_in_flight` tasks per
+connection), before the suspension reaches trio. So only a handler that blocks pays for a task
+switch, and a connection of instant handlers runs on one task. When a blocked handler finishes,
+its task writes its response, takes the leader role back if nobody holds it, and otherwise parks
+as a follower.
+
+Adaptive batching (after the Oracle datagram paper's batch sizing):
+- receive size: starts at 16 KiB; a receive that fills its request doubles the next one, up to
+  256 KiB (or the buffer); one that brings less than a quarter of it halves the next, down to
+  4 KiB. So a deep pipeline is read in few large receives and a trickle in small ones.
+- flush: responses of instant handlers are not sent one by one: the leader writes when it runs
+  out of runnable requests (before it receives again or waits), so every response of one
+  receive's batch leaves in one send, while a lone request is answered at once. Output over
+  64 KiB is written without waiting; a response streamed by a handler at the head of the line
+  goes out as it is produced. `flush="each"` and a fixed `recv_size` turn both off (benchmarks).
+
+Back-pressure: the leader stops receiving while `max_in_flight` requests are framed and not yet
+answered, or the buffer is full; TCP then pushes back on the client. A body larger than the
+buffer streams to its handler piece by piece and never has to fit.
+
+Closing: after `Connection: close`, an HTTP/1.0 request without keep-alive, or a protocol
+error, nothing later is dispatched; once every earlier response is out, the last response (the
+error's 4xx) is sent, the write side is shut, what the client still sends is drained for a
+short while, and only then is the socket closed, so the answers are not lost to a reset.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import types
+from collections import deque
+from collections.abc import Coroutine, Generator, Sequence
+from typing import Any
+
+import trio
+
+from pipeparse import (
+    CONTINUE_100,
+    LAST_CHUNK,
+    DispatchPolicy,
+    FramedRequest,
+    HttpDate,
+    HttpRequest,
+    OrderedResponses,
+    ProtocolError,
+    RequestIndex,
+    ResponseFraming,
+    ResponseSlot,
+    SeekableBuffer,
+    chunk,
+    render_head,
+    status_line,
+)
+
+from .config import ServerConfig
+from .protocol import Handler
+
+__all__ = ["serve_connection"]
+
+log = logging.getLogger("pipeparse.server")
+
+_MIN_RECV = 4 * 1024
+_FIRST_RECV = 16 * 1024
+_MAX_RECV = 256 * 1024
+_FLUSH_AT = 64 * 1024  # output bytes written without waiting for the batch to end
+_SLOT_BUFFER = 1024 * 1024  # a streamed response not yet at the head waits beyond this
+_LINGER_SECONDS = 2.0  # after the last response, drain the client's bytes this long ...
+_LINGER_BYTES = 1024 * 1024  # ... or this many bytes
+_date = HttpDate()
+
+
+async def serve_connection(
+    stream: trio.abc.Stream,
+    handler: Handler,
+    config: ServerConfig,
+    client: tuple[str, int] | None = None,
+) -> None:
+    """Serve one connection until it closes; the stream is closed on return."""
+    conn = _Connection(stream, handler, config, client)
+    try:
+        async with trio.open_nursery() as nursery:
+            conn.nursery = nursery
+            await conn.work(leader=True)
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, None], trap: Any) -> Generator[Any, Any, None]:
+    """Go on awaiting `coro`, which suspended on `trap` when first sent None.
+
+    Exactly what ``await coro`` would have done from there: `trap` goes to trio, and every
+    value or exception trio sends back goes on to the coroutine. Together with one
+    ``coro.send(None)`` this runs a handler inline, and tells whether it ever suspended.
+    """
+    while True:
+        try:
+            value = yield trap
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
+            try:
+                trap = coro.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                trap = coro.send(value)
+            except StopIteration:
+                return
+
+
+class _Connection:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        handler: Handler,
+        config: ServerConfig,
+        client: tuple[str, int] | None,
+    ) -> None:
+        self.stream = stream
+        self.handler = handler
+        self.config = config
+        self.client = client
+        self.nursery: trio.Nursery
+        self.buf = SeekableBuffer(config.buffer_size)
+        self.index = RequestIndex(self.buf, config.limits)
+        self.policy = DispatchPolicy(config.pipeline_policy, config.max_in_flight)
+        self.responses = OrderedResponses()
+        self.queue: deque[FramedRequest] = deque()  # framed, not yet started
+        self.sock = stream.socket if isinstance(stream, trio.SocketStream) else None
+        self.fixed_recv = config.recv_size
+        self.recv_size = config.recv_size or min(_FIRST_RECV, config.buffer_size)
+        self.max_recv = min(_MAX_RECV, config.buffer_size)
+        self.flush_each = config.flush == "each"
+        self.eof = False
+        self.stop_dispatch = False  # a closing request or an error: nothing more starts
+        self.done = False
+        self.gone = trio.Event()  # the client went away (or the connection is closing)
+        self.tasks = 1
+        self.leader_vacant = False
+        self.followers = trio.lowlevel.ParkingLot()
+        self.progress = trio.lowlevel.ParkingLot()  # the leader waits here for a completion
+        self.writing = False
+        self.streaming: _StreamingBody | None = None
+        self.no_body = _NoBody(self)
+
+    # -- the worker loop -----------------------------------------------------------------
+
+    async def work(self, leader: bool) -> None:
+        """One task's life: lead while it can, follow while another leads."""
+        while not self.done:
+            if not leader:
+                if self.leader_vacant:
+                    self.leader_vacant = False
+                else:
+                    await self.followers.park()  # unparked = made leader, or done
+                    if self.done:
+                        return
+            request = await self._next()
+            if request is None:
+                self._end()
+                return
+            leader = not await self._run(request)
+            if not leader:
+                await self.flush()
+
+    def _end(self) -> None:
+        self.done = True
+        self.followers.unpark_all()
+        self.progress.unpark_all()
+
+    def _hand_over(self) -> None:
+        """The leader's handler suspended: give the leader role to another task."""
+        if self.followers:
+            self.followers.unpark()
+        elif self.tasks < self.policy.max_in_flight + 1 and not self.done:
+            self.tasks += 1
+            self.nursery.start_soon(self.work, True)
+        else:
+            self.leader_vacant = True
+
+    async def _wait_progress(self) -> None:
+        """Write what is ready, else sleep until a request completes (then re-check)."""
+        responses = self.responses
+        if (responses.has_output or responses.closing) and not self.writing:
+            await self.flush()  # it may suspend: the caller re-checks before parking
+        elif not self.done:
+            await self.progress.park()  # a completion or the writer finishing wakes us
+
+    # -- dispatch ------------------------------------------------------------------------
+
+    async def _next(self) -> FramedRequest | None:
+        """The next request to run (the leader's job); None when the connection is done."""
+        queue = self.queue
+        policy = self.policy
+        while not self.done:
+            if self.stop_dispatch:
+                if not len(self.responses) and not self.responses.has_output:
+                    return None
+                await self._wait_progress()
+                continue
+            if queue:
+                request = queue[0]
+                if policy.can_start(request.head.method):
+                    queue.popleft()
+                    return request
+                await self._wait_progress()
+                continue
+            if self.index.error is not None:
+                self._answer_error(self.index.error)
+                continue
+            if self.eof:
+                if not len(self.responses) and not self.responses.has_output:
+                    return None
+                await self._wait_progress()
+                continue
+            framed_unanswered = len(self.responses) + len(queue)
+            streaming = self.streaming is not None and self.streaming.waiting
+            if (framed_unanswered >= policy.max_in_flight and not streaming) or (
+                self.buf.writable() == 0
+            ):
+                await self._wait_progress()
+                continue
+            await self.flush()
+            await self._receive(idle=framed_unanswered == 0 and self.index.at_boundary)
+        return None
+
+    async def _receive(self, idle: bool) -> None:
+        """One receive into the buffer, then frame what it brought.
+
+        An idle connection (nothing in flight, no partial request) waits at most
+        `keep_alive_timeout` for its next request, then closes.
+        """
+        buf = self.buf
+        size = self.recv_size
+        n = 0
+        try:
+            with trio.move_on_after(self.config.keep_alive_timeout if idle else math.inf) as scope:
+                if self.sock is not None:
+                    view = buf.write_view(size)
+                    try:
+                        n = await self.sock.recv_into(view, len(view))
+                    finally:
+                        view.release()
+                    buf.commit(n)
+                else:
+                    data = await self.stream.receive_some(min(size, buf.writable()))
+                    n = len(data)
+                    buf.feed(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            self._client_gone()
+            return
+        if scope.cancelled_caught:
+            self.eof = self.stop_dispatch = True  # idle too long: close
+            return
+        if n == 0:
+            self.eof = True
+            if self.streaming is not None:
+                self.streaming.arrived()
+            return
+        if not self.fixed_recv:  # adaptive receive size
+            if n >= size:
+                self.recv_size = min(size * 2, self.max_recv)
+            elif n < size // 4:
+                self.recv_size = max(size // 2, _MIN_RECV)
+        framed = self.index.advance()
+        if framed:
+            self.queue.extend(framed)
+        if self.streaming is not None:
+            self.streaming.arrived()
+
+    def _client_gone(self) -> None:
+        self.eof = True
+        self.stop_dispatch = True
+        self.gone.set()
+        self.nursery.cancel_scope.cancel()
+
+    def _answer_error(self, error: ProtocolError) -> None:
+        """Queue the 4xx for a protocol error after every earlier response; then close."""
+        slot = self.responses.reserve(-1)
+        body = (error.message + "\n").encode("utf-8", "replace")
+        head = (
+            status_line(error.status_hint)
+            + b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
+            b"connection: close\r\ndate: %s\r\nserver: %s\r\n\r\n"
+            % (len(body), _date(), self.config.server_name)
+        )
+        self.responses.write(slot, head + body)
+        self.responses.finish(slot, close=True)
+        self.stop_dispatch = True
+        log.debug("protocol error from %s: %s", self.client, error)
+
+    # -- running one request -------------------------------------------------------------
+
+    async def _run(self, request: FramedRequest) -> bool:
+        """Run `request`'s handler inline; True if it suspended (leader role handed over)."""
+        head = request.head
+        method = head.method
+        self.policy.started(method)
+        slot = self.responses.reserve(request.seq)
+        if not head.keep_alive:
+            self.stop_dispatch = True  # RFC 9112 §9.6: nothing after it is processed
+            self.queue.clear()
+        buf = self.buf
+        source: _NoBody | _StreamingBody
+        body: bytes | memoryview | None
+        if request.end is not None:
+            pieces = request.body
+            if not pieces:
+                body = b""
+            elif len(pieces) == 1:
+                body = buf.view(*pieces[0])
+            else:
+                body = b"".join([buf.view(s, e) for s, e in pieces])
+            source = self.no_body
+        else:
+            body = None
+            source = self.streaming = _StreamingBody(self, request, slot)
+        sink = _Sink(self, slot, head.method, head.http_version == b"1.1", head.keep_alive)
+        http_request = HttpRequest(
+            method, head.target, head.http_version, head.headers, request.seq, body, source,
+            self.client,
+        )  # fmt: skip
+        try:
+            coro = self.handler(http_request, sink)
+            try:
+                trap = coro.send(None)  # run inline: an instant handler finishes right here
+            except StopIteration:
+                pass
+            else:  # it suspended: hand the leader role over, then let it go on in this task
+                sink.blocked = True
+                self._hand_over()
+                await _resume(coro, trap)
+            if not sink.finished:
+                if not sink.started:
+                    raise RuntimeError("handler returned without a response")
+                await sink.send(b"", more=False)
+        except Exception as exc:
+            self._failed(sink, exc)
+        finally:
+            self.policy.finished(method)
+            if source is self.no_body:
+                buf.release(request.start, request.end)  # type: ignore[arg-type]
+            else:
+                source.handler_done()
+            if self.progress:
+                self.progress.unpark_all()
+        if self.flush_each or self.responses.out_size >= _FLUSH_AT:
+            await self.flush()
+        return sink.blocked
+
+    def _failed(self, sink: _Sink, exc: Exception) -> None:
+        if sink.finished:
+            log.exception("handler failed after its response", exc_info=exc)
+            return
+        status = exc.status_hint if isinstance(exc, ProtocolError) else 500
+        if status == 500:
+            log.exception("handler failed", exc_info=exc)
+        if sink.started:  # part of the response is out: only closing can tell the client
+            sink.finished = True
+            self.responses.finish(sink.slot, close=True)
+            self.stop_dispatch = True
+            return
+        body = b"Internal Server Error\n" if status == 500 else b"Bad Request\n"
+        close = isinstance(exc, ProtocolError)
+        head, _ = render_head(
+            status,
+            [(b"content-type", b"text/plain; charset=utf-8")],
+            method=sink.method,
+            http11=sink.http11,
+            keep_alive=sink.keep_alive and not close,
+            body_length=len(body),
+            date=_date(),
+            server=self.config.server_name,
+        )
+        self.responses.write(sink.slot, head + body if sink.method != b"HEAD" else head)
+        sink.finished = True
+        self.responses.finish(sink.slot, close=close or not sink.keep_alive)
+        if close:
+            self.stop_dispatch = True
+
+    # -- writing -------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Send everything that may leave now (one writer at a time; others just return)."""
+        if self.writing:
+            return
+        responses = self.responses
+        if not responses.has_output:
+            if responses.closing:
+                await self._close()
+            return
+        self.writing = True
+        try:
+            while responses.has_output:
+                parts = responses.take()
+                data = parts[0] if len(parts) == 1 else b"".join(parts)
+                await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            self._client_gone()
+            return
+        finally:
+            self.writing = False
+        self.progress.unpark_all()
+        if responses.closing:
+            await self._close()
+
+    async def _close(self) -> None:
+        """Close in stages (RFC 9112 §9.6): shut the write side, drain a little, close."""
+        if self.done:
+            return
+        self._end()
+        self.gone.set()
+        self.nursery.cancel_scope.cancel()
+        with trio.CancelScope(shield=True), trio.move_on_after(_LINGER_SECONDS):
+            try:
+                await self.stream.send_eof()  # type: ignore[attr-defined]
+            except (AttributeError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                return
+            drained = 0
+            try:
+                while drained < _LINGER_BYTES:
+                    data = await self.stream.receive_some(64 * 1024)
+                    if not data:
+                        break
+                    drained += len(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+
+
+class _Sink:
+    """One request's `ResponseSink`: renders into its slot of the ordered responses."""
+
+    __slots__ = (
+        "blocked",
+        "conn",
+        "finished",
+        "framing",
+        "headers",
+        "http11",
+        "keep_alive",
+        "method",
+        "sent",
+        "slot",
+        "started",
+        "status",
+    )
+
+    def __init__(
+        self, conn: _Connection, slot: ResponseSlot, method: bytes, http11: bool, keep_alive: bool
+    ) -> None:
+        self.conn = conn
+        self.slot = slot
+        self.method = method
+        self.http11 = http11
+        self.keep_alive = keep_alive
+        self.started = False
+        self.finished = False
+        self.blocked = False
+        self.status = 0
+        self.headers: Sequence[tuple[bytes, bytes]] = ()
+        self.framing: ResponseFraming | None = None
+        self.sent = 0
+
+    async def start(self, status: int, headers: Sequence[tuple[bytes, bytes]]) -> None:
+        if self.started:
+            raise RuntimeError("response already started")
+        self.started = True
+        self.status = status
+        self.headers = headers
+
+    async def send(self, data: bytes | memoryview, more: bool = False) -> None:
+        if not self.started:
+            raise RuntimeError("send() before start()")
+        if self.finished:
+            raise RuntimeError("response already complete")
+        conn = self.conn
+        responses = conn.responses
+        framing = self.framing
+        if framing is None:
+            head, framing = render_head(
+                self.status,
+                self.headers,
+                method=self.method,
+                http11=self.http11,
+                keep_alive=self.keep_alive,
+                body_length=None if more else len(data),
+                date=_date(),
+                server=conn.config.server_name,
+            )
+            self.framing = framing
+            responses.write(self.slot, head)
+        if data and framing.send_body:
+            self.sent += len(data)
+            if framing.content_length is not None and self.sent > framing.content_length:
+                raise RuntimeError(
+                    f"response body longer than its Content-Length {framing.content_length}"
+                )
+            if framing.chunked:
+                responses.write_many(self.slot, chunk(data))
+            else:
+                responses.write(self.slot, data)
+        if more:
+            if responses.is_head(self.slot):
+                await conn.flush()  # a streamed response goes out as it is produced
+            elif self.slot.size > _SLOT_BUFFER:
+                while not responses.is_head(self.slot) and not conn.done:
+                    await conn.progress.park()
+            return
+        close = framing.close
+        if framing.chunked:
+            responses.write(self.slot, LAST_CHUNK)
+        elif (
+            framing.send_body
+            and framing.content_length is not None
+            and self.sent != framing.content_length
+        ):
+            close = True  # shorter than promised: only closing can end it
+        self.finished = True
+        responses.finish(self.slot, close=close)
+        if close:
+            conn.stop_dispatch = True
+
+
+class _NoBody:
+    """The body source of a request whose body had all arrived (shared per connection)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: _Connection) -> None:
+        self.conn = conn
+
+    async def next_chunk(self) -> bytes | memoryview | None:
+        return None
+
+    async def wait_disconnect(self) -> None:
+        await self.conn.gone.wait()
+
+
+class _StreamingBody:
+    """The body of a request dispatched before all of it arrived: pieces as they are framed."""
+
+    __slots__ = (
+        "abandoned",
+        "conn",
+        "continued",
+        "event",
+        "next_piece",
+        "request",
+        "slot",
+        "waiting",
+    )
+
+    def __init__(self, conn: _Connection, request: FramedRequest, slot: ResponseSlot) -> None:
+        self.conn = conn
+        self.request = request
+        self.slot = slot
+        self.next_piece = 0
+        self.event = trio.Event()
+        self.waiting = False  # the handler waits for body bytes: the leader must receive
+        self.abandoned = False  # the handler finished without reading it all
+        self.continued = not request.head.expect_continue  # 100 Continue sent or not needed
+
+    async def next_chunk(self) -> bytes | memoryview | None:
+        request = self.request
+        conn = self.conn
+        if not self.continued:  # the client waits for this before it sends the body
+            self.continued = True
+            if not request.body:
+                conn.responses.write(self.slot, CONTINUE_100)
+                await conn.flush()
+        while True:
+            if self.next_piece < len(request.body):
+                s, e = request.body[self.next_piece]
+                self.next_piece += 1
+                conn.progress.unpark_all()  # space freed: a leader may wait for it
+                return conn.buf.take(s, e)
+            if request.end is not None:
+                return None
+            if conn.index.error is not None:
+                raise conn.index.error
+            if conn.eof:
+                raise trio.BrokenResourceError("client closed the connection mid-body")
+            self.waiting = True
+            self.event = trio.Event()
+            conn.progress.unpark_all()  # the leader may be waiting only because of the limit
+            await self.event.wait()
+            self.waiting = False
+
+    async def wait_disconnect(self) -> None:
+        await self.conn.gone.wait()
+
+    def arrived(self) -> None:
+        """The leader framed more of the body (or hit the end of the stream)."""
+        self.event.set()
+        if self.abandoned:
+            self._discard_arrived()
+
+    def handler_done(self) -> None:
+        self.abandoned = True
+        self._discard_arrived()
+
+    def _discard_arrived(self) -> None:
+        request = self.request
+        buf = self.conn.buf
+        pieces = request.body
+        while self.next_piece < len(pieces):
+            buf.release(*pieces[self.next_piece])
+            self.next_piece += 1
+        if request.end is not None:
+            _release_untaken(buf, request.start, request.end)
+            if self.conn.streaming is self:
+                self.conn.streaming = None
+
+
+def _release_untaken(buf: SeekableBuffer, start: int, end: int) -> None:
+    """Take whatever in [start, end) is still held (body pieces there were taken already)."""
+    head = buf.head
+    pos = max(start, head)
+    for offset, length in buf.holes:
+        hs, he = head + offset, head + offset + length
+        if he <= pos:
+            continue
+        if hs >= end:
+            break
+        if hs > pos:
+            buf.release(pos, hs)
+        pos = he
+    if pos < end:
+        buf.release(pos, end)

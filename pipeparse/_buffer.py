@@ -176,8 +176,7 @@ class SeekableBuffer:
             if hs > start:
                 runs.append((start, hs))
             start = he
-        if self._tail > start or not runs:
-            runs.append((start, self._tail))
+        runs.append((start, self._tail))  # always: the last segment maps the tail, even empty
         src = self._block
         dst = bytearray(self._capacity) if self._block_has_views() else src
         seg_abs: list[int] = []

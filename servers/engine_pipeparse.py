@@ -43,6 +43,7 @@ import math
 import types
 from collections import deque
 from collections.abc import Coroutine, Generator, Sequence
+from http import HTTPStatus
 from typing import Any
 
 import trio
@@ -157,6 +158,10 @@ class _Connection:
         self.progress = trio.lowlevel.ParkingLot()  # the leader waits here for a completion
         self.writing = False
         self.streaming: _StreamingBody | None = None
+        self.timeout_error: ProtocolError | None = None
+        self.recv_scope: trio.CancelScope | None = None  # the leader's receive, while it waits
+        self.head_since = math.inf  # when the partial head now buffered began
+        self.body_since = 0.0  # when the body now arriving last made progress
         self.no_body = _NoBody(self)
 
     # -- the worker loop -----------------------------------------------------------------
@@ -171,13 +176,30 @@ class _Connection:
                     await self.followers.park()  # unparked = made leader, or done
                     if self.done:
                         return
-            request = await self._next()
-            if request is None:
+            # One cancel scope per stint as leader, not per request: it gets a deadline only
+            # when a handler blocks (the request timeout), and the stint ends with that handler.
+            finished = False  # stays so if the request timeout cancelled the stint
+            with trio.CancelScope() as scope:
+                finished = await self._lead(scope)
+            if finished:
                 self._end()
                 return
-            leader = not await self._run(request)
-            if not leader:
-                await self.flush()
+            leader = False
+            await self.flush()
+
+    async def _lead(self, scope: trio.CancelScope) -> bool:
+        """Run requests inline until one blocks (False) or the connection is done (True)."""
+        queue = self.queue
+        policy = self.policy
+        while True:
+            if queue and not self.stop_dispatch and policy.can_start(queue[0].head.method):
+                request: FramedRequest | None = queue.popleft()  # the hot path: no await
+            else:
+                request = await self._next()
+                if request is None:
+                    return True
+            if await self._run(request, scope):
+                return False
 
     def _end(self) -> None:
         self.done = True
@@ -221,8 +243,9 @@ class _Connection:
                     return request
                 await self._wait_progress()
                 continue
-            if self.index.error is not None:
-                self._answer_error(self.index.error)
+            error = self.index.error or self.timeout_error
+            if error is not None:
+                self._answer_error(error)
                 continue
             if self.eof:
                 if not len(self.responses) and not self.responses.has_output:
@@ -243,14 +266,25 @@ class _Connection:
     async def _receive(self, idle: bool) -> None:
         """One receive into the buffer, then frame what it brought.
 
-        An idle connection (nothing in flight, no partial request) waits at most
-        `keep_alive_timeout` for its next request, then closes.
+        Timers run only while they should: `header_timeout` while part of a head is buffered,
+        `body_timeout` between pieces of a body, `keep_alive_timeout` while the connection is
+        idle (nothing in flight, nothing partial). A busy connection waits without a timer.
         """
         buf = self.buf
+        index = self.index
         size = self.recv_size
+        now = trio.current_time()
+        deadline = math.inf
+        if index.current is not None:
+            deadline = self.body_since + self.config.body_timeout
+        elif index.position < buf.tail:
+            deadline = self.head_since + self.config.header_timeout
+        elif idle:
+            deadline = now + self.config.keep_alive_timeout
         n = 0
         try:
-            with trio.move_on_after(self.config.keep_alive_timeout if idle else math.inf) as scope:
+            with trio.move_on_at(deadline) as scope:
+                self.recv_scope = scope
                 if self.sock is not None:
                     view = buf.write_view(size)
                     try:
@@ -265,8 +299,10 @@ class _Connection:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             self._client_gone()
             return
+        finally:
+            self.recv_scope = None
         if scope.cancelled_caught:
-            self.eof = self.stop_dispatch = True  # idle too long: close
+            self._timed_out()
             return
         if n == 0:
             self.eof = True
@@ -278,9 +314,32 @@ class _Connection:
                 self.recv_size = min(size * 2, self.max_recv)
             elif n < size // 4:
                 self.recv_size = max(size // 2, _MIN_RECV)
-        framed = self.index.advance()
+        framed = index.advance()
         if framed:
             self.queue.extend(framed)
+        now = trio.current_time()
+        if index.current is not None:
+            self.body_since = now  # body bytes keep coming: the body timer restarts
+        elif index.position == buf.tail:
+            self.head_since = math.inf
+        elif self.head_since == math.inf:
+            self.head_since = now  # a new head has begun
+        if self.streaming is not None:
+            self.streaming.arrived()
+
+    def _timed_out(self) -> None:
+        index = self.index
+        if index.current is not None:
+            error = ProtocolError("request body not received in time", 408)
+            if self.queue and self.queue[-1] is index.current:
+                self.queue.pop()  # not started: its 408 follows the earlier responses
+        elif index.position < self.buf.tail:
+            error = ProtocolError("request head not received in time", 408)
+        else:  # idle past the keep-alive timeout: close quietly
+            self.eof = self.stop_dispatch = True
+            return
+        self.timeout_error = error
+        self.eof = True  # nothing more is read
         if self.streaming is not None:
             self.streaming.arrived()
 
@@ -307,7 +366,7 @@ class _Connection:
 
     # -- running one request -------------------------------------------------------------
 
-    async def _run(self, request: FramedRequest) -> bool:
+    async def _run(self, request: FramedRequest, scope: trio.CancelScope) -> bool:
         """Run `request`'s handler inline; True if it suspended (leader role handed over)."""
         head = request.head
         method = head.method
@@ -345,7 +404,15 @@ class _Connection:
             else:  # it suspended: hand the leader role over, then let it go on in this task
                 sink.blocked = True
                 self._hand_over()
-                await _resume(coro, trap)
+                scope.deadline = trio.current_time() + self.config.request_timeout
+                try:
+                    await _resume(coro, trap)
+                except trio.Cancelled:
+                    if trio.current_time() < scope.deadline:
+                        raise  # not ours: the connection is going away
+                    raise _RequestTimeout(
+                        f"handler ran over {self.config.request_timeout} s"
+                    ) from None
             if not sink.finished:
                 if not sink.started:
                     raise RuntimeError("handler returned without a response")
@@ -368,15 +435,20 @@ class _Connection:
         if sink.finished:
             log.exception("handler failed after its response", exc_info=exc)
             return
-        status = exc.status_hint if isinstance(exc, ProtocolError) else 500
-        if status == 500:
+        if isinstance(exc, ProtocolError):
+            status = exc.status_hint
+        elif isinstance(exc, _RequestTimeout):
+            status = 503
+            log.warning("%s", exc)
+        else:
+            status = 500
             log.exception("handler failed", exc_info=exc)
         if sink.started:  # part of the response is out: only closing can tell the client
             sink.finished = True
             self.responses.finish(sink.slot, close=True)
             self.stop_dispatch = True
             return
-        body = b"Internal Server Error\n" if status == 500 else b"Bad Request\n"
+        body = b"%d %s\n" % (status, HTTPStatus(status).phrase.encode())
         close = isinstance(exc, ProtocolError)
         head, _ = render_head(
             status,
@@ -417,6 +489,12 @@ class _Connection:
         finally:
             self.writing = False
         self.progress.unpark_all()
+        scope = self.recv_scope
+        if scope is not None and not len(responses) and not self.queue and self.index.at_boundary:
+            # The last answer is out while the leader waits: the keep-alive timer starts now.
+            scope.deadline = min(
+                scope.deadline, trio.current_time() + self.config.keep_alive_timeout
+            )
         if responses.closing:
             await self._close()
 
@@ -441,6 +519,10 @@ class _Connection:
                     drained += len(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 pass
+
+
+class _RequestTimeout(Exception):
+    """A handler ran over `request_timeout`: its request gets a 503."""
 
 
 class _Sink:
@@ -504,6 +586,17 @@ class _Sink:
                 server=conn.config.server_name,
             )
             self.framing = framing
+            if not more and not framing.chunked and len(data) <= 4096:
+                # The whole response at once: one write of head and body.
+                if framing.send_body:
+                    self.sent = len(data)
+                    head += data
+                self.finished = True
+                responses.write(self.slot, head)
+                responses.finish(self.slot, close=framing.close)
+                if framing.close:
+                    conn.stop_dispatch = True
+                return
             responses.write(self.slot, head)
         if data and framing.send_body:
             self.sent += len(data)
@@ -592,8 +685,9 @@ class _StreamingBody:
                 return conn.buf.take(s, e)
             if request.end is not None:
                 return None
-            if conn.index.error is not None:
-                raise conn.index.error
+            error = conn.index.error or conn.timeout_error
+            if error is not None:
+                raise error
             if conn.eof:
                 raise trio.BrokenResourceError("client closed the connection mid-body")
             self.waiting = True

@@ -213,7 +213,7 @@ async def test_handler_exception_gives_500_and_the_rest_is_answered() -> None:
         await text(sink, request.target)
 
     out = await exchange(handler, get("/a") + get("/boom") + get("/c"))
-    assert parse_responses(out) == [(200, b"/a"), (500, b"Internal Server Error\n"), (200, b"/c")]
+    assert parse_responses(out) == [(200, b"/a"), (500, b"500 Internal Server Error\n"), (200, b"/c")]
 
 
 async def test_connection_close_answers_then_nothing_after() -> None:
@@ -324,3 +324,57 @@ async def test_idle_connection_closes_after_keep_alive_timeout(
             received += data
         assert trio.current_time() - start >= 5
     assert parse_responses(received) == [(200, b"/a ")]
+
+
+async def _partial_exchange(handler: Handler, data: bytes, config: ServerConfig) -> bytes:
+    """Send `data`, never finish it, read until the server closes."""
+    client, server = trio.testing.memory_stream_pair()
+    received = b""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_connection, server, handler, config)
+        await client.send_all(data)
+        while chunk_ := await client.receive_some():
+            received += chunk_
+    return received
+
+
+async def test_header_timeout_answers_408(autojump_clock: trio.testing.MockClock) -> None:
+    config = ServerConfig(header_timeout=3, keep_alive_timeout=100)
+    start = trio.current_time()
+    out = await _partial_exchange(echo_target, get("/a") + b"GET /slow HTTP/1.1\r\nHo", config)
+    assert trio.current_time() - start >= 3
+    assert [s for s, _ in parse_responses(out)] == [200, 408]
+
+
+async def test_body_timeout_answers_408(autojump_clock: trio.testing.MockClock) -> None:
+    config = ServerConfig(body_timeout=4, keep_alive_timeout=100)
+    data = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc"
+    start = trio.current_time()
+    out = await _partial_exchange(echo_target, data, config)
+    assert trio.current_time() - start >= 4
+    assert [s for s, _ in parse_responses(out)] == [408]
+
+
+async def test_request_timeout_answers_503_and_goes_on(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def handler(request: HttpRequest, sink: ResponseSink) -> None:
+        if request.target == b"/stuck":
+            await trio.sleep_forever()
+        await text(sink, request.target)
+
+    config = ServerConfig(request_timeout=7)
+    out = await exchange(handler, get("/stuck") + get("/b"), config)
+    assert parse_responses(out) == [(503, b"503 Service Unavailable\n"), (200, b"/b")]
+
+
+async def test_keep_alive_timer_does_not_run_while_requests_are_in_flight(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def handler(request: HttpRequest, sink: ResponseSink) -> None:
+        await trio.sleep(20)  # longer than the keep-alive timeout
+        await text(sink, b"late")
+
+    config = ServerConfig(keep_alive_timeout=5, request_timeout=60)
+    out = await _partial_exchange(handler, get("/"), config)
+    assert parse_responses(out) == [(200, b"late")]

@@ -435,6 +435,16 @@ class _Connection:
         if sink.finished:
             log.exception("handler failed after its response", exc_info=exc)
             return
+        if isinstance(exc, _ClosedMidBody) or sink.started:
+            # Nobody to answer, or part of the response is out: only closing can tell.
+            if isinstance(exc, _RequestTimeout):
+                log.warning("%s", exc)
+            elif not isinstance(exc, _ClosedMidBody):
+                log.exception("handler failed after starting its response", exc_info=exc)
+            sink.finished = True
+            self.responses.finish(sink.slot, close=True)
+            self.stop_dispatch = True
+            return
         if isinstance(exc, ProtocolError):
             status = exc.status_hint
         elif isinstance(exc, _RequestTimeout):
@@ -443,11 +453,6 @@ class _Connection:
         else:
             status = 500
             log.exception("handler failed", exc_info=exc)
-        if sink.started:  # part of the response is out: only closing can tell the client
-            sink.finished = True
-            self.responses.finish(sink.slot, close=True)
-            self.stop_dispatch = True
-            return
         body = b"%d %s\n" % (status, HTTPStatus(status).phrase.encode())
         close = isinstance(exc, ProtocolError)
         head, _ = render_head(
@@ -519,6 +524,10 @@ class _Connection:
                     drained += len(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 pass
+
+
+class _ClosedMidBody(trio.BrokenResourceError):
+    """The client closed its side before a request's body was complete."""
 
 
 class _RequestTimeout(Exception):
@@ -689,7 +698,7 @@ class _StreamingBody:
             if error is not None:
                 raise error
             if conn.eof:
-                raise trio.BrokenResourceError("client closed the connection mid-body")
+                raise _ClosedMidBody("client closed the connection mid-body")
             self.waiting = True
             self.event = trio.Event()
             conn.progress.unpark_all()  # the leader may be waiting only because of the limit

@@ -378,3 +378,35 @@ async def test_keep_alive_timer_does_not_run_while_requests_are_in_flight(
     config = ServerConfig(keep_alive_timeout=5, request_timeout=60)
     out = await _partial_exchange(handler, get("/"), config)
     assert parse_responses(out) == [(200, b"late")]
+
+
+async def test_a_client_that_never_reads_is_held_back() -> None:
+    """Back-pressure: with no buffering between the ends, a client that pipelines without
+    reading stops being read once the server's bounded buffer and in-flight slots fill."""
+    handled = 0
+
+    async def handler(request: HttpRequest, sink: ResponseSink) -> None:
+        nonlocal handled
+        handled += 1
+        await text(sink, b"x" * 100)
+
+    client, server = trio.testing.lockstep_stream_pair()
+    request = get("/")
+    config = ServerConfig(buffer_size=32 * 1024, max_in_flight=8)
+    sent = 0
+
+    async def pipeline() -> None:
+        nonlocal sent
+        for _ in range(100_000):
+            await client.send_all(request)
+            sent += 1
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_connection, server, handler, config)
+        nursery.start_soon(pipeline)
+        await trio.testing.wait_all_tasks_blocked()
+        # The server answered what it could send, then stopped reading: bounded work.
+        bound = config.buffer_size // len(request) + config.max_in_flight + 1
+        assert 0 < handled <= bound
+        assert handled <= sent <= bound + 1
+        nursery.cancel_scope.cancel()

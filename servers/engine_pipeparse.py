@@ -158,6 +158,7 @@ class _Connection:
         self.progress = trio.lowlevel.ParkingLot()  # the leader waits here for a completion
         self.writing = False
         self.streaming: _StreamingBody | None = None
+        self.date = _date()  # the Date value for responses of the current batch
         self.timeout_error: ProtocolError | None = None
         self.recv_scope: trio.CancelScope | None = None  # the leader's receive, while it waits
         self.head_since = math.inf  # when the partial head now buffered began
@@ -317,6 +318,7 @@ class _Connection:
         framed = index.advance()
         if framed:
             self.queue.extend(framed)
+            self.date = _date()  # one clock read per batch, not per response
         now = trio.current_time()
         if index.current is not None:
             self.body_since = now  # body bytes keep coming: the body timer restarts
@@ -591,7 +593,7 @@ class _Sink:
                 http11=self.http11,
                 keep_alive=self.keep_alive,
                 body_length=None if more else len(data),
-                date=_date(),
+                date=_date() if self.blocked else conn.date,
                 server=conn.config.server_name,
             )
             self.framing = framing

@@ -67,6 +67,7 @@ from pipeparse import (
 )
 
 from .config import ServerConfig
+from .listen import ShutdownSignal, current_shutdown
 from .protocol import Handler
 
 __all__ = ["serve_connection"]
@@ -94,6 +95,7 @@ async def serve_connection(
     try:
         async with trio.open_nursery() as nursery:
             conn.nursery = nursery
+            nursery.start_soon(conn.watch_shutdown, current_shutdown())
             await conn.work(leader=True)
     finally:
         await trio.aclose_forcefully(stream)
@@ -159,6 +161,7 @@ class _Connection:
         self.writing = False
         self.streaming: _StreamingBody | None = None
         self.date = _date()  # the Date value for responses of the current batch
+        self.watcher = trio.CancelScope()  # the shutdown watcher's, cancelled at the end
         self.timeout_error: ProtocolError | None = None
         self.recv_scope: trio.CancelScope | None = None  # the leader's receive, while it waits
         self.head_since = math.inf  # when the partial head now buffered began
@@ -202,7 +205,16 @@ class _Connection:
             if await self._run(request, scope):
                 return False
 
+    async def watch_shutdown(self, signal: ShutdownSignal) -> None:
+        """Graceful shutdown: read nothing new, answer what was read, close when idle."""
+        with self.watcher:
+            await signal.wait()
+            self.eof = True  # no more reads: the requests already framed are still answered
+            if self.recv_scope is not None:
+                self.recv_scope.cancel()  # the leader waits for input: stop waiting
+
     def _end(self) -> None:
+        self.watcher.cancel()
         self.done = True
         self.followers.unpark_all()
         self.progress.unpark_all()
@@ -303,7 +315,8 @@ class _Connection:
         finally:
             self.recv_scope = None
         if scope.cancelled_caught:
-            self._timed_out()
+            if not self.eof:  # (eof: the server is shutting down, not a timeout)
+                self._timed_out()
             return
         if n == 0:
             self.eof = True

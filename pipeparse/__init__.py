@@ -7,6 +7,8 @@ on these names only.
 
 from __future__ import annotations
 
+from ._api import run as run
+from ._api import serve as serve
 from ._buffer import SeekableBuffer as SeekableBuffer
 from ._errors import BufferFull as BufferFull
 from ._errors import ProtocolError as ProtocolError
@@ -22,23 +24,55 @@ from ._native import HttpRequest as HttpRequest
 from ._native import Response as Response
 from ._oneshot import Request as Request
 from ._oneshot import parse_requests as parse_requests
+from ._ordered import SAFE_METHODS as SAFE_METHODS
+from ._ordered import DispatchPolicy as DispatchPolicy
+from ._ordered import OrderedResponses as OrderedResponses
+from ._ordered import ResponseSlot as ResponseSlot
+from ._response import FramedResponse as FramedResponse
+from ._response import ResponseHead as ResponseHead
+from ._response import ResponseIndex as ResponseIndex
+from ._response import parse_response_head as parse_response_head
+from ._serialize import CONTINUE_100 as CONTINUE_100
+from ._serialize import LAST_CHUNK as LAST_CHUNK
+from ._serialize import HttpDate as HttpDate
+from ._serialize import ResponseFraming as ResponseFraming
+from ._serialize import chunk as chunk
+from ._serialize import render_head as render_head
+from ._serialize import status_line as status_line
 
 __all__ = [
+    "CONTINUE_100",
+    "LAST_CHUNK",
+    "SAFE_METHODS",
     "BodySource",
     "BufferFull",
+    "DispatchPolicy",
     "FramedRequest",
+    "FramedResponse",
+    "HttpDate",
     "HttpRequest",
     "KiB",
     "Limits",
     "MiB",
+    "OrderedResponses",
     "ProtocolError",
     "Request",
     "RequestHead",
     "RequestIndex",
     "Response",
+    "ResponseFraming",
+    "ResponseHead",
+    "ResponseIndex",
+    "ResponseSlot",
     "SeekableBuffer",
+    "chunk",
     "parse_request_head",
     "parse_requests",
+    "parse_response_head",
+    "render_head",
+    "run",
+    "serve",
+    "status_line",
 ]
 
 __version__ = "0.1.0"

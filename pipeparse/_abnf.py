@@ -39,14 +39,10 @@ HEAD = re.compile(
 # RFC 9112 §4: status-line = HTTP-version SP status-code SP [ reason-phrase ]
 STATUS_LINE = re.compile(rb"HTTP/([0-9])\.([0-9]) ([0-9]{3}) ([\t \x21-\x7e\x80-\xff]*)\r\n")
 # RFC 9112 §7.1: chunk-size [ chunk-ext ] CRLF, chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS
-# value ] ), value = token / quoted-string. At most 16 hex digits: larger is an overflow.
+# value ] ), value = token / quoted-string. At most 16 hex digits: larger is an overflow. One
+# narrowing of the grammar: no BWS between the chunk size and the first ";" (h11 rejects it too).
 _QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+_CHUNK_EXT = rb";[ \t]*" + _TCHAR + rb"+(?:[ \t]*=[ \t]*(?:" + _TCHAR + rb"+|" + _QUOTED + rb"))?"
 CHUNK_LINE = re.compile(
-    rb"([0-9A-Fa-f]{1,16})((?:[ \t]*;[ \t]*"
-    + _TCHAR
-    + rb"+(?:[ \t]*=[ \t]*(?:"
-    + _TCHAR
-    + rb"+|"
-    + _QUOTED
-    + rb"))?)*)\r\n"
+    rb"([0-9A-Fa-f]{1,16})((?:" + _CHUNK_EXT + rb"(?:[ \t]*" + _CHUNK_EXT + rb")*)?)\r\n"
 )

@@ -9,8 +9,9 @@ fields (Content-Length, Transfer-Encoding) are interpreted here, strictly (RFC 9
 - Transfer-Encoding must be exactly ``chunked``: a known coding before it (``gzip, chunked``)
   or an unknown coding is 501 (pipeparse decodes no content codings), a list whose final coding
   is not chunked is 400, and so is Transfer-Encoding on an HTTP/1.0 request.
-- Content-Length is 1*DIGIT and appears once: a repeated Content-Length is rejected even when the
-  values are identical (RFC 9112 §6.3 allows either; one rule is simpler to audit).
+- Content-Length is 1*DIGIT (20 digits at most) and appears once: a repeated Content-Length is
+  rejected even when the values are identical (RFC 9112 §6.3 allows either; one rule is simpler
+  to audit), and so is a list (``5, 5``).
 - HTTP/1.1 needs exactly one Host; HTTP/1.0 may omit it but not repeat it.
 - Only HTTP/1.0 and HTTP/1.1 are served: any other version is 505.
 """
@@ -24,6 +25,8 @@ from ._limits import Limits
 __all__ = ["RequestHead", "parse_request_head"]
 
 _KNOWN_CODINGS = frozenset({b"gzip", b"x-gzip", b"deflate", b"compress", b"x-compress"})
+# Content-Length digits accepted (leading zeros included): 20 digits hold any 64-bit length.
+_MAX_LENGTH_DIGITS = 20
 
 
 class RequestHead:
@@ -129,7 +132,11 @@ def parse_request_head(head: bytes, limits: Limits) -> RequestHead:
             if content_length is not None:
                 raise ProtocolError("repeated Content-Length")
             if not value.isdigit() or not value.isascii():
-                raise ProtocolError(f"Content-Length {value!r} is not a decimal number")
+                raise ProtocolError(f"Content-Length {value[:64]!r} is not a decimal number")
+            if len(value) > _MAX_LENGTH_DIGITS:  # also keeps int() within its digit limit
+                raise ProtocolError(
+                    f"Content-Length of {len(value)} digits (at most {_MAX_LENGTH_DIGITS})"
+                )
             content_length = int(value)
         elif name == b"transfer-encoding":
             if chunked:

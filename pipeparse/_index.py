@@ -36,6 +36,9 @@ _HEAD_CACHE_SIZE = 256
 _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS = range(6)
 
 
+# Fields that frame a message: never allowed in a trailer section.
+_FRAMING_FIELDS = frozenset({b"content-length", b"transfer-encoding"})
+
 _NONE: list[tuple[int, int]] = []
 _NONE_FIELDS: list[tuple[bytes, bytes]] = []
 
@@ -99,6 +102,7 @@ class RequestIndex:
         self._searched = self._pos  # head search gave up before here
         self._current: FramedRequest | None = None  # the request being framed, if incomplete
         self._remaining = 0  # body or chunk bytes still to come
+        self._trailers_start = 0  # where the current trailer section began
         self._cache: dict[bytes, RequestHead] = {}
 
     @property
@@ -173,7 +177,10 @@ class RequestIndex:
         search = max(start, self._searched - 3)
         try:
             while start < tail:
-                e = blk.find(b"\r\n\r\n", search - d, start + max_head - d)
+                # Bounded by the tail: the block holds stale bytes past it (after a restart at
+                # the block's start, or a compaction), which must never complete a head.
+                stop = start + max_head
+                e = blk.find(b"\r\n\r\n", search - d, (stop if stop < tail else tail) - d)
                 if e < 0:
                     self._pos = start
                     self._head_incomplete(start, tail)
@@ -204,6 +211,9 @@ class RequestIndex:
                 start = search = head_end
             self._pos = self._searched = start
             return False
+        except ProtocolError:
+            self._pos = start  # `position`: where the rejected request starts
+            raise
         finally:
             self.framed = seq
 
@@ -251,6 +261,8 @@ class RequestIndex:
         if e < 0:
             if tail - start >= limit:
                 raise ProtocolError(f"chunk-size line longer than {limit} bytes")
+            if buf.find(b"\n", start, tail) >= 0:  # no CRLF yet: any LF is bare
+                raise ProtocolError("bare LF in a chunk-size line (CRLF required)")
             return False
         line = buf.scan_bytes(start, e + 2)
         m = _abnf.CHUNK_LINE.fullmatch(line)
@@ -269,16 +281,20 @@ class RequestIndex:
             self._state = _CHUNK_DATA
         else:
             self._state = _TRAILERS
+            self._trailers_start = e + 2
         return True
 
     def _trailer_line(self, tail: int) -> bool:
         buf = self.buffer
         start = self._pos
         limits = self.limits
-        e = buf.find(b"\r\n", start, start + limits.max_head_size)
+        stop = self._trailers_start + limits.max_head_size  # the whole section, final CRLF too
+        e = buf.find(b"\r\n", start, stop)
         if e < 0:
-            if tail - start >= limits.max_head_size:
-                raise ProtocolError("trailer section too large", 431)
+            if tail >= stop:
+                raise ProtocolError(f"trailer section exceeds {limits.max_head_size} bytes", 431)
+            if buf.find(b"\n", start, tail) >= 0:  # no CRLF yet: any LF is bare
+                raise ProtocolError("bare LF line ending in the trailer section (CRLF required)")
             return False
         req = self._current
         assert req is not None
@@ -290,11 +306,15 @@ class RequestIndex:
         m = _abnf.FIELD_LINE.fullmatch(line)
         if m is None:
             raise ProtocolError(f"malformed trailer field {line[:64]!r}")
+        name = m.group(1).lower()
+        if name in _FRAMING_FIELDS:
+            # RFC 9110 §6.5.1: framing cannot be processed after the content it frames.
+            raise ProtocolError(f"{name.decode()} field in the trailer section")
         if len(req.trailers) >= limits.max_headers:
             raise ProtocolError("too many trailer fields", 431)
         if not req.trailers:
             req.trailers = []
-        req.trailers.append((m.group(1).lower(), m.group(2)))
+        req.trailers.append((name, m.group(2)))
         self._pos = e + 2
         return True
 

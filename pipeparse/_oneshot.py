@@ -44,4 +44,5 @@ def parse_requests(data: bytes, limits: Limits | None = None) -> list[Request]:
 def _whole(buf: SeekableBuffer, r: FramedRequest) -> Request:
     h = r.head
     body = b"".join([buf.view(s, e) for s, e in r.body]) if r.body else b""
-    return Request(h.method, h.target, h.http_version, list(h.headers), body, r.trailers)
+    # A copy of the trailers: requests without any share one empty list in the index.
+    return Request(h.method, h.target, h.http_version, list(h.headers), body, list(r.trailers))

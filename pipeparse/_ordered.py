@@ -93,6 +93,9 @@ class OrderedResponses:
     def is_head(self, slot: ResponseSlot) -> bool:
         return bool(self._slots) and self._slots[0] is slot
 
+    def is_last(self, slot: ResponseSlot) -> bool:
+        return bool(self._slots) and self._slots[-1] is slot
+
     def write(self, slot: ResponseSlot, data: bytes | memoryview) -> None:
         """Bytes of `slot`'s response, in order; they leave as soon as it is its turn."""
         if slot.done:

@@ -67,7 +67,7 @@ from pipeparse import (
 )
 
 from .config import ServerConfig
-from .listen import ShutdownSignal, current_shutdown
+from .listen import ShutdownSignal, current_shutdown, log_access
 from .protocol import Handler
 
 __all__ = ["serve_connection"]
@@ -97,6 +97,8 @@ async def serve_connection(
             conn.nursery = nursery
             nursery.start_soon(conn.watch_shutdown, current_shutdown())
             await conn.work(leader=True)
+        if conn.linger:
+            await conn.linger_close()
     finally:
         await trio.aclose_forcefully(stream)
 
@@ -162,6 +164,9 @@ class _Connection:
         self.streaming: _StreamingBody | None = None
         self.date = _date()  # the Date value for responses of the current batch
         self.watcher = trio.CancelScope()  # the shutdown watcher's, cancelled at the end
+        self.access_log = config.access_log
+        self.shutting_down = False
+        self.linger = False  # the connection closes after a last response: in stages
         self.timeout_error: ProtocolError | None = None
         self.recv_scope: trio.CancelScope | None = None  # the leader's receive, while it waits
         self.head_since = math.inf  # when the partial head now buffered began
@@ -196,7 +201,12 @@ class _Connection:
         queue = self.queue
         policy = self.policy
         while True:
-            if queue and not self.stop_dispatch and policy.can_start(queue[0].head.method):
+            if (
+                queue
+                and not self.stop_dispatch
+                and queue[0].end is not None
+                and policy.can_start(queue[0].head.method)
+            ):
                 request: FramedRequest | None = queue.popleft()  # the hot path: no await
             else:
                 request = await self._next()
@@ -209,9 +219,14 @@ class _Connection:
         """Graceful shutdown: read nothing new, answer what was read, close when idle."""
         with self.watcher:
             await signal.wait()
+            self.shutting_down = True
             self.eof = True  # no more reads: the requests already framed are still answered
             if self.recv_scope is not None:
                 self.recv_scope.cancel()  # the leader waits for input: stop waiting
+
+    def last_before_shutdown(self, slot: ResponseSlot) -> bool:
+        """During a graceful shutdown, is `slot` the connection's last response?"""
+        return self.shutting_down and not self.queue and self.responses.is_last(slot)
 
     def _end(self) -> None:
         self.watcher.cancel()
@@ -239,8 +254,21 @@ class _Connection:
 
     # -- dispatch ------------------------------------------------------------------------
 
+    def _ready(self, request: FramedRequest) -> bool:
+        """May `request` start? Its body has all arrived, or it has to stream: it asked for
+        100 Continue, or the buffer is too full to receive the rest first."""
+        return (
+            request.end is not None
+            or request.head.expect_continue
+            or self.buf.writable() < _MIN_RECV
+        )
+
     async def _next(self) -> FramedRequest | None:
-        """The next request to run (the leader's job); None when the connection is done."""
+        """The next request to run (the leader's job); None when the connection is done.
+
+        A request whose body is still arriving waits for it (so a framing error in the body
+        is answered alone, with its 4xx), unless it has to stream (see `_ready`).
+        """
         queue = self.queue
         policy = self.policy
         while not self.done:
@@ -249,27 +277,39 @@ class _Connection:
                     return None
                 await self._wait_progress()
                 continue
+            body_pending = False
             if queue:
                 request = queue[0]
-                if policy.can_start(request.head.method):
+                if not policy.can_start(request.head.method):
+                    await self._wait_progress()
+                    continue
+                if self._ready(request):
                     queue.popleft()
                     return request
-                await self._wait_progress()
-                continue
-            error = self.index.error or self.timeout_error
-            if error is not None:
-                self._answer_error(error)
-                continue
-            if self.eof:
-                if not len(self.responses) and not self.responses.has_output:
-                    return None
-                await self._wait_progress()
-                continue
+                if self.index.error is not None or self.timeout_error is not None:
+                    queue.pop()  # (it is the last) its body broke: its 4xx follows the others
+                    continue
+                if self.eof:  # its body will never complete: close without an answer
+                    queue.clear()
+                    self.stop_dispatch = True
+                    continue
+                body_pending = True  # receive the rest of its body first
+            else:
+                error = self.index.error or self.timeout_error
+                if error is not None:
+                    self._answer_error(error)
+                    continue
+                if self.eof:
+                    if not len(self.responses) and not self.responses.has_output:
+                        return None
+                    await self._wait_progress()
+                    continue
             framed_unanswered = len(self.responses) + len(queue)
-            streaming = self.streaming is not None and self.streaming.waiting
-            if (framed_unanswered >= policy.max_in_flight and not streaming) or (
-                self.buf.writable() == 0
-            ):
+            needs_body = body_pending or (self.streaming is not None and self.streaming.waiting)
+            if framed_unanswered >= policy.max_in_flight and not needs_body:
+                await self._wait_progress()
+                continue
+            if self.buf.writable() == 0:
                 await self._wait_progress()
                 continue
             await self.flush()
@@ -320,6 +360,7 @@ class _Connection:
             return
         if n == 0:
             self.eof = True
+            self.gone.set()  # ASGI's http.disconnect: the client closed its side (as h11's)
             if self.streaming is not None:
                 self.streaming.arrived()
             return
@@ -376,6 +417,8 @@ class _Connection:
         )
         self.responses.write(slot, head + body)
         self.responses.finish(slot, close=True)
+        if self.access_log:
+            log_access(self.client, b"-", b"-", error.status_hint, len(body))
         self.stop_dispatch = True
         log.debug("protocol error from %s: %s", self.client, error)
 
@@ -442,6 +485,8 @@ class _Connection:
                 source.handler_done()
             if self.progress:
                 self.progress.unpark_all()
+        if self.access_log:
+            log_access(self.client, method, head.target, sink.status, sink.sent)
         if self.flush_each or self.responses.out_size >= _FLUSH_AT:
             await self.flush()
         return sink.blocked
@@ -450,7 +495,7 @@ class _Connection:
         if sink.finished:
             log.exception("handler failed after its response", exc_info=exc)
             return
-        if isinstance(exc, _ClosedMidBody) or sink.started:
+        if isinstance(exc, _ClosedMidBody) or sink.framing is not None:
             # Nobody to answer, or part of the response is out: only closing can tell.
             if isinstance(exc, _RequestTimeout):
                 log.warning("%s", exc)
@@ -480,6 +525,8 @@ class _Connection:
             date=_date(),
             server=self.config.server_name,
         )
+        sink.status = status
+        sink.sent = len(body) if sink.method != b"HEAD" else 0
         self.responses.write(sink.slot, head + body if sink.method != b"HEAD" else head)
         sink.finished = True
         self.responses.finish(sink.slot, close=close or not sink.keep_alive)
@@ -495,7 +542,7 @@ class _Connection:
         responses = self.responses
         if not responses.has_output:
             if responses.closing:
-                await self._close()
+                self._close()
             return
         self.writing = True
         try:
@@ -516,15 +563,21 @@ class _Connection:
                 scope.deadline, trio.current_time() + self.config.keep_alive_timeout
             )
         if responses.closing:
-            await self._close()
+            self._close()
 
-    async def _close(self) -> None:
-        """Close in stages (RFC 9112 §9.6): shut the write side, drain a little, close."""
+    def _close(self) -> None:
+        """The last response is out: stop every task; `serve_connection` then lingers."""
         if self.done:
             return
         self._end()
+        self.linger = True
         self.gone.set()
         self.nursery.cancel_scope.cancel()
+
+    async def linger_close(self) -> None:
+        """Close in stages (RFC 9112 §9.6): shut the write side, drain a little; the caller
+        closes. Without this, bytes the client had still in flight would make the kernel
+        answer with a reset, which can destroy responses the client has not read yet."""
         with trio.CancelScope(shield=True), trio.move_on_after(_LINGER_SECONDS):
             try:
                 await self.stream.send_eof()  # type: ignore[attr-defined]
@@ -541,7 +594,7 @@ class _Connection:
                 pass
 
 
-class _ClosedMidBody(trio.BrokenResourceError):
+class _ClosedMidBody(ProtocolError):
     """The client closed its side before a request's body was complete."""
 
 
@@ -604,11 +657,20 @@ class _Sink:
                 self.headers,
                 method=self.method,
                 http11=self.http11,
-                keep_alive=self.keep_alive,
+                keep_alive=self.keep_alive and not conn.last_before_shutdown(self.slot),
                 body_length=None if more else len(data),
                 date=_date() if self.blocked else conn.date,
                 server=conn.config.server_name,
             )
+            if (
+                not more
+                and framing.send_body
+                and framing.content_length is not None
+                and len(data) != framing.content_length
+            ):
+                raise RuntimeError(
+                    f"response body of {len(data)} bytes, Content-Length {framing.content_length}"
+                )
             self.framing = framing
             if not more and not framing.chunked and len(data) <= 4096:
                 # The whole response at once: one write of head and body.
@@ -713,7 +775,7 @@ class _StreamingBody:
             if error is not None:
                 raise error
             if conn.eof:
-                raise _ClosedMidBody("client closed the connection mid-body")
+                raise _ClosedMidBody("client closed the connection mid-body", 400)
             self.waiting = True
             self.event = trio.Event()
             conn.progress.unpark_all()  # the leader may be waiting only because of the limit

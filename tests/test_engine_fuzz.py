@@ -54,9 +54,7 @@ def expected(data: bytes) -> tuple[list[Request], ProtocolError | None]:
         requests, error = e.requests_before, e
     for i, r in enumerate(requests):
         connection = dict(r.headers).get(b"connection", b"").lower()
-        if b"close" in connection or (
-            r.http_version == b"1.0" and b"keep-alive" not in connection
-        ):
+        if b"close" in connection or (r.http_version == b"1.0" and b"keep-alive" not in connection):
             return requests[: i + 1], None  # nothing after a closing request is answered
     return requests, error
 

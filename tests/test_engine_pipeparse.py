@@ -213,7 +213,11 @@ async def test_handler_exception_gives_500_and_the_rest_is_answered() -> None:
         await text(sink, request.target)
 
     out = await exchange(handler, get("/a") + get("/boom") + get("/c"))
-    assert parse_responses(out) == [(200, b"/a"), (500, b"500 Internal Server Error\n"), (200, b"/c")]
+    assert parse_responses(out) == [
+        (200, b"/a"),
+        (500, b"500 Internal Server Error\n"),
+        (200, b"/c"),
+    ]
 
 
 async def test_connection_close_answers_then_nothing_after() -> None:

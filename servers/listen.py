@@ -1,0 +1,835 @@
+"""Listeners, the connection nursery, graceful shutdown, worker processes and signals.
+
+Strategy
+--------
+One server is one listening socket (SO_REUSEADDR; SO_REUSEPORT too when it is shared by worker
+processes) and two nurseries. The accept loops run in an outer nursery that the caller's
+cancellation reaches; the connections run in an inner nursery whose scope is shielded, so
+stopping never cuts a request short by accident. Every connection runs
+``engine.serve_connection(stream, handler, config, client)`` under ``try/finally`` that closes
+the stream; an exception from one connection is logged and stays there. An accept error
+(EMFILE, ENFILE, ENOBUFS, ENOMEM, or any other OSError) is logged and retried after a pause that
+doubles from 0.1 s up to 1 s, so running out of file descriptors slows the server down instead
+of killing it.
+
+Graceful shutdown, in three steps, whatever starts it (`Server.shutdown`, SIGINT/SIGTERM under
+`run`, or the caller cancelling `serve`): the accept loops stop and the listener closes; the
+server's `ShutdownSignal` is set; the connections get ``config.shutdown_timeout`` seconds to
+finish, then whatever is left is cancelled. `Server.abort` (a second signal) cancels at once.
+
+Engines watch the shutdown through `current_shutdown()`, which returns the `ShutdownSignal` of
+the server running the calling task (a context variable that the connection tasks inherit), so
+the ``serve_connection`` signature stays as it is. The intended use: once it is set, answer the
+requests already read with ``Connection: close``, read no new ones, and close an idle keep-alive
+connection at once (race its receive against ``await signal.wait()``). Until an engine does
+this, an idle keep-alive connection holds the shutdown up to ``shutdown_timeout``.
+
+Access log: engines call ``log_access(client, method, target, status, nbytes)`` once per
+response when ``config.access_log`` is true; it logs one line at INFO on the ``pipeparse.access``
+logger. `configure_logging` (the command line's) sends every ``pipeparse.*`` logger to stderr.
+
+Workers (``workers > 1``, `run_workers`): the parent binds and listens once, then starts N
+children (``python -c``, so nothing of the parent's trio run is forked) that inherit the
+listening socket (``pass_fds``) and accept on it; connections that arrive while a worker
+restarts wait in the shared backlog. Each child is in a session of its own, so a terminal's
+Ctrl-C reaches only the parent, which forwards SIGINT and SIGTERM to every child as SIGTERM
+(the children treat both alike, and a child still starting up just dies, without a
+KeyboardInterrupt traceback); a second signal is forwarded too, and the children abort. A child
+also holds the read end of a pipe from the parent: if the parent dies, the pipe's EOF shuts the
+child down gracefully. The parent restarts a worker that exits while no shutdown was asked for
+(after a doubling pause when it lived less than a second), gives up when one fails to start
+(exit code 3: the app cannot be loaded, or its lifespan startup failed), and returns 0 once
+every child has exited after a signal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import importlib
+import json
+import logging
+import math
+import os
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextvars import ContextVar
+from typing import Any, Protocol
+
+import trio
+
+from pipeparse import Limits
+
+from .config import ServerConfig
+from .protocol import Handler
+
+__all__ = [
+    "ACCESS_LOGGER",
+    "EXIT_STARTUP_FAILED",
+    "ServeConnection",
+    "Server",
+    "ShutdownSignal",
+    "bind_socket",
+    "configure_logging",
+    "current_shutdown",
+    "load_engine",
+    "log_access",
+    "make_config",
+    "run",
+    "run_workers",
+    "serve",
+    "serve_listeners",
+]
+
+log = logging.getLogger("pipeparse.server")
+ACCESS_LOGGER = "pipeparse.access"
+_access = logging.getLogger(ACCESS_LOGGER)
+
+EXIT_STARTUP_FAILED = 3  # a worker's exit code when its app cannot start (no restart)
+
+BACKLOG = 4096  # listen() backlog (the kernel caps it at net.core.somaxconn)
+ACCEPT_BACKOFF_MIN = 0.1  # seconds: first pause after an accept error ...
+ACCEPT_BACKOFF_MAX = 1.0  # ... doubling up to this
+RESTART_QUICK = 1.0  # seconds: a worker that exits sooner than this is restarted after ...
+RESTART_DELAY_MIN = 0.5  # ... a pause that starts here ...
+RESTART_DELAY_MAX = 8.0  # ... and doubles up to this
+
+_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+class ServeConnection(Protocol):
+    """An engine's entry point (``servers.engine_<name>.serve_connection``)."""
+
+    def __call__(
+        self,
+        stream: trio.abc.Stream,
+        handler: Handler,
+        config: ServerConfig,
+        client: tuple[str, int] | None = None,
+    ) -> Awaitable[None]: ...
+
+
+# --- shutdown signal ------------------------------------------------------------------------
+
+
+class ShutdownSignal:
+    """Set once, when its server begins a graceful shutdown.
+
+    Attributes:
+        deadline: the `trio.current_time()` at which the remaining connections are cancelled
+            (``inf`` until the signal is set).
+    """
+
+    __slots__ = ("_event", "deadline")
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+        self.deadline = math.inf
+
+    def is_set(self) -> bool:
+        """True once the server stopped accepting and is draining its connections."""
+        return self._event.is_set()
+
+    async def wait(self) -> None:
+        """Return once the signal is set."""
+        await self._event.wait()
+
+    def set(self, deadline: float) -> None:
+        if not self._event.is_set():
+            self.deadline = deadline
+            self._event.set()
+
+
+_current_shutdown: ContextVar[ShutdownSignal | None] = ContextVar(
+    "pipeparse_shutdown", default=None
+)
+
+
+def current_shutdown() -> ShutdownSignal:
+    """The `ShutdownSignal` of the server running this task (a never-set one outside servers)."""
+    signal_ = _current_shutdown.get()
+    return signal_ if signal_ is not None else ShutdownSignal()
+
+
+# --- access log -----------------------------------------------------------------------------
+
+
+def log_access(
+    client: tuple[str, int] | None, method: bytes, target: bytes, status: int, nbytes: int
+) -> None:
+    """Log one response on ``pipeparse.access``: ``HOST:PORT "METHOD TARGET" STATUS BYTES``.
+
+    Engines call it once per response, when ``config.access_log`` is true; `nbytes` is the
+    body size sent. It costs one level check when the logger is disabled.
+    """
+    if not _access.isEnabledFor(logging.INFO):
+        return
+    peer = f"{client[0]}:{client[1]}" if client else "-"
+    _access.info(
+        '%s "%s %s" %d %d',
+        peer,
+        method.decode("latin-1"),
+        target.decode("latin-1"),
+        status,
+        nbytes,
+    )
+
+
+def configure_logging(level: str, access_log: bool) -> None:
+    """Send the ``pipeparse.*`` loggers to stderr at `level` (the command line's setup).
+
+    With `access_log`, ``pipeparse.access`` logs at INFO whatever `level` is; without, it is
+    off. Calling it again replaces the handler it installed.
+    """
+    logger = logging.getLogger("pipeparse")
+    for handler in [h for h in logger.handlers if getattr(h, "_pipeparse", False)]:
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s pipeparse[%(process)d] %(levelname)s: %(message)s")
+    )
+    handler._pipeparse = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    logger.propagate = False
+    _access.setLevel(logging.INFO if access_log else logging.CRITICAL + 1)
+
+
+# --- configuration --------------------------------------------------------------------------
+
+_CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(ServerConfig))
+_LIMIT_FIELDS = frozenset(f.name for f in dataclasses.fields(Limits))
+
+
+def make_config(config: ServerConfig | None = None, **overrides: Any) -> ServerConfig:
+    """`config` (default: `ServerConfig()`) with `overrides` applied.
+
+    An override may name a field of `ServerConfig` or of `Limits` (``max_body_size=...``
+    replaces that one limit). Raises `TypeError` for an unknown name and `ValueError` for a
+    bad value.
+    """
+    base = config if config is not None else ServerConfig()
+    unknown = sorted(set(overrides) - _CONFIG_FIELDS - _LIMIT_FIELDS)
+    if unknown:
+        raise TypeError(
+            f"unknown server setting(s) {', '.join(unknown)}: settings are the fields of "
+            "ServerConfig and of Limits"
+        )
+    limits = {k: overrides.pop(k) for k in list(overrides) if k in _LIMIT_FIELDS}
+    if limits:
+        if "limits" in overrides:
+            raise TypeError("give either limits= or single limits (max_body_size=...), not both")
+        overrides["limits"] = dataclasses.replace(base.limits, **limits)
+    return dataclasses.replace(base, **overrides) if overrides else base
+
+
+def _config_to_json(config: ServerConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, Limits):
+            value = {"limits": dataclasses.asdict(value)}
+        elif isinstance(value, bytes):
+            value = {"bytes": value.decode("latin-1")}
+        out[f.name] = value
+    return out
+
+
+def _config_from_json(data: dict[str, Any]) -> ServerConfig:
+    values: dict[str, Any] = {}
+    for name, value in data.items():
+        if isinstance(value, dict) and "limits" in value:
+            value = Limits(**value["limits"])
+        elif isinstance(value, dict) and "bytes" in value:
+            value = value["bytes"].encode("latin-1")
+        values[name] = value
+    return ServerConfig(**values)
+
+
+def load_engine(name: str) -> ServeConnection:
+    """The ``serve_connection`` of the engine `name` (``pipeparse`` or ``h11``)."""
+    if name not in ("pipeparse", "h11"):
+        raise ValueError(f"engine must be 'pipeparse' or 'h11', got {name!r}")
+    module = importlib.import_module(f"servers.engine_{name}")
+    serve_connection: ServeConnection = module.serve_connection
+    return serve_connection
+
+
+# --- sockets --------------------------------------------------------------------------------
+
+
+def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A listening TCP socket on the first address `host` resolves to.
+
+    SO_REUSEADDR is always set (a restart does not wait for TIME_WAIT); SO_REUSEPORT when
+    `reuse_port` (worker processes; it also lets a new server take over the port while an old
+    one drains). Raises `OSError` (for example EADDRINUSE) with the address in its message.
+    """
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, type_, proto, _, address = infos[0]
+    sock = socket.socket(family, type_, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            if not hasattr(socket, "SO_REUSEPORT"):
+                raise OSError(errno.ENOPROTOOPT, "SO_REUSEPORT is not available here")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            where = _host_port(host, port)
+            raise OSError(exc.errno, f"cannot listen on {where}: {exc.strerror}") from exc
+        sock.listen(BACKLOG)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _peer(stream: trio.abc.Stream) -> tuple[str, int] | None:
+    if isinstance(stream, trio.SocketStream):
+        try:
+            peer = stream.socket.getpeername()
+        except OSError:  # the client is already gone
+            return None
+        if isinstance(peer, tuple):
+            return (str(peer[0]), int(peer[1]))
+    return None
+
+
+# --- the server -----------------------------------------------------------------------------
+
+
+class Server:
+    """A running server: what `serve` reports through ``task_status``.
+
+    Attributes:
+        host, port: the address it listens on (the real port when asked for port 0).
+        interface: how the app is served, ``"asgi"`` or ``"native"``.
+        config: its `ServerConfig`.
+        shutdown_signal: set when the graceful shutdown begins (see `current_shutdown`).
+    """
+
+    def __init__(
+        self, host: str, port: int, config: ServerConfig, interface: str | None = None
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.config = config
+        self.interface = interface
+        self.shutdown_signal = ShutdownSignal()
+        self._accepting = trio.CancelScope()
+        self._connections: trio.CancelScope | None = None
+        self._aborted = False
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    @property
+    def url(self) -> str:
+        return f"http://{_host_port(self.host, self.port)}"
+
+    @property
+    def closing(self) -> bool:
+        """True once `shutdown` (or `abort`) was called, or the caller cancelled."""
+        return self._accepting.cancel_called or self.shutdown_signal.is_set()
+
+    def shutdown(self) -> None:
+        """Stop accepting; connections get ``config.shutdown_timeout`` seconds to finish."""
+        self._accepting.cancel()
+
+    def abort(self) -> None:
+        """Stop accepting and cancel every connection now."""
+        self._accepting.cancel()
+        self._aborted = True
+        if self._connections is not None:
+            self._connections.cancel()
+
+    def __repr__(self) -> str:
+        return f"<pipeparse Server {self.url} engine={self.config.engine}>"
+
+
+async def serve_listeners(
+    handler: Handler,
+    listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
+    serve_connection: ServeConnection,
+    config: ServerConfig,
+    *,
+    server: Server | None = None,
+    task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept on `listeners` and serve each connection with `serve_connection` and `handler`.
+
+    The lower layer of `serve`: no app resolution, no binding; any `trio.abc.Listener` will do.
+    Reports `server` (a new `Server` for the first listener's address if not given) through
+    `task_status` once accepting, and returns after the graceful shutdown (see the module
+    docstring). The listeners are closed on return.
+    """
+    if server is None:
+        host, port = _listener_address(listeners)
+        server = Server(host, port, config)
+    token = _current_shutdown.set(server.shutdown_signal)
+    try:
+        async with trio.open_nursery() as outer:
+            with trio.CancelScope(shield=True):
+                async with trio.open_nursery() as connections:
+                    server._connections = connections.cancel_scope
+                    if server._aborted:
+                        connections.cancel_scope.cancel()
+                    stopped = trio.Event()
+                    outer.start_soon(
+                        _accept_all,
+                        server,
+                        listeners,
+                        connections,
+                        handler,
+                        serve_connection,
+                        stopped,
+                    )
+                    task_status.started(server)
+                    await stopped.wait()
+                    deadline = trio.current_time() + config.shutdown_timeout
+                    server.shutdown_signal.set(deadline)
+                    connections.cancel_scope.deadline = deadline
+                    log.info(
+                        "shutting down: no longer accepting; connections have %gs to finish",
+                        config.shutdown_timeout,
+                    )
+                if connections.cancel_scope.cancelled_caught:
+                    log.warning("shutdown: cancelled the connections still open")
+    finally:
+        _current_shutdown.reset(token)
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)
+
+
+def _listener_address(listeners: Sequence[trio.abc.Listener[Any]]) -> tuple[str, int]:
+    for listener in listeners:
+        if isinstance(listener, trio.SocketListener):
+            name = listener.socket.getsockname()
+            if isinstance(name, tuple):
+                return (str(name[0]), int(name[1]))
+    return ("", 0)
+
+
+async def _accept_all(
+    server: Server,
+    listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
+    connections: trio.Nursery,
+    handler: Handler,
+    serve_connection: ServeConnection,
+    stopped: trio.Event,
+) -> None:
+    try:
+        with server._accepting:
+            async with trio.open_nursery() as nursery:
+                for listener in listeners:
+                    nursery.start_soon(
+                        _accept_loop, listener, connections, handler, serve_connection, server
+                    )
+    finally:
+        stopped.set()
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)  # cancel-safe: closes even when cancelled
+
+
+async def _accept_loop(
+    listener: trio.abc.Listener[trio.abc.Stream],
+    connections: trio.Nursery,
+    handler: Handler,
+    serve_connection: ServeConnection,
+    server: Server,
+) -> None:
+    backoff = ACCEPT_BACKOFF_MIN
+    config = server.config
+    while True:
+        try:
+            stream = await listener.accept()
+        except OSError as exc:
+            kind = "out of resources" if exc.errno in _CAPACITY_ERRNOS else "failed"
+            log.error("accept %s (%s): retrying in %gs", kind, exc, backoff)
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, ACCEPT_BACKOFF_MAX)
+            continue
+        except trio.ClosedResourceError:
+            return
+        backoff = ACCEPT_BACKOFF_MIN
+        connections.start_soon(_connection, stream, handler, serve_connection, config)
+
+
+async def _connection(
+    stream: trio.abc.Stream,
+    handler: Handler,
+    serve_connection: ServeConnection,
+    config: ServerConfig,
+) -> None:
+    client = _peer(stream)
+    try:
+        await serve_connection(stream, handler, config, client)
+    except* Exception as group:
+        log.error(
+            "connection from %s failed",
+            _host_port(*client) if client else "an unknown peer",
+            exc_info=_single(group),
+        )
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+def _single(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The one exception of `group` when it holds one (for readable logs), else the group."""
+    leaves = list(_leaves(group))
+    return leaves[0] if len(leaves) == 1 else group
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
+
+
+async def serve(
+    app: object,
+    *,
+    config: ServerConfig | None = None,
+    sock: socket.socket | None = None,
+    task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
+    **overrides: Any,
+) -> None:
+    """Serve `app` until shut down (see `pipeparse.serve`, which documents this)."""
+    from .apps import load_app
+    from .handlers import resolve_app
+
+    config = make_config(config, **overrides)
+    if config.workers != 1 and sock is None:
+        raise ValueError("serve() runs in one process: use run() or `pipeparse serve` for workers")
+    if isinstance(app, str):
+        app = load_app(app)
+    serve_connection = load_engine(config.engine)
+    if sock is None:
+        sock = bind_socket(config.host, config.port)
+    listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+    try:
+        name = sock.getsockname()
+        host, port = str(name[0]), int(name[1])
+        served = resolve_app(app, config.interface, server=(host, port))
+    except BaseException:
+        await trio.aclose_forcefully(listener)
+        raise
+    server = Server(host, port, config, served.interface)
+    try:
+        async with served.lifespan(config.shutdown_timeout):
+            await serve_listeners(
+                served.handler,
+                [listener],
+                serve_connection,
+                config,
+                server=server,
+                task_status=task_status,
+            )
+    finally:
+        await trio.aclose_forcefully(listener)
+
+
+# --- running: signals, one process ----------------------------------------------------------
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def run(
+    app: object,
+    *,
+    config: ServerConfig | None = None,
+    on_listening: Callable[[Server], None] | None = None,
+    app_dir: str | None = None,
+    **overrides: Any,
+) -> int:
+    """Serve `app` until SIGINT/SIGTERM (blocking); returns the exit status, 0 when stopped.
+
+    The first signal shuts down gracefully, a second one aborts. `on_listening` is called with
+    the `Server` once it listens (default: log its URL at INFO). With ``workers > 1``, `app`
+    must be a spec string (built-in name or ``module:attr``): see `run_workers`.
+    """
+    config = make_config(config, **overrides)
+    if config.workers > 1:
+        if not isinstance(app, str):
+            raise TypeError(
+                "with workers > 1 the app must be given as a string (a built-in name or "
+                "'module:attr'): each worker process imports it"
+            )
+        return run_workers(app, config, on_listening=on_listening, app_dir=app_dir)
+    if on_listening is None:
+        on_listening = _log_listening
+    _unwrap_run(_run_until_signalled, app, config, None, on_listening, None)
+    return 0
+
+
+def _log_listening(server: Server) -> None:
+    log.info(
+        "listening on %s (engine %s, interface %s)",
+        server.url,
+        server.config.engine,
+        server.interface,
+    )
+
+
+def _unwrap_run(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    """`trio.run`, re-raising the single exception of a one-exception group as itself."""
+    try:
+        return trio.run(fn, *args)
+    except BaseExceptionGroup as group:
+        leaves = list(_leaves(group))
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise
+
+
+async def _run_until_signalled(
+    app: object,
+    config: ServerConfig,
+    sock: socket.socket | None,
+    on_listening: Callable[[Server], None] | None,
+    parent_fd: int | None,
+) -> None:
+    with trio.open_signal_receiver(*_SIGNALS) as signals:
+        async with trio.open_nursery() as nursery:
+            server: Server = await nursery.start(_serve_then_stop, nursery, app, config, sock)
+            if on_listening is not None:
+                on_listening(server)
+            nursery.start_soon(_stop_on_signals, server, signals)
+            if parent_fd is not None:
+                nursery.start_soon(_stop_when_parent_exits, server, parent_fd)
+
+
+async def _serve_then_stop(
+    nursery: trio.Nursery,
+    app: object,
+    config: ServerConfig,
+    sock: socket.socket | None,
+    task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    await serve(app, config=config, sock=sock, task_status=task_status)
+    nursery.cancel_scope.cancel()
+
+
+async def _stop_on_signals(server: Server, signals: Any) -> None:
+    async for signum in signals:
+        name = signal.Signals(signum).name
+        if not server.closing:
+            log.info("%s: shutting down gracefully (again to abort)", name)
+            server.shutdown()
+        else:
+            log.warning("%s again: aborting the open connections", name)
+            server.abort()
+
+
+async def _stop_when_parent_exits(server: Server, fd: int) -> None:
+    async with trio.lowlevel.FdStream(fd) as stream:
+        while await stream.receive_some(64):
+            pass  # the parent never writes: only EOF matters
+    if not server.closing:
+        log.warning("the supervisor process is gone: shutting down")
+        server.shutdown()
+
+
+# --- worker processes -----------------------------------------------------------------------
+
+_CHILD_CODE = (
+    "import json, sys\n"
+    "p = json.loads(sys.argv[1])\n"
+    "sys.path[:0] = [e for e in p['path'] if e not in sys.path]\n"
+    "from servers.listen import _worker_main\n"
+    "sys.exit(_worker_main(p))\n"
+)
+
+
+def run_workers(
+    app: str,
+    config: ServerConfig,
+    *,
+    on_listening: Callable[[Server], None] | None = None,
+    app_dir: str | None = None,
+) -> int:
+    """Serve `app` from ``config.workers`` processes sharing one listening socket (blocking).
+
+    The parent binds (raising `OSError` if it cannot), reports the address through
+    `on_listening` (a `Server` that only carries the address), starts and supervises the
+    workers, and returns 0 once they exited after SIGINT/SIGTERM, 1 when a worker could not
+    start. See the module docstring.
+    """
+    sock = bind_socket(config.host, config.port, reuse_port=True)
+    try:
+        name = sock.getsockname()
+        server = Server(str(name[0]), int(name[1]), config, _interface_of(app, config, app_dir))
+        return int(_unwrap_run(_supervise, sock, app, config, server, on_listening, app_dir))
+    finally:
+        sock.close()
+
+
+def _interface_of(app: str, config: ServerConfig, app_dir: str | None) -> str:
+    """How the workers will serve `app`; loading it here also fails fast on a bad spec."""
+    from .apps import load_app
+    from .handlers import resolve_app
+
+    return resolve_app(load_app(app, app_dir), config.interface).interface
+
+
+async def _supervise(
+    sock: socket.socket,
+    app: str,
+    config: ServerConfig,
+    server: Server,
+    on_listening: Callable[[Server], None] | None,
+    app_dir: str | None,
+) -> int:
+    supervisor = _Supervisor(sock, app, config, app_dir)
+    with trio.open_signal_receiver(*_SIGNALS) as signals:
+        (on_listening or _log_listening)(server)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(supervisor.forward_signals, signals)
+            async with trio.open_nursery() as workers:
+                for index in range(1, config.workers + 1):
+                    workers.start_soon(supervisor.keep_worker, index)
+            nursery.cancel_scope.cancel()
+    return 1 if supervisor.failed else 0
+
+
+class _Supervisor:
+    def __init__(self, sock: socket.socket, app: str, config: ServerConfig, app_dir: str | None):
+        self.sock = sock
+        self.app = app
+        self.config = config
+        self.app_dir = app_dir
+        self.procs: dict[int, trio.Process] = {}
+        self.stopping = trio.Event()
+        self.failed = False
+
+    def stop(self) -> None:
+        """Send every worker SIGTERM: the first one drains it, a second one aborts it."""
+        self.stopping.set()
+        for proc in list(self.procs.values()):
+            _send_signal(proc, signal.SIGTERM)
+
+    async def forward_signals(self, signals: Any) -> None:
+        async for signum in signals:
+            again = " again: aborting" if self.stopping.is_set() else ": stopping"
+            log.info("%s%s %d worker(s)", signal.Signals(signum).name, again, len(self.procs))
+            self.stop()
+
+    async def keep_worker(self, index: int) -> None:
+        quick_exits = 0
+        while not self.stopping.is_set():
+            started = trio.current_time()
+            code = await self._run_worker(index)
+            if self.stopping.is_set():
+                return
+            if code == EXIT_STARTUP_FAILED:
+                log.error("worker %d could not start: stopping", index)
+                self.failed = True
+                self.stop()
+                return
+            quick_exits = quick_exits + 1 if trio.current_time() - started < RESTART_QUICK else 0
+            delay = (
+                min(RESTART_DELAY_MIN * 2 ** (quick_exits - 1), RESTART_DELAY_MAX)
+                if quick_exits
+                else 0.0
+            )
+            log.warning(
+                "worker %d exited (%s): restarting%s",
+                index,
+                _describe_exit(code),
+                f" in {delay:g}s" if delay else "",
+            )
+            with trio.move_on_after(delay):
+                await self.stopping.wait()
+
+    async def _run_worker(self, index: int) -> int:
+        payload = {
+            "app": self.app,
+            "app_dir": self.app_dir,
+            "config": _config_to_json(self.config),
+            "fd": self.sock.fileno(),
+            "path": sys.path,
+            "worker": index,
+        }
+        read_end, write_end = os.pipe()
+        try:
+            payload["parent_fd"] = read_end
+            try:
+                proc = await trio.lowlevel.open_process(
+                    [sys.executable, "-c", _CHILD_CODE, json.dumps(payload)],
+                    pass_fds=(self.sock.fileno(), read_end),
+                    start_new_session=True,
+                )
+            finally:
+                os.close(read_end)
+            self.procs[index] = proc
+            log.info("worker %d started (pid %d)", index, proc.pid)
+            if self.stopping.is_set():  # a signal came while it was starting
+                _send_signal(proc, signal.SIGTERM)
+            try:
+                return await proc.wait()
+            finally:
+                del self.procs[index]
+        finally:
+            os.close(write_end)
+
+
+def _send_signal(proc: trio.Process, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it has just exited
+        proc.send_signal(signum)
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _worker_main(payload: dict[str, Any]) -> int:
+    """A worker process: serve on the inherited socket until a signal or the parent's exit."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return _worker_serve(payload)
+    except KeyboardInterrupt:  # a signal before or after trio's handling
+        return 0
+
+
+def _worker_serve(payload: dict[str, Any]) -> int:
+    from .apps import AppLoadError, load_app
+    from .handlers import LifespanError, resolve_app
+
+    config = _config_from_json(payload["config"])
+    configure_logging(config.log_level, config.access_log)
+    sock = socket.socket(fileno=payload["fd"])
+    try:
+        try:
+            app = load_app(payload["app"], payload["app_dir"])
+            resolve_app(app, config.interface)
+            load_engine(config.engine)
+        except (AppLoadError, ImportError, TypeError, ValueError) as exc:
+            log.error("worker %d cannot start: %s", payload["worker"], exc)
+            return EXIT_STARTUP_FAILED
+        try:
+            _unwrap_run(_run_until_signalled, app, config, sock, None, payload["parent_fd"])
+        except LifespanError as exc:
+            log.error("worker %d: %s", payload["worker"], exc)
+            return EXIT_STARTUP_FAILED
+    finally:
+        sock.close()
+    return 0

@@ -22,7 +22,8 @@ PIECES = [
     b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
     b"GET /x?y=1 HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n\r\n",
     b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
-    b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;e=1\r\nabc\r\n0\r\nT: v\r\n\r\n",
+    b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"3;e=1\r\nabc\r\n0\r\nT: v\r\n\r\n",
     b"HEAD /h HTTP/1.1\r\nHost: a\r\n\r\n",
     b"GET /close HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
     b"GET /old HTTP/1.0\r\n\r\n",

@@ -1,0 +1,109 @@
+"""Soak: mixed pipelined load on one server for a while; errors (expect 0) and memory over time.
+
+    python -m clients.soak [--duration 120] [--engine pipeparse] [--interval 10]
+
+Starts ``pipeparse serve echo`` on loopback, then runs the load client in rounds of `interval`
+seconds, each round a different mix (plain GETs at depth 16, POSTs with 4 KiB bodies, handlers
+that sleep 1 ms, a deep batch-mode pipeline, verification of every response), and samples the
+server's resident memory (VmRSS) after each round. Prints a line per round and a summary;
+exits 1 if any request failed or memory grew by more than ``--max-growth-mib`` after the first
+round (the first round warms caches and the allocator).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from clients.load import LoadConfig, run_load_sync
+
+__all__ = ["main"]
+
+_MIXES = [
+    ("get depth 16", dict(depth=16, connections=16)),
+    ("post 4 KiB", dict(depth=8, connections=8, method="POST", body=b"x" * 4096)),
+    ("sleep 1 ms", dict(depth=16, connections=16, path="/?sleep_ms=1")),
+    ("batch depth 64", dict(depth=64, connections=4, mode="batch")),
+    ("verify", dict(depth=16, connections=8, verify=True)),
+]
+
+
+@dataclass
+class Round:
+    mix: str
+    requests: int
+    errors: int
+    rps: float
+    rss_mib: float
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_server(engine: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeparse.cli", "serve", "echo", "--engine", engine, "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    match = re.search(r"http://[0-9.]+:\d+", line)
+    if match is None:
+        proc.kill()
+        raise SystemExit(f"the server did not start: {line!r}")
+    return proc, match.group(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m clients.soak", description=__doc__)
+    parser.add_argument("--duration", type=float, default=120.0, help="seconds in all")
+    parser.add_argument("--interval", type=float, default=10.0, help="seconds per round")
+    parser.add_argument("--engine", choices=["pipeparse", "h11"], default="pipeparse")
+    parser.add_argument("--max-growth-mib", type=float, default=16.0)
+    args = parser.parse_args(argv)
+    proc, url = start_server(args.engine)
+    rounds: list[Round] = []
+    try:
+        start = time.monotonic()
+        i = 0
+        while time.monotonic() - start < args.duration:
+            name, mix = _MIXES[i % len(_MIXES)]
+            i += 1
+            options = dict(mix)
+            path = str(options.pop("path", "/"))
+            config = LoadConfig(url=url + path, duration=args.interval, **options)  # type: ignore[arg-type]
+            result = run_load_sync(config).to_json()
+            errors = sum(result["errors"].values())
+            r = Round(name, result["requests"], errors, result["rps"], rss_mib(proc.pid))
+            rounds.append(r)
+            print(
+                f"round {i:3d} {r.mix:15s} {r.requests:9d} requests {r.rps:9.0f} req/s "
+                f"{r.errors} errors  server RSS {r.rss_mib:7.1f} MiB",
+                flush=True,
+            )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    total_errors = sum(r.errors for r in rounds)
+    growth = rounds[-1].rss_mib - rounds[0].rss_mib if rounds else 0.0
+    print(
+        f"soak: {len(rounds)} rounds, {sum(r.requests for r in rounds)} requests, "
+        f"{total_errors} errors, RSS {rounds[0].rss_mib:.1f} -> {rounds[-1].rss_mib:.1f} MiB "
+        f"(growth {growth:+.1f} MiB after round 1)"
+    )
+    return 0 if total_errors == 0 and growth <= args.max_growth_mib else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

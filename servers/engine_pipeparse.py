@@ -98,7 +98,7 @@ async def serve_connection(
             conn.nursery = nursery
             nursery.start_soon(conn.watch_shutdown, current_shutdown())
             await conn.work(leader=True)
-        if conn.linger:
+        if conn.linger or conn.responses.closing:
             await conn.linger_close()
     finally:
         await trio.aclose_forcefully(stream)
@@ -271,6 +271,10 @@ class _Connection:
 
     # -- dispatch ------------------------------------------------------------------------
 
+    def _all_sent(self) -> bool:
+        responses = self.responses
+        return not len(responses) and not responses.has_output and not self.writing
+
     def _ready(self, request: FramedRequest) -> bool:
         """May `request` start? Its body has all arrived, or it has to stream: it asked for
         100 Continue, or the buffer is too full to receive the rest first."""
@@ -290,7 +294,7 @@ class _Connection:
         policy = self.policy
         while not self.done:
             if self.stop_dispatch:
-                if not len(self.responses) and not self.responses.has_output:
+                if self._all_sent():
                     return None
                 await self._wait_progress()
                 continue
@@ -317,7 +321,7 @@ class _Connection:
                     self._answer_error(error)
                     continue
                 if self.eof:
-                    if not len(self.responses) and not self.responses.has_output:
+                    if self._all_sent():
                         return None
                     await self._wait_progress()
                     continue

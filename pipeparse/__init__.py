@@ -19,9 +19,11 @@ from ._index import RequestIndex as RequestIndex
 from ._limits import KiB as KiB
 from ._limits import Limits as Limits
 from ._limits import MiB as MiB
+from ._native import NATIVE_MARK as NATIVE_MARK
 from ._native import BodySource as BodySource
 from ._native import HttpRequest as HttpRequest
 from ._native import Response as Response
+from ._native import native as native
 from ._oneshot import Request as Request
 from ._oneshot import parse_requests as parse_requests
 from ._ordered import SAFE_METHODS as SAFE_METHODS
@@ -43,6 +45,7 @@ from ._serialize import status_line as status_line
 __all__ = [
     "CONTINUE_100",
     "LAST_CHUNK",
+    "NATIVE_MARK",
     "SAFE_METHODS",
     "BodySource",
     "BufferFull",
@@ -66,6 +69,7 @@ __all__ = [
     "ResponseSlot",
     "SeekableBuffer",
     "chunk",
+    "native",
     "parse_request_head",
     "parse_requests",
     "parse_response_head",

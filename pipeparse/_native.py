@@ -10,12 +10,22 @@ A view is valid while the handler runs; copy it (``bytes(view)``) to keep it lon
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
-from typing import Protocol
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
-__all__ = ["BodySource", "HttpRequest", "Response"]
+__all__ = ["NATIVE_MARK", "BodySource", "HttpRequest", "Response", "native"]
 
 Headers = Sequence[tuple[bytes, bytes]]
+NATIVE_MARK = "__pipeparse_native__"
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def native(fn: _F) -> _F:
+    """Mark ``async def handler(request: HttpRequest) -> Response`` as a native handler."""
+    if not callable(fn):
+        raise TypeError(f"@native needs an async function, got {fn!r}")
+    setattr(fn, NATIVE_MARK, True)
+    return fn
 
 
 class BodySource(Protocol):

@@ -34,7 +34,7 @@ from urllib.parse import unquote_to_bytes
 
 import trio
 
-from pipeparse import HttpRequest, ProtocolError, Response
+from pipeparse import NATIVE_MARK, HttpRequest, ProtocolError, Response, native
 
 from .protocol import Handler, ResponseSink
 
@@ -61,20 +61,11 @@ NativeHandler = Callable[[HttpRequest], Awaitable[Response]]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_NATIVE_MARK = "__pipeparse_native__"
-
-
-def native(fn: F) -> F:
-    """Mark ``async def handler(request: HttpRequest) -> Response`` as a native handler."""
-    if not callable(fn):
-        raise TypeError(f"@native needs an async function, got {fn!r}")
-    setattr(fn, _NATIVE_MARK, True)
-    return fn
 
 
 def is_native(obj: object) -> bool:
     """True for a callable marked with `@native` (also through a bound method)."""
-    return getattr(obj, _NATIVE_MARK, False) is True
+    return getattr(obj, NATIVE_MARK, False) is True
 
 
 # --- native ---------------------------------------------------------------------------------

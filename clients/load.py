@@ -1,0 +1,947 @@
+"""The engine of `pipeparse load`: pipelined HTTP/1.1 load on trio sockets, measured per request.
+
+Strategy
+--------
+Every request of a run is the same, so it is rendered once and each connection sends copies of
+it: a batch of k requests is one ``send`` of k copies (a slice of one pre-rendered buffer).
+Sockets are plain non-blocking sockets driven by trio's ``wait_readable``: a send is one system
+call, a read one wait and one ``recv_into`` of up to 64 KiB straight into a `SeekableBuffer`
+(bytes land once). `ResponseIndex.tally` frames everything a read brought in one call, without
+an object per response (byte-identical responses frame as a run); framed bytes are released
+when the buffer runs low. Requests sent together are remembered as one group ``[send time,
+count]``; a read that completes k of them records one latency with count k. Latency is a
+request's send (its intended send in rate mode) to the last byte of its response.
+
+Two loops drive a connection:
+
+- closed loop (no ``rate``): one task; after each read it sends as many requests as completed
+  (``window``: DEPTH in flight, a sliding window) or the next DEPTH once all are answered
+  (``batch``, as wrk's pipelining does).
+- open loop (``rate``): a sender task sends on a fixed schedule (R/connections per connection,
+  connections staggered), at most DEPTH in flight; a request sent late because the window was
+  full or the connection was down still measures from its intended time (coordinated omission
+  corrected, as wrk2 does). A receiver task frames and records.
+
+Failures never stop a run: each is counted by kind and the connection reconnects. Every request
+sent is either answered (``requests``) or counted ``unanswered`` (the server closed, a read or
+write failed, a timeout, a bad response), so ``sent == requests + unanswered``. A run ends by
+time (``duration``, then in-flight requests drain) or by count (``requests`` sent and settled);
+a connection that cannot connect for ``timeout`` seconds in a row gives up.
+
+`run_load` is one process; `run_load_sync` runs `processes` processes (spawned), each with its
+share of connections, rate and requests, started together through a barrier, and merges their
+results exactly (HDR histograms through their encoded form).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import queue
+import socket
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import trio
+
+from pipeparse import (
+    BufferFull,
+    FramedResponse,
+    KiB,
+    Limits,
+    ResponseIndex,
+    SeekableBuffer,
+)
+
+from .load_request import Target, parse_url, render_request
+from .load_result import LoadResult, LoadStats
+
+__all__ = ["LoadConfig", "LoadResult", "Progress", "run_load", "run_load_sync"]
+
+SECONDS = 1.0
+MODES = ("window", "batch")
+_RECV_SIZE = 64 * KiB  # the most one read takes (a large read frames many responses at once)
+_BACKOFF_FIRST = 0.01 * SECONDS  # reconnect backoff after a failed connect, doubling ...
+_BACKOFF_MAX = 0.5 * SECONDS  # ... up to this
+_PROGRESS_EVERY = 0.25 * SECONDS
+_ONLY_200 = {200: 0}.keys()
+
+
+@dataclass
+class LoadConfig:
+    """Everything a load run does (the `pipeparse load` flags).
+
+    Attributes:
+        url: ``http://host[:port]/target``.
+        connections: connections open at once (in all processes together).
+        depth: requests in flight per connection (window) or per batch (batch).
+        duration: seconds of load; None: run by count only.
+        requests: stop after this many requests are sent and settled; with `duration` too,
+            whichever comes first.
+        mode: ``window`` (sliding window) or ``batch`` (wrk-style batches of `depth`).
+        rate: open loop at this many requests/s overall; None: closed loop, as fast as it goes.
+        method, headers, body: the request. Content-Length comes from the body.
+        timeout: seconds without a response completing (with requests in flight) before a
+            connection is dropped; also the connect timeout and the give-up time for a server
+            that cannot be reached.
+        warmup: seconds of load before measuring (not counted).
+        verify: check every response against the `echo` app's report of the request.
+        processes: OS processes sharing the connections (histograms merged exactly).
+        buffer_size: receive buffer per connection, bytes (with `verify`, the largest response).
+        max_head_size: largest response head (and trailer section), bytes.
+    """
+
+    url: str
+    connections: int = 10
+    depth: int = 16
+    duration: float | None = 10.0
+    requests: int | None = None
+    mode: str = "window"
+    rate: float | None = None
+    method: str = "GET"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    timeout: float = 10.0
+    warmup: float = 0.0
+    verify: bool = False
+    processes: int = 1
+    buffer_size: int = 256 * KiB
+    max_head_size: int = 16 * KiB
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise ValueError naming the first setting that is out of range."""
+        _positive_int("connections", self.connections)
+        _positive_int("depth", self.depth)
+        _positive_int("processes", self.processes)
+        if self.duration is not None and not (self.duration > 0 and math.isfinite(self.duration)):
+            raise ValueError(f"duration must be a positive number of seconds, got {self.duration}")
+        if self.requests is not None:
+            _positive_int("requests", self.requests)
+        if self.duration is None and self.requests is None:
+            raise ValueError("give a duration or a number of requests (or both)")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.rate is not None and not (self.rate > 0 and math.isfinite(self.rate)):
+            raise ValueError(f"rate must be a positive number of requests/s, got {self.rate}")
+        if not (self.timeout > 0 and math.isfinite(self.timeout)):
+            raise ValueError(f"timeout must be a positive number of seconds, got {self.timeout}")
+        if not (self.warmup >= 0 and math.isfinite(self.warmup)):
+            raise ValueError(f"warmup must be zero or more seconds, got {self.warmup}")
+        if self.processes > self.connections:
+            raise ValueError(
+                f"{self.processes} processes need at least as many connections "
+                f"(got {self.connections})"
+            )
+        if not isinstance(self.body, bytes):
+            raise ValueError("body must be bytes")
+        _positive_int("max_head_size", self.max_head_size)
+        if self.buffer_size < self.max_head_size:
+            raise ValueError(
+                f"buffer_size ({self.buffer_size}) must be at least max_head_size "
+                f"({self.max_head_size})"
+            )
+        # The URL and request are checked by rendering them.
+        render_request(self.method, parse_url(self.url), self.headers, self.body)
+
+
+def _positive_int(name: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A snapshot for a live display, taken every quarter second.
+
+    Attributes:
+        phase: ``connect``, ``warmup`` or ``load`` (``drain`` once sending has stopped).
+        elapsed: seconds into the phase. planned: its planned length, if any.
+        requests, sent, errors, bytes_received: so far in the phase.
+        target_requests: the request count of the run, if it runs by count.
+    """
+
+    phase: str
+    elapsed: float
+    planned: float | None
+    requests: int
+    sent: int
+    errors: int
+    bytes_received: int
+    target_requests: int | None = None
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+# -- the plan: what every connection shares ----------------------------------------------------
+
+
+class _Plan:
+    """The run's immutable parts, prepared once."""
+
+    def __init__(self, config: LoadConfig) -> None:
+        self.config = config
+        self.target: Target = parse_url(config.url)
+        self.request = render_request(config.method, self.target, config.headers, config.body)
+        self.request_len = len(self.request)
+        self.method = config.method.encode("ascii")
+        self.depth = config.depth
+        self.batch = config.mode == "batch"
+        # One buffer of `depth` copies: sending k requests is one slice of it.
+        self.requests = memoryview(self.request * config.depth)
+        self.timeout = config.timeout
+        self.limits = Limits(max_head_size=config.max_head_size)
+        self.verify = config.verify
+        self.body_len = len(config.body)
+        self.body_sha256 = hashlib.sha256(config.body).hexdigest()
+        self.recv_size = min(_RECV_SIZE, config.buffer_size)
+        # Open loop: seconds between two requests of one connection.
+        self.interval = config.connections / config.rate if config.rate else 0.0
+        self.sockaddr: Any = None
+        self.family = socket.AF_INET
+
+    async def resolve(self) -> None:
+        infos = await trio.socket.getaddrinfo(
+            self.target.host, self.target.port, type=socket.SOCK_STREAM
+        )
+        if not infos:
+            raise OSError(f"cannot resolve {self.target.host!r}")
+        self.family, _, _, _, self.sockaddr = infos[0]
+
+
+class _Phase:
+    """One phase of the run (warmup or measurement): its stats, its end, its request budget."""
+
+    __slots__ = ("budget", "end", "name", "sending", "start", "stats")
+
+    def __init__(self, name: str, stats: LoadStats, end: float | None, budget: int | None):
+        self.name = name
+        self.stats = stats
+        self.start = stats.start
+        self.end = end
+        self.budget = budget
+        self.sending = True
+
+    def take(self, k: int, at: float) -> int:
+        """How many of `k` requests may be sent at `at` (and take them from the budget)."""
+        if self.end is not None and at >= self.end:
+            self.sending = False
+            return 0
+        b = self.budget
+        if b is None:
+            return k
+        if k >= b:
+            k = b
+            self.sending = False
+        self.budget = b - k
+        return k
+
+    def over(self, now: float) -> bool:
+        return self.budget == 0 or (self.end is not None and now >= self.end)
+
+
+# -- a connection ------------------------------------------------------------------------------
+
+
+class _Failure(Exception):
+    """A connection failed; `kind` is its error kind (or None: closed without an error)."""
+
+    def __init__(self, kind: str | None) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
+_wait_readable = trio.lowlevel.wait_readable
+_wait_writable = trio.lowlevel.wait_writable
+
+
+async def _send_rest(sock: socket.socket, data: memoryview, timeout: float) -> None:
+    """The slow path of a send (the socket buffer was full): wait for room, `timeout` at most.
+
+    Shielded: the connection's own timeout scope never interrupts a send halfway.
+    """
+    with trio.CancelScope(shield=True, deadline=trio.current_time() + timeout) as scope:
+        while data:
+            await _wait_writable(sock)
+            with contextlib.suppress(BlockingIOError):
+                data = data[sock.send(data) :]
+    if scope.cancelled_caught:
+        raise _Failure("timeout")
+
+
+class _Connection:
+    """One client connection, kept open across phases, reconnected after a failure.
+
+    A plain non-blocking socket, driven with trio's `wait_readable`/`wait_writable`: a send
+    is one system call with no trio checkpoint, and a read waits once for readiness, then
+    reads once (the wait is each loop's one scheduling point).
+    """
+
+    def __init__(self, plan: _Plan, number: int) -> None:
+        self.plan = plan
+        self.number = number
+        self.sock: socket.socket | None = None
+        self.buf = SeekableBuffer(plan.config.buffer_size)
+        self.index = ResponseIndex(self.buf, plan.limits)
+        self.bad_statuses = 0  # responses of status >= 400 counted on this index
+        self.groups: deque[list[Any]] = deque()  # [send time, count] per group sent
+        self.inflight = 0
+        self.next_t: float | None = None  # open loop: the next intended send time
+        self.gave_up = False
+        # Open loop, shared by the sender and receiver tasks:
+        self._room = trio.Event()
+        self._sender_done = False
+        self._failure: str | None = None
+        self._last = 0.0  # when a response last completed, or the window last opened
+        self._stop_scope: trio.CancelScope | None = None
+
+    def close(self) -> None:
+        if self.sock is not None:
+            trio.lowlevel.notify_closing(self.sock)
+            self.sock.close()
+            self.sock = None
+
+    async def connect(self, stats: LoadStats) -> bool:
+        """One attempt; a failure is counted. True when connected."""
+        plan = self.plan
+        try:
+            sock = socket.socket(plan.family, socket.SOCK_STREAM)
+        except OSError:  # out of file descriptors, say
+            stats.error(trio.current_time(), "connect")
+            return False
+        sock.setblocking(False)
+        ok = False
+        try:
+            with trio.move_on_after(plan.timeout):
+                try:
+                    sock.connect(plan.sockaddr)
+                except BlockingIOError:
+                    await _wait_writable(sock)
+                    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if err:
+                        raise OSError(err, os.strerror(err)) from None
+                ok = True
+        except OSError:
+            pass
+        if not ok:
+            trio.lowlevel.notify_closing(sock)
+            sock.close()
+            stats.error(trio.current_time(), "connect")
+            return False
+        if plan.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock
+        self.buf = SeekableBuffer(plan.config.buffer_size)
+        self.index = ResponseIndex(self.buf, plan.limits)
+        self.bad_statuses = 0
+        self.groups.clear()
+        self.inflight = 0
+        return True
+
+    async def run(self, ph: _Phase) -> None:
+        """Run the phase on this connection, until it is over and nothing is in flight."""
+        plan = self.plan
+        failing_since: float | None = None
+        backoff = _BACKOFF_FIRST
+        self.next_t = None
+        while not self.gave_up:
+            if self.sock is None:
+                now = trio.current_time()
+                if ph.over(now):
+                    return
+                if await self.connect(ph.stats):
+                    failing_since = None
+                    backoff = _BACKOFF_FIRST
+                else:
+                    now = trio.current_time()
+                    if failing_since is None:
+                        failing_since = now
+                    elif now - failing_since >= plan.timeout:
+                        self.gave_up = True  # the server cannot be reached
+                        return
+                    await trio.sleep(backoff)
+                    backoff = min(backoff * 2, _BACKOFF_MAX)
+                    continue
+            try:
+                if plan.interval:
+                    await self._open_loop(ph)
+                else:
+                    await self._closed_loop(ph)
+                return
+            except _Failure as f:
+                now = trio.current_time()
+                stats = ph.stats
+                if f.kind is not None:
+                    stats.error(now, f.kind)
+                if self.inflight:
+                    stats.error(now, "unanswered", self.inflight)
+                    self.inflight = 0
+                self.groups.clear()
+                self.close()
+
+    # -- closed loop -------------------------------------------------------------------------
+
+    async def _closed_loop(self, ph: _Phase) -> None:
+        """Send, read, frame, record, send again. Returns when the phase is over and nothing
+        is in flight; raises `_Failure` when the connection is lost.
+
+        The timeout is checked lazily: a cancel scope is armed at the last progress plus the
+        timeout, and re-armed (rarely) when it fires early; progress only moves a float.
+        """
+        timeout = self.plan.timeout
+        self._last = trio.current_time()
+        while True:
+            with trio.CancelScope(deadline=self._last + timeout):
+                if await self._closed_steps(ph):
+                    return
+            if self.inflight and trio.current_time() - self._last >= timeout:
+                raise _Failure("timeout")
+
+    async def _closed_steps(self, ph: _Phase) -> bool:
+        """The hot loop of `_closed_loop`; True when done, False if cancelled by the timer.
+
+        Each read first waits for readiness (trying the read first was measured: against a busy
+        server it fails about nine times in ten, and a failed read costs more than the wait).
+        """
+        plan = self.plan
+        sock = self.sock
+        assert sock is not None
+        buf = self.buf
+        index = self.index
+        stats = ph.stats
+        depth = plan.depth
+        batch = plan.batch
+        reqs = plan.requests
+        size = plan.request_len
+        method = plan.method
+        groups = self.groups
+        timeout = plan.timeout
+        recv_size = plan.recv_size
+        low_water = 2 * recv_size
+        verify = plan.verify
+        now_fn = trio.current_time
+        take = ph.take
+        completed = index.completed
+        inflight = self.inflight
+        record = stats.record_latency
+        kind = "write"
+        now = now_fn()
+        try:
+            while True:
+                room = (0 if inflight else depth) if batch else depth - inflight
+                if room and ph.sending:
+                    k = take(room, now)
+                    if k:
+                        if not inflight:
+                            self._last = now
+                        index.expect(method, k)
+                        groups.append([now, k])
+                        inflight += k
+                        self.inflight = inflight
+                        stats.sent += k
+                        kind = "write"
+                        data = reqs[: k * size]
+                        try:
+                            sent = sock.send(data)
+                        except BlockingIOError:
+                            sent = 0
+                        if sent < len(data):
+                            await _send_rest(sock, data[sent:], timeout)
+                if not inflight:
+                    return True
+                kind = "read"
+                if buf.writable() < low_water:
+                    self._release()
+                await _wait_readable(sock)
+                try:
+                    n = buf.recv_into(sock, recv_size)
+                except BlockingIOError:
+                    now = now_fn()
+                    continue
+                except BufferFull:
+                    raise _Failure("framing") from None  # verify: a response > the buffer
+                now = now_fn()
+                prev = index.current
+                if n:
+                    stats.received(now, n)
+                    framed = index.advance() if verify else index.tally()
+                else:
+                    framed = index.eof()
+                done = index.completed - completed
+                if done:
+                    completed += done
+                    inflight -= done
+                    self.inflight = inflight
+                    self._last = now
+                    group = groups[0]
+                    if group[1] > done and not verify:  # the common case, inline
+                        group[1] -= done
+                        record(now - group[0], done)
+                        stats.completed(now, done)
+                        if index.statuses.keys() != _ONLY_200:
+                            self._count_statuses(stats, now)
+                    else:
+                        self._settle(stats, now, done, prev, framed)
+                if index.error is not None:
+                    raise _Failure("framing")
+                if not n or index.done:
+                    raise _Failure(None)  # closed: what is in flight is unanswered
+        except OSError:
+            raise _Failure(kind) from None
+        finally:
+            self.inflight = inflight
+
+    def _release(self) -> None:
+        """Release what was framed (with `verify`, keep a response whose body is arriving)."""
+        buf = self.buf
+        index = self.index
+        upto = index.position
+        if self.plan.verify and index.current is not None:
+            upto = index.current.start
+        if upto > buf.head:
+            buf.release(buf.head, upto)
+
+    def _settle(
+        self,
+        stats: LoadStats,
+        now: float,
+        done: int,
+        prev: FramedResponse | None,
+        framed: list[FramedResponse] | int,
+    ) -> None:
+        """Record `done` completed responses: latency by group, statuses, verification.
+
+        `prev` was the response still arriving before this read; `framed` what `advance()`
+        returned (with `verify`), else what `tally()` did.
+        """
+        groups = self.groups
+        left = done
+        record = stats.record_latency
+        while left:
+            group = groups[0]
+            count = group[1]
+            if count <= left:
+                groups.popleft()
+                record(now - group[0], count)
+                left -= count
+            else:
+                group[1] = count - left
+                record(now - group[0], left)
+                left = 0
+        stats.completed(now, done)
+        if self.index.statuses.keys() != _ONLY_200:
+            self._count_statuses(stats, now)
+        if self.plan.verify and not isinstance(framed, int):
+            finished = [prev] if prev is not None and prev.end is not None else []
+            finished.extend(r for r in framed if r.end is not None)
+            wrong = sum(not self._verified(r) for r in finished)
+            if wrong:
+                stats.error(now, "verify", wrong)
+
+    def _count_statuses(self, stats: LoadStats, now: float) -> None:
+        """Count the responses with an error status (>= 400) completed since the last call."""
+        bad = sum([v for k, v in self.index.statuses.items() if k >= 400])
+        if bad > self.bad_statuses:
+            stats.error(now, "status", bad - self.bad_statuses)
+            self.bad_statuses = bad
+
+    def _verified(self, r: FramedResponse) -> bool:
+        """Does the echo app's report match the request sent, in order?"""
+        plan = self.plan
+        if r.head.status != 200:
+            return False
+        body = b"".join([self.buf.view(s, e) for s, e in r.body])
+        try:
+            report = json.loads(body)
+        except ValueError:
+            return False
+        return (
+            isinstance(report, dict)
+            and report.get("seq") == r.seq
+            and report.get("target") == plan.target.target
+            and report.get("method") == plan.config.method
+            and report.get("body_len") == plan.body_len
+            and report.get("body_sha256") == plan.body_sha256
+        )
+
+    # -- open loop ---------------------------------------------------------------------------
+
+    async def _open_loop(self, ph: _Phase) -> None:
+        """The sender on its schedule, the receiver recording; returns or raises like
+        `_closed_loop`."""
+        self._failure = None
+        self._sender_done = False
+        self._room = trio.Event()
+        self._stop_scope = trio.CancelScope()
+        self._last = trio.current_time()
+        failure: _Failure | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._sender, ph)
+            try:
+                await self._receiver(ph)
+            except _Failure as f:
+                failure = f  # raised outside the nursery, which would wrap it in a group
+            finally:
+                nursery.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+
+    async def _sender(self, ph: _Phase) -> None:
+        plan = self.plan
+        sock = self.sock
+        assert sock is not None
+        depth = plan.depth
+        batch = plan.batch
+        interval = plan.interval
+        step = interval * depth if batch else interval
+        size = plan.request_len
+        stats = ph.stats
+        groups = self.groups
+        if self.next_t is None:  # stagger the connections over one interval
+            self.next_t = ph.start + interval * self.number / plan.config.connections
+        try:
+            while True:
+                t = self.next_t
+                if (ph.end is not None and t >= ph.end) or ph.budget == 0:
+                    break
+                now = trio.current_time()
+                if t > now:
+                    await trio.sleep_until(t)
+                    continue
+                inflight = self.inflight
+                room = (0 if inflight else depth) if batch else depth - inflight
+                if not room:
+                    self._room = trio.Event()
+                    await self._room.wait()
+                    continue
+                if batch:
+                    due = depth
+                else:
+                    due = min(room, int((now - t) / interval) + 1)
+                    if ph.end is not None:  # only requests intended before the end
+                        due = min(due, math.ceil((ph.end - t) / interval - 1e-9))
+                k = ph.take(due, t)
+                if not k:
+                    break
+                if batch:
+                    groups.append([t, k])
+                else:
+                    groups.extend([[t + i * interval, 1] for i in range(k)])
+                self.next_t = t + (step if batch else k * interval)
+                self.index.expect(plan.method, k)
+                if not inflight:
+                    self._last = now
+                self.inflight = inflight + k
+                stats.sent += k
+                data = plan.requests[: k * size]
+                try:
+                    sent = sock.send(data)
+                except BlockingIOError:
+                    sent = 0
+                if sent < len(data):
+                    await _send_rest(sock, data[sent:], plan.timeout)
+                await trio.lowlevel.checkpoint()
+        except OSError:
+            self._failure = "write"
+        except _Failure as f:
+            self._failure = f.kind
+        else:
+            self._sender_done = True
+            if self.inflight:
+                return
+        assert self._stop_scope is not None
+        self._stop_scope.cancel()
+
+    async def _receiver(self, ph: _Phase) -> None:
+        plan = self.plan
+        sock = self.sock
+        assert sock is not None
+        buf = self.buf
+        index = self.index
+        stats = ph.stats
+        recv_size = plan.recv_size
+        timeout = plan.timeout
+        stop = self._stop_scope
+        assert stop is not None
+        completed = index.completed
+        with stop:
+            while True:
+                # The timer runs only while requests are in flight.
+                deadline = self._last + timeout if self.inflight else math.inf
+                with trio.CancelScope(deadline=deadline) as timer:
+                    try:
+                        await _wait_readable(sock)
+                    except OSError:
+                        raise _Failure("read") from None
+                if timer.cancelled_caught:
+                    if self.inflight and trio.current_time() - self._last >= timeout:
+                        raise _Failure("timeout")
+                    continue
+                try:
+                    view = buf.write_view(recv_size)
+                except BufferFull:
+                    raise _Failure("framing") from None
+                try:
+                    n = sock.recv_into(view, recv_size)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    raise _Failure("read") from None
+                finally:
+                    view.release()
+                now = trio.current_time()
+                prev = index.current
+                if n:
+                    buf.commit(n)
+                    stats.received(now, n)
+                    framed: list[FramedResponse] | int = (
+                        index.advance() if plan.verify else index.tally()
+                    )
+                else:
+                    framed = index.eof()
+                done = index.completed - completed
+                if done:
+                    completed += done
+                    self.inflight -= done
+                    self._last = now
+                    self._settle(stats, now, done, prev, framed)
+                    self._room.set()
+                if index.error is not None:
+                    raise _Failure("framing")
+                if not n or index.done:
+                    raise _Failure(None)
+                self._release()
+                if self._sender_done and not self.inflight:
+                    return
+        # The stop scope was cancelled: the sender is done with nothing in flight, or failed.
+        if self._failure is not None:
+            raise _Failure(self._failure)
+
+
+# -- a run -------------------------------------------------------------------------------------
+
+
+async def run_load(
+    config: LoadConfig,
+    progress: ProgressCallback | None = None,
+    *,
+    start_gate: Callable[[], Awaitable[None]] | None = None,
+) -> LoadResult:
+    """Run the load described by `config` in this process (trio); `processes` is ignored.
+
+    Args:
+        progress: called with a `Progress` snapshot every quarter second.
+        start_gate: awaited once the connections are open, before the clock starts (lets
+            several processes start together).
+    """
+    config.check()
+    plan = _Plan(config)
+    now = trio.current_time()
+    first = LoadStats(now, config.verify)
+    conns = [_Connection(plan, i) for i in range(config.connections)]
+    try:
+        try:
+            await plan.resolve()
+        except OSError:
+            first.error(now, "connect", config.connections)
+            return first.result(now, config.connections, config.depth)
+        async with trio.open_nursery() as nursery:
+            for c in conns:
+                nursery.start_soon(c.connect, first)
+        if start_gate is not None:
+            await start_gate()
+        if config.warmup > 0:
+            now = trio.current_time()
+            first.start = now
+            warm = _Phase("warmup", first, now + config.warmup, None)
+            await _run_phase(conns, warm, progress, config)
+            first = LoadStats(trio.current_time(), config.verify)
+        now = trio.current_time()
+        first.start = now
+        end = now + config.duration if config.duration is not None else None
+        ph = _Phase("load", first, end, config.requests)
+        finished = await _run_phase(conns, ph, progress, config)
+        return first.result(finished, config.connections, config.depth)
+    finally:
+        for c in conns:
+            c.close()
+
+
+async def _run_phase(
+    conns: list[_Connection], ph: _Phase, progress: ProgressCallback | None, config: LoadConfig
+) -> float:
+    """Run a phase on every connection; returns when the last one finished."""
+    async with trio.open_nursery() as nursery:
+        if progress is not None:
+            nursery.start_soon(_report, ph, progress, config)
+        async with trio.open_nursery() as workers:
+            for c in conns:
+                workers.start_soon(c.run, ph)
+        nursery.cancel_scope.cancel()
+    return trio.current_time()
+
+
+async def _report(ph: _Phase, progress: ProgressCallback, config: LoadConfig) -> None:
+    planned = config.warmup if ph.name == "warmup" else config.duration
+    while True:
+        s = ph.stats
+        now = trio.current_time()
+        progress(
+            Progress(
+                phase=ph.name if ph.sending else "drain",
+                elapsed=now - ph.start,
+                planned=planned,
+                requests=s.requests,
+                sent=s.sent,
+                errors=s.error_total,
+                bytes_received=s.bytes_received,
+                target_requests=config.requests if ph.name == "load" else None,
+            )
+        )
+        await trio.sleep(_PROGRESS_EVERY)
+
+
+# -- several processes -------------------------------------------------------------------------
+
+
+def run_load_sync(config: LoadConfig, progress: ProgressCallback | None = None) -> LoadResult:
+    """Run the load, blocking; with ``processes > 1``, in that many processes side by side."""
+    config.check()
+    if config.processes == 1:
+        return trio.run(_run_one, config, progress)
+    return _run_processes(config, progress)
+
+
+async def _run_one(config: LoadConfig, progress: ProgressCallback | None) -> LoadResult:
+    return await run_load(config, progress)
+
+
+def _shares(config: LoadConfig) -> list[LoadConfig]:
+    """Split connections, rate and requests over the processes (in proportion)."""
+    p = config.processes
+    conns = [config.connections // p + (i < config.connections % p) for i in range(p)]
+    requests: list[int | None] = [None] * p
+    if config.requests is not None:
+        if config.requests < p:
+            raise ValueError(f"{config.requests} requests cannot be shared by {p} processes")
+        base = [config.requests * c // config.connections for c in conns]
+        for i in range(config.requests - sum(base)):
+            base[i % p] += 1
+        requests = list(base)
+    return [
+        replace(
+            config,
+            connections=conns[i],
+            requests=requests[i],
+            rate=config.rate * conns[i] / config.connections if config.rate else None,
+            processes=1,
+        )
+        for i in range(p)
+    ]
+
+
+_SLOTS = 5  # per process in the shared progress array: phase, requests, sent, errors, bytes
+_PHASES = ("connect", "warmup", "load", "drain", "done")
+
+
+def _child(
+    share: LoadConfig,
+    number: int,
+    barrier: Any,
+    counters: Any,
+    results: Any,
+) -> None:
+    """A process's part of the run (spawned): run, then send the result home."""
+    base = number * _SLOTS
+
+    def publish(p: Progress) -> None:
+        counters[base] = _PHASES.index(p.phase)
+        counters[base + 1] = p.requests
+        counters[base + 2] = p.sent
+        counters[base + 3] = p.errors
+        counters[base + 4] = p.bytes_received
+
+    async def gate() -> None:
+        await trio.to_thread.run_sync(barrier.wait)
+
+    try:
+        result = trio.run(_gated, share, publish, gate)
+        counters[base] = _PHASES.index("done")
+        results.put((number, "ok", result.to_wire()))
+    except BaseException as e:  # the parent reports it
+        results.put((number, "error", f"{type(e).__name__}: {e}"))
+
+
+async def _gated(
+    share: LoadConfig, publish: ProgressCallback, gate: Callable[[], Awaitable[None]]
+) -> LoadResult:
+    return await run_load(share, publish, start_gate=gate)
+
+
+def _run_processes(config: LoadConfig, progress: ProgressCallback | None) -> LoadResult:
+    shares = _shares(config)
+    p = len(shares)
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(p)
+    counters = ctx.Array("q", p * _SLOTS, lock=False)
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(target=_child, args=(shares[i], i, barrier, counters, results), daemon=True)
+        for i in range(p)
+    ]
+    for proc in procs:
+        proc.start()
+    wires: dict[int, dict[str, Any]] = {}
+    started: float | None = None
+    clock = time.monotonic
+    try:
+        while len(wires) < p:
+            try:
+                number, status, payload = results.get(timeout=_PROGRESS_EVERY)
+            except queue.Empty:
+                dead = [x for x in procs if x.exitcode not in (None, 0)]
+                if dead:
+                    raise RuntimeError(
+                        f"a load process died (exit code {dead[0].exitcode})"
+                    ) from None
+            else:
+                if status != "ok":
+                    raise RuntimeError(f"load process {number} failed: {payload}")
+                wires[number] = payload
+            if progress is not None:
+                phases = [counters[i * _SLOTS] for i in range(p)]
+                phase = _PHASES[min(phases)]
+                if phase in ("load", "drain") and started is None:
+                    started = clock()
+                sums = [sum(counters[i * _SLOTS + j] for i in range(p)) for j in range(1, 5)]
+                progress(
+                    Progress(
+                        phase=phase if phase != "done" else "drain",
+                        elapsed=clock() - started if started is not None else 0.0,
+                        planned=config.duration,
+                        requests=sums[0],
+                        sent=sums[1],
+                        errors=sums[2],
+                        bytes_received=sums[3],
+                        target_requests=config.requests,
+                    )
+                )
+    finally:
+        if len(wires) < p:
+            barrier.abort()
+        for proc in procs:
+            proc.join(timeout=config.timeout + 5 if len(wires) == p else 1)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join()
+    return LoadResult.merge([wires[i] for i in range(p)], config.depth)

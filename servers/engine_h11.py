@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -104,6 +105,9 @@ async def serve_connection(
         await connection.run()
     finally:
         await trio.aclose_forcefully(stream)
+
+
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]").search
 
 
 class _Connection:
@@ -322,6 +326,8 @@ class _Connection:
         head_size = len(event.method) + len(event.target) + 14
         for name, value in headers.raw_items():
             head_size += len(name) + len(value) + 4
+            if _CONTROL(value):  # h11 lets controls other than CR, LF and NUL through
+                raise ProtocolError(f"control character in the value of field {name!r}")
             if len(name) == 14 and name.lower() == b"content-length":
                 content_length = int(value)
             elif len(name) == 17 and name.lower() == b"transfer-encoding":

@@ -1,0 +1,243 @@
+"""Servers under test, as subprocesses on loopback: start, wait until listening, stop.
+
+Strategy: the bench never serves in its own process. pipeparse's engines run as
+``python -m pipeparse.cli serve APP --engine E --interface I --port 0``; the server prints
+``pipeparse: listening on http://HOST:PORT (...)`` as its first stdout line, and the bench reads
+the port from it. Peer servers (uvicorn, hypercorn; the `peers` extra) serve the same ASGI app
+from `servers.apps` on a port the bench picks, and are ready once a TCP connect succeeds
+(polled, bounded in time). Each server is pinned to the peer CPUs when there are two or more,
+and stopped with SIGTERM (then killed if it lingers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import re
+import select
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .bench_procs import can_pin
+
+__all__ = [
+    "ENGINES",
+    "PEER_ASGI_APP",
+    "PEER_ENGINES",
+    "ServerSpec",
+    "StartedServer",
+    "installed_peers",
+    "parse_listening_line",
+    "running_servers",
+    "server_command",
+]
+
+ENGINES = ("pipeparse", "h11")
+PEER_ENGINES = ("uvicorn", "hypercorn")
+HOST = "127.0.0.1"
+PEER_ASGI_APP = "servers.apps:echo"  # the `echo` app (callable as ASGI 3), for peer servers
+START_TIMEOUT = 20.0  # seconds a server may take to listen
+STOP_TIMEOUT = 10.0  # seconds a server may take to exit after SIGTERM
+
+_LISTENING = re.compile(
+    r"^pipeparse: listening on http://(?P<host>[^\s:]+|\[[^\]]+\]):(?P<port>\d+) "
+    r"\(engine (?P<engine>[\w-]+), interface (?P<interface>[\w-]+), workers (?P<workers>\d+)\)"
+)
+
+
+def parse_listening_line(line: str) -> tuple[str, int]:
+    """``(host, port)`` from a `pipeparse serve` start line; `ValueError` if it isn't one."""
+    m = _LISTENING.match(line.strip())
+    if m is None:
+        raise ValueError(f"not a 'pipeparse: listening on' line: {line.strip()!r}")
+    return m["host"].strip("[]"), int(m["port"])
+
+
+def installed_peers() -> list[str]:
+    """The peer servers importable here (the `peers` extra)."""
+    return [name for name in PEER_ENGINES if importlib.util.find_spec(name) is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSpec:
+    """One server to start.
+
+    Attributes:
+        engine: ``pipeparse``, ``h11``, or a peer (``uvicorn``, ``hypercorn``).
+        interface: ``native`` or ``asgi`` (peers: ``asgi`` only).
+        app: the built-in app name (``echo``) for pipeparse's engines.
+        extra: more `pipeparse serve` flags (e.g. ``--flush each``).
+    """
+
+    engine: str
+    interface: str = "native"
+    app: str = "echo"
+    extra: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES + PEER_ENGINES:
+            raise ValueError(f"unknown engine {self.engine!r}")
+        if self.interface not in ("native", "asgi"):
+            raise ValueError(f"unknown interface {self.interface!r}")
+        if self.engine in PEER_ENGINES and self.interface != "asgi":
+            raise ValueError(f"{self.engine} serves the asgi interface only")
+
+    @property
+    def label(self) -> str:
+        extra = " ".join(self.extra)
+        return f"{self.engine}/{self.interface}" + (f" {extra}" if extra else "")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def server_command(spec: ServerSpec, port: int = 0) -> list[str]:
+    """The command line that starts `spec` (port 0: let pipeparse pick; peers need one)."""
+    if spec.engine in ENGINES:
+        return [
+            sys.executable,
+            "-m",
+            "pipeparse.cli",
+            "serve",
+            spec.app,
+            "--engine",
+            spec.engine,
+            "--interface",
+            spec.interface,
+            "--port",
+            str(port),
+            *spec.extra,
+        ]
+    if spec.engine == "uvicorn":
+        return [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            PEER_ASGI_APP,
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            *spec.extra,
+        ]
+    return [
+        sys.executable,
+        "-m",
+        "hypercorn",
+        PEER_ASGI_APP,
+        "--bind",
+        f"{HOST}:{port}",
+        "--log-level",
+        "warning",
+        *spec.extra,
+    ]
+
+
+@dataclass(slots=True)
+class StartedServer:
+    spec: ServerSpec
+    proc: subprocess.Popen[str]
+    stderr: Any  # a temporary file: a pipe nobody reads could fill and stall the server
+    port: int = 0
+
+    def url(self, path: str = "/") -> str:
+        return f"http://{HOST}:{self.port}{path}"
+
+
+def _start(spec: ServerSpec, cpus: set[int] | None) -> StartedServer:
+    port = 0 if spec.engine in ENGINES else _free_port()
+    # Closed by _stop, which every started server goes through.
+    stderr = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")  # noqa: SIM115
+    proc = subprocess.Popen(
+        server_command(spec, port),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+    )
+    if cpus and can_pin():
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(proc.pid, cpus)
+    return StartedServer(spec, proc, stderr, port)
+
+
+def _fail(server: StartedServer, why: str) -> RuntimeError:
+    _terminate(server.proc)
+    err = ""
+    with contextlib.suppress(OSError, ValueError):
+        server.stderr.seek(0)
+        err = server.stderr.read()[-2000:]
+    _stop(server)
+    return RuntimeError(f"{server.spec.label} did not start: {why}\n{err}".rstrip())
+
+
+def _wait_listening(server: StartedServer, deadline: float) -> None:
+    proc = server.proc
+    if server.spec.engine in ENGINES:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], max(deadline - time.monotonic(), 0))
+        if not ready:
+            raise _fail(server, f"no start line within {START_TIMEOUT:.0f} s")
+        line = proc.stdout.readline()
+        try:
+            _, server.port = parse_listening_line(line)
+        except ValueError as exc:
+            raise _fail(server, str(exc)) from None
+        return
+    while time.monotonic() < deadline:  # a peer: poll until it accepts (bounded)
+        if proc.poll() is not None:
+            raise _fail(server, f"exited with status {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection((HOST, server.port), 0.5):
+            return
+        time.sleep(0.05)
+    raise _fail(server, f"not accepting within {START_TIMEOUT:.0f} s")
+
+
+def _terminate(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=STOP_TIMEOUT)
+
+
+def _stop(server: StartedServer) -> None:
+    proc = server.proc
+    _terminate(proc)
+    for stream in (proc.stdout, server.stderr):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
+@contextlib.contextmanager
+def running_servers(
+    specs: Sequence[ServerSpec], cpus: set[int] | None = None
+) -> Iterator[dict[ServerSpec, StartedServer]]:
+    """Start every spec at once (they start in parallel), wait for each, stop all after."""
+    started: list[StartedServer] = []
+    try:
+        for spec in specs:
+            started.append(_start(spec, cpus))
+        deadline = time.monotonic() + START_TIMEOUT
+        for server in started:
+            _wait_listening(server, deadline)
+        yield {s.spec: s for s in started}
+    finally:
+        for server in started:
+            _stop(server)

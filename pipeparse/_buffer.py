@@ -276,6 +276,15 @@ class SeekableBuffer:
         """Take up to `n` bytes from the head, skipping holes (a copy only if they span one)."""
         if n < 0:
             raise ValueError("n must not be negative")
+        a = self._head
+        e = min(a + n, self._tail)
+        holes = self._holes
+        if a >= self._seg_abs[-1] and (not holes or holes[0][0] >= e):
+            # The common case: no hole in the way, all in the newest segment.
+            d = self._delta
+            view = self._mv[a - d : e - d]
+            self._release(a, e)
+            return view
         parts: list[memoryview] = []
         got = 0
         a = self._head

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from . import _abnf
 from ._errors import ProtocolError
+from ._fields import Head, field_lines, keep_alive
 from ._limits import Limits
 
 __all__ = ["RequestHead", "parse_request_head"]
@@ -29,7 +30,7 @@ _KNOWN_CODINGS = frozenset({b"gzip", b"x-gzip", b"deflate", b"compress", b"x-com
 _MAX_LENGTH_DIGITS = 20
 
 
-class RequestHead:
+class RequestHead(Head):
     """A parsed request head. Shared between identical heads: treat it as immutable.
 
     Attributes:
@@ -46,8 +47,6 @@ class RequestHead:
         "chunked",
         "content_length",
         "expect_continue",
-        "headers",
-        "http_version",
         "keep_alive",
         "method",
         "target",
@@ -73,13 +72,6 @@ class RequestHead:
         self.keep_alive = keep_alive
         self.expect_continue = expect_continue
 
-    def get(self, name: bytes, default: bytes | None = None) -> bytes | None:
-        """The first value of the (lowercase) field `name`, or `default`."""
-        for n, v in self.headers:
-            if n == name:
-                return v
-        return default
-
     def __repr__(self) -> str:
         return (
             f"RequestHead({self.method!r}, {self.target!r}, HTTP/{self.http_version.decode()}, "
@@ -88,7 +80,6 @@ class RequestHead:
 
 
 _HEAD_MATCH = _abnf.HEAD.fullmatch
-_FIELDS = _abnf.FIELD_LINE.findall
 _FRAMING_NAMES = frozenset(
     {b"host", b"content-length", b"transfer-encoding", b"connection", b"expect"}
 )
@@ -111,12 +102,7 @@ def parse_request_head(head: bytes, limits: Limits) -> RequestHead:
         )
     if major != b"1" or minor not in (b"0", b"1"):
         raise ProtocolError(f"HTTP version {(major + b'.' + minor).decode()} not supported", 505)
-    fields = _FIELDS(head, m.end(4) + 2)
-    if len(fields) > limits.max_headers:
-        raise ProtocolError(
-            f"{len(fields)} header fields exceed the limit of {limits.max_headers}", 431
-        )
-    headers = tuple([(n.lower(), v) for n, v in fields])
+    headers = field_lines(head, m.end(4) + 2, limits.max_headers, 431)
     http11 = minor == b"1"
     content_length: int | None = None
     chunked = False
@@ -158,11 +144,6 @@ def parse_request_head(head: bytes, limits: Limits) -> RequestHead:
             f"Content-Length {content_length} exceeds the body limit of {limits.max_body_size}",
             413,
         )
-    if connection:
-        tokens = {t.strip().lower() for t in connection.split(b",")}
-        keep_alive = b"close" not in tokens and (http11 or b"keep-alive" in tokens)
-    else:
-        keep_alive = http11
     return RequestHead(
         method,
         target,
@@ -170,7 +151,7 @@ def parse_request_head(head: bytes, limits: Limits) -> RequestHead:
         headers,
         content_length,
         chunked,
-        keep_alive,
+        keep_alive(connection, http11),
         expect_continue,
     )
 

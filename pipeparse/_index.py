@@ -16,15 +16,20 @@ can therefore seek to any request, or any piece of its body, while later ones ar
 Identical heads are parsed once: a small cache maps a head's exact bytes to its parsed, immutable
 `RequestHead` (pipelined clients repeat heads; the cache is exact, so it changes no outcome).
 
+Body framing (Content-Length, chunk-size lines, chunk CRLFs, trailers) is `BodyFramer`'s, shared
+with `ResponseIndex`; this index frames heads and hands a body over by setting the framer's state.
+Body-less requests never leave `_heads`.
+
 After the first error nothing later is framed: `error` holds it, and `advance()` returns nothing
 more, because the boundaries after a framing error cannot be trusted (request smuggling).
 """
 
 from __future__ import annotations
 
-from . import _abnf
+from ._body import CHUNK_SIZE, HEAD, LENGTH, NO_FIELDS, NO_RANGES, BodyFramer, FramedMessage
 from ._buffer import SeekableBuffer
 from ._errors import ProtocolError
+from ._fields import check_partial_head
 from ._head import RequestHead, parse_request_head
 from ._limits import Limits
 
@@ -32,18 +37,8 @@ __all__ = ["FramedRequest", "RequestIndex"]
 
 _HEAD_CACHE_SIZE = 256
 
-# Framing states.
-_HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS = range(6)
 
-
-# Fields that frame a message: never allowed in a trailer section.
-_FRAMING_FIELDS = frozenset({b"content-length", b"transfer-encoding"})
-
-_NONE: list[tuple[int, int]] = []
-_NONE_FIELDS: list[tuple[bytes, bytes]] = []
-
-
-class FramedRequest:
+class FramedRequest(FramedMessage):
     """One request found in the stream, by absolute offsets into its buffer.
 
     Attributes:
@@ -57,7 +52,7 @@ class FramedRequest:
         end: absolute offset just past the request, or None while it is incomplete.
     """
 
-    __slots__ = ("body", "body_framed", "end", "head", "head_end", "seq", "start", "trailers")
+    __slots__ = ("head",)
 
     def __init__(
         self, seq: int, start: int, head_end: int, head: RequestHead, end: int | None
@@ -68,14 +63,10 @@ class FramedRequest:
         self.head = head
         # Requests without a body share these empty lists (cheaper than two new lists each);
         # the index gives a request its own before it appends.
-        self.body: list[tuple[int, int]] = _NONE
+        self.body: list[tuple[int, int]] = NO_RANGES
         self.body_framed = 0
-        self.trailers: list[tuple[bytes, bytes]] = _NONE_FIELDS
+        self.trailers: list[tuple[bytes, bytes]] = NO_FIELDS
         self.end = end
-
-    @property
-    def complete(self) -> bool:
-        return self.end is not None
 
     def __repr__(self) -> str:
         return (
@@ -84,7 +75,7 @@ class FramedRequest:
         )
 
 
-class RequestIndex:
+class RequestIndex(BodyFramer[FramedRequest]):
     """Frames the requests arriving in `buffer`; call `advance()` after each write.
 
     Args:
@@ -93,16 +84,12 @@ class RequestIndex:
     """
 
     def __init__(self, buffer: SeekableBuffer, limits: Limits | None = None) -> None:
-        self.buffer = buffer
+        # Body framing: 400 for bad syntax, 431 for trailers, 413 over the body limit, and the
+        # strict rules (bare LF fails at once, no framing fields as trailers).
+        super().__init__(buffer, status=400, fields_status=431, body_status=413, strict=True)
         self.limits = limits or Limits()
         self.error: ProtocolError | None = None
         self.framed = 0  # requests framed so far (complete or not)
-        self._state = _HEAD
-        self._pos = buffer.head  # absolute offset of the first byte not yet framed
-        self._searched = self._pos  # head search gave up before here
-        self._current: FramedRequest | None = None  # the request being framed, if incomplete
-        self._remaining = 0  # body or chunk bytes still to come
-        self._trailers_start = 0  # where the current trailer section began
         self._cache: dict[bytes, RequestHead] = {}
 
     @property
@@ -113,7 +100,7 @@ class RequestIndex:
     @property
     def at_boundary(self) -> bool:
         """True when no request is partly framed (nothing of the next head scanned yet)."""
-        return self._state == _HEAD and self._pos == self.buffer.tail
+        return self._state == HEAD and self._pos == self.buffer.tail
 
     @property
     def position(self) -> int:
@@ -139,24 +126,10 @@ class RequestIndex:
     def _advance(self, out: list[FramedRequest]) -> None:
         tail = self.buffer.tail
         while True:
-            state = self._state
-            if state == _HEAD:
+            if self._state == HEAD:
                 if not self._heads(out, tail):
                     return
-            elif state in (_LENGTH, _CHUNK_DATA):
-                if not self._take_body(tail):
-                    return
-            elif state == _CHUNK_SIZE:
-                if not self._chunk_size(tail):
-                    return
-            elif state == _CHUNK_CRLF:
-                if tail - self._pos < 2:
-                    return
-                if self.buffer.scan_bytes(self._pos, self._pos + 2) != b"\r\n":
-                    raise ProtocolError("chunk data not followed by CRLF")
-                self._pos += 2
-                self._state = _CHUNK_SIZE
-            elif not self._trailer_line(tail):
+            elif not self._frame_body(tail):
                 return
 
     def _heads(self, out: list[FramedRequest], tail: int) -> bool:
@@ -201,10 +174,10 @@ class RequestIndex:
                     self._current = req
                     self._pos = self._searched = head_end
                     if head.chunked:
-                        self._state = _CHUNK_SIZE
+                        self._state = CHUNK_SIZE
                     else:
                         self._remaining = head.content_length
-                        self._state = _LENGTH
+                        self._state = LENGTH
                     return True
                 append(FramedRequest(seq, start, head_end, head, head_end))
                 seq += 1
@@ -219,107 +192,7 @@ class RequestIndex:
 
     def _head_incomplete(self, start: int, tail: int) -> None:
         """No blank line yet: enforce the head limit and fail fast on bare LF endings."""
-        buf = self.buffer
         scan_from = max(start, self._searched - 3)
-        if tail - start >= self.limits.max_head_size:
-            raise ProtocolError(
-                f"request head exceeds {self.limits.max_head_size} bytes without ending", 431
-            )
-        # A head that ends lines with bare LF would otherwise wait here until the limit.
-        lf = buf.find(b"\n", scan_from, tail)
-        while lf >= 0:
-            if lf == start or buf.scan_bytes(lf - 1, lf) != b"\r":
-                raise ProtocolError("bare LF line ending in request head (CRLF required)")
-            lf = buf.find(b"\n", lf + 1, tail)
+        max_head = self.limits.max_head_size
+        check_partial_head(self.buffer, start, scan_from, tail, max_head, "request", 400, 431)
         self._searched = tail
-
-    def _take_body(self, tail: int) -> bool:
-        """Frame Content-Length or chunk data as far as it has arrived; False: need more."""
-        req = self._current
-        assert req is not None
-        start = self._pos
-        n = min(self._remaining, tail - start)
-        if n <= 0:
-            return False
-        req.body.append((start, start + n))
-        req.body_framed += n
-        self._pos = start + n
-        self._remaining -= n
-        if self._remaining:
-            return False
-        if self._state == _LENGTH:
-            self._finish(req)
-        else:
-            self._state = _CHUNK_CRLF
-        return True
-
-    def _chunk_size(self, tail: int) -> bool:
-        buf = self.buffer
-        start = self._pos
-        limit = self.limits.max_chunk_line
-        e = buf.find(b"\r\n", start, start + limit)
-        if e < 0:
-            if tail - start >= limit:
-                raise ProtocolError(f"chunk-size line longer than {limit} bytes")
-            if buf.find(b"\n", start, tail) >= 0:  # no CRLF yet: any LF is bare
-                raise ProtocolError("bare LF in a chunk-size line (CRLF required)")
-            return False
-        line = buf.scan_bytes(start, e + 2)
-        m = _abnf.CHUNK_LINE.fullmatch(line)
-        if m is None:
-            raise ProtocolError(f"malformed chunk-size line {line[:64]!r}")
-        size = int(m.group(1), 16)
-        req = self._current
-        assert req is not None
-        if req.body_framed + size > self.limits.max_body_size:
-            raise ProtocolError(
-                f"chunked body exceeds the body limit of {self.limits.max_body_size}", 413
-            )
-        self._pos = e + 2
-        if size:
-            self._remaining = size
-            self._state = _CHUNK_DATA
-        else:
-            self._state = _TRAILERS
-            self._trailers_start = e + 2
-        return True
-
-    def _trailer_line(self, tail: int) -> bool:
-        buf = self.buffer
-        start = self._pos
-        limits = self.limits
-        stop = self._trailers_start + limits.max_head_size  # the whole section, final CRLF too
-        e = buf.find(b"\r\n", start, stop)
-        if e < 0:
-            if tail >= stop:
-                raise ProtocolError(f"trailer section exceeds {limits.max_head_size} bytes", 431)
-            if buf.find(b"\n", start, tail) >= 0:  # no CRLF yet: any LF is bare
-                raise ProtocolError("bare LF line ending in the trailer section (CRLF required)")
-            return False
-        req = self._current
-        assert req is not None
-        if e == start:
-            self._pos = e + 2
-            self._finish(req)
-            return True
-        line = buf.scan_bytes(start, e + 2)
-        m = _abnf.FIELD_LINE.fullmatch(line)
-        if m is None:
-            raise ProtocolError(f"malformed trailer field {line[:64]!r}")
-        name = m.group(1).lower()
-        if name in _FRAMING_FIELDS:
-            # RFC 9110 §6.5.1: framing cannot be processed after the content it frames.
-            raise ProtocolError(f"{name.decode()} field in the trailer section")
-        if len(req.trailers) >= limits.max_headers:
-            raise ProtocolError("too many trailer fields", 431)
-        if not req.trailers:
-            req.trailers = []
-        req.trailers.append((name, m.group(2)))
-        self._pos = e + 2
-        return True
-
-    def _finish(self, req: FramedRequest) -> None:
-        req.end = self._pos
-        self._current = None
-        self._state = _HEAD
-        self._searched = self._pos

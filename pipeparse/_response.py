@@ -32,10 +32,10 @@ The repeat fast path (see `_heads`) frames a run of byte-identical responses wit
 and `tally()` frames without handing out per-response objects: together they make framing a
 small part of a load client's cost per response.
 
-The body state machine (Content-Length, chunk-size line, chunk data, CRLF, trailers) mirrors
-`RequestIndex`'s on purpose, kept small and separate: sharing it means first lifting it out of
-`RequestIndex` into one body framer that both indexes drive, with the error status (400 or 502)
-and the body limit as parameters.
+The body state machine (Content-Length, chunk-size line, chunk data, CRLF, trailers) is
+`BodyFramer`'s, shared with `RequestIndex`, here with status 502 for every error, no body limit,
+and its lenient rules (see `_body`). Read-until-close and the end of the connection are this
+index's own states.
 """
 
 from __future__ import annotations
@@ -44,8 +44,19 @@ import re
 from collections import deque
 
 from . import _abnf
+from ._body import (
+    CHUNK_SIZE,
+    HEAD,
+    LENGTH,
+    NO_FIELDS,
+    NO_RANGES,
+    TRAILERS,
+    BodyFramer,
+    FramedMessage,
+)
 from ._buffer import SeekableBuffer
 from ._errors import ProtocolError
+from ._fields import Head, check_partial_head, field_lines, keep_alive
 from ._limits import Limits
 
 __all__ = ["FramedResponse", "ResponseHead", "ResponseIndex", "parse_response_head"]
@@ -54,20 +65,17 @@ _HEAD_CACHE_SIZE = 256
 _REPEAT_MAX = 4096  # the repeat fast path keeps a copy of responses up to this size
 _BAD_GATEWAY = 502
 
-# Framing states.
-_HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS, _UNTIL_CLOSE, _DONE = range(8)
+# Framing states of this index's own, after the body framer's.
+_UNTIL_CLOSE, _DONE = TRAILERS + 1, TRAILERS + 2
 
 # A whole response head validated in one C-speed match: the status line, field lines, CRLF.
 _RESPONSE_HEAD = re.compile(
     _abnf.STATUS_LINE.pattern + rb"(?:" + _abnf.FIELD_LINE.pattern + rb")*\r\n"
 )
-_FIELDS = _abnf.FIELD_LINE.findall
 _NO_BODY_STATUS = frozenset({204, 304})
-_NONE: list[tuple[int, int]] = []
-_NONE_FIELDS: list[tuple[bytes, bytes]] = []
 
 
-class ResponseHead:
+class ResponseHead(Head):
     """A parsed response head. Shared between identical heads: treat it as immutable.
 
     Attributes:
@@ -83,8 +91,6 @@ class ResponseHead:
     __slots__ = (
         "chunked",
         "content_length",
-        "headers",
-        "http_version",
         "keep_alive",
         "reason",
         "status",
@@ -111,13 +117,6 @@ class ResponseHead:
         self.until_close = until_close
         self.keep_alive = keep_alive
 
-    def get(self, name: bytes, default: bytes | None = None) -> bytes | None:
-        """The first value of the (lowercase) field `name`, or `default`."""
-        for n, v in self.headers:
-            if n == name:
-                return v
-        return default
-
     def __repr__(self) -> str:
         version = self.http_version.decode()
         return f"ResponseHead({self.status}, HTTP/{version}, {len(self.headers)} fields)"
@@ -141,12 +140,7 @@ def parse_response_head(head: bytes, limits: Limits | None = None) -> ResponseHe
     status = int(code)
     if status < 100:
         raise ProtocolError(f"status code {code.decode()} is below 100", _BAD_GATEWAY)
-    fields = _FIELDS(head, m.end(4) + 2)
-    if len(fields) > limits.max_headers:
-        raise ProtocolError(
-            f"{len(fields)} header fields exceed the limit of {limits.max_headers}", _BAD_GATEWAY
-        )
-    headers = tuple([(n.lower(), v) for n, v in fields])
+    headers = field_lines(head, m.end(4) + 2, limits.max_headers, _BAD_GATEWAY)
     http11 = minor == b"1"
     content_length: int | None = None
     coding = b""
@@ -183,11 +177,6 @@ def parse_response_head(head: bytes, limits: Limits | None = None) -> ResponseHe
             raise ProtocolError("chunked is not the final transfer coding", _BAD_GATEWAY)
         else:
             until_close = True
-    if connection:
-        tokens = {t.strip().lower() for t in connection.split(b",")}
-        keep_alive = b"close" not in tokens and (http11 or b"keep-alive" in tokens)
-    else:
-        keep_alive = http11
     return ResponseHead(
         status,
         reason,
@@ -196,7 +185,7 @@ def parse_response_head(head: bytes, limits: Limits | None = None) -> ResponseHe
         content_length,
         chunked,
         until_close,
-        keep_alive,
+        keep_alive(connection, http11),
     )
 
 
@@ -216,7 +205,7 @@ def _diagnose(head: bytes) -> None:
     raise ProtocolError("malformed response head", _BAD_GATEWAY)
 
 
-class FramedResponse:
+class FramedResponse(FramedMessage):
     """One response found in the stream, by absolute offsets into its buffer.
 
     Attributes:
@@ -232,17 +221,7 @@ class FramedResponse:
         end: absolute offset just past the response, or None while it is incomplete.
     """
 
-    __slots__ = (
-        "body",
-        "body_framed",
-        "end",
-        "head",
-        "head_end",
-        "method",
-        "seq",
-        "start",
-        "trailers",
-    )
+    __slots__ = ("head", "method")
 
     def __init__(
         self,
@@ -258,14 +237,10 @@ class FramedResponse:
         self.start = start
         self.head_end = head_end
         self.head = head
-        self.body: list[tuple[int, int]] = _NONE
+        self.body: list[tuple[int, int]] = NO_RANGES
         self.body_framed = 0
-        self.trailers: list[tuple[bytes, bytes]] = _NONE_FIELDS
+        self.trailers: list[tuple[bytes, bytes]] = NO_FIELDS
         self.end = end
-
-    @property
-    def complete(self) -> bool:
-        return self.end is not None
 
     def __repr__(self) -> str:
         return (
@@ -274,7 +249,7 @@ class FramedResponse:
         )
 
 
-class ResponseIndex:
+class ResponseIndex(BodyFramer[FramedResponse]):
     """Frames the responses arriving in `buffer`; call `expect()` per request sent, `advance()`
     after each write, and `eof()` when the peer closes.
 
@@ -285,7 +260,9 @@ class ResponseIndex:
     """
 
     def __init__(self, buffer: SeekableBuffer, limits: Limits | None = None) -> None:
-        self.buffer = buffer
+        super().__init__(
+            buffer, status=_BAD_GATEWAY, fields_status=_BAD_GATEWAY, body_status=None, strict=False
+        )
         self.limits = limits or Limits()
         if self.limits.max_head_size > buffer.capacity:
             raise ValueError(
@@ -297,11 +274,6 @@ class ResponseIndex:
         self.completed = 0  # final responses complete
         self.interim = 0  # 1xx interim responses skipped
         self.closed = False  # eof() was called
-        self._state = _HEAD
-        self._pos = buffer.head
-        self._searched = self._pos
-        self._current: FramedResponse | None = None
-        self._remaining = 0
         self._methods: deque[list[bytes | int]] = deque()  # runs of [method, count]
         self._pending = 0
         self._cache: dict[bytes, ResponseHead] = {}
@@ -351,7 +323,7 @@ class ResponseIndex:
     @property
     def at_boundary(self) -> bool:
         """True when no response is partly framed."""
-        return self._state in (_HEAD, _DONE) and self._pos == self.buffer.tail
+        return self._state in (HEAD, _DONE) and self._pos == self.buffer.tail
 
     @property
     def done(self) -> bool:
@@ -408,8 +380,8 @@ class ResponseIndex:
             assert req is not None
             self._finish(req)
             self._state = _DONE
-        elif state != _DONE and not (state == _HEAD and self._pos == self.buffer.tail):
-            what = "head" if state == _HEAD else "body"
+        elif state != _DONE and not (state == HEAD and self._pos == self.buffer.tail):
+            what = "head" if state == HEAD else "body"
             self.error = ProtocolError(
                 f"connection closed in the middle of a response {what}", _BAD_GATEWAY
             )
@@ -419,33 +391,19 @@ class ResponseIndex:
         tail = self.buffer.tail
         while True:
             state = self._state
-            if state == _HEAD:
+            if state == HEAD:
                 if not self._heads(out, tail):
-                    return
-            elif state in (_LENGTH, _CHUNK_DATA):
-                if not self._take_body(tail):
-                    return
-            elif state == _CHUNK_SIZE:
-                if not self._chunk_size(tail):
-                    return
-            elif state == _CHUNK_CRLF:
-                if tail - self._pos < 2:
-                    return
-                if self.buffer.scan_bytes(self._pos, self._pos + 2) != b"\r\n":
-                    raise ProtocolError("chunk data not followed by CRLF", _BAD_GATEWAY)
-                self._pos += 2
-                self._state = _CHUNK_SIZE
-            elif state == _TRAILERS:
-                if not self._trailer_line(tail):
                     return
             elif state == _UNTIL_CLOSE:
                 self._until_close(tail)
                 return
-            else:  # _DONE
+            elif state == _DONE:
                 if tail > self._pos:
                     raise ProtocolError(
                         "bytes after a response that ended the connection", _BAD_GATEWAY
                     )
+                return
+            elif not self._frame_body(tail):
                 return
 
     def _heads(self, out: list[FramedResponse] | None, tail: int) -> bool:
@@ -572,9 +530,9 @@ class ResponseIndex:
                 r.body = []
                 if length is not None:
                     self._remaining = length
-                    self._state = _LENGTH
+                    self._state = LENGTH
                 elif head.chunked:
-                    self._state = _CHUNK_SIZE
+                    self._state = CHUNK_SIZE
                 else:
                     self._state = _UNTIL_CLOSE
                 return True
@@ -588,18 +546,10 @@ class ResponseIndex:
         """No blank line yet: enforce the head limit, and fail fast on bare LF endings."""
         buf = self.buffer
         scan_from = max(start, self._searched - 3)
-        if tail - start >= self.limits.max_head_size:
-            raise ProtocolError(
-                f"response head exceeds {self.limits.max_head_size} bytes without ending",
-                _BAD_GATEWAY,
-            )
-        lf = buf.find(b"\n", scan_from, tail)
-        while lf >= 0:
-            if lf == start or buf.scan_bytes(lf - 1, lf) != b"\r":
-                raise ProtocolError(
-                    "bare LF line ending in response head (CRLF required)", _BAD_GATEWAY
-                )
-            lf = buf.find(b"\n", lf + 1, tail)
+        max_head = self.limits.max_head_size
+        check_partial_head(
+            buf, start, scan_from, tail, max_head, "response", _BAD_GATEWAY, _BAD_GATEWAY
+        )
         n = min(5, tail - start)
         if buf.scan_bytes(start, start + n) != b"HTTP/"[:n]:  # garbage: fail fast
             raise ProtocolError(
@@ -607,74 +557,6 @@ class ResponseIndex:
                 _BAD_GATEWAY,
             )
         self._searched = tail
-
-    def _take_body(self, tail: int) -> bool:
-        req = self._current
-        assert req is not None
-        start = self._pos
-        n = min(self._remaining, tail - start)
-        if n <= 0:
-            return False
-        req.body.append((start, start + n))
-        req.body_framed += n
-        self._pos = start + n
-        self._remaining -= n
-        if self._remaining:
-            return False
-        if self._state == _LENGTH:
-            self._finish(req)
-        else:
-            self._state = _CHUNK_CRLF
-        return True
-
-    def _chunk_size(self, tail: int) -> bool:
-        buf = self.buffer
-        start = self._pos
-        limit = self.limits.max_chunk_line
-        e = buf.find(b"\r\n", start, start + limit)
-        if e < 0:
-            if tail - start >= limit:
-                raise ProtocolError(f"chunk-size line longer than {limit} bytes", _BAD_GATEWAY)
-            return False
-        line = buf.scan_bytes(start, e + 2)
-        m = _abnf.CHUNK_LINE.fullmatch(line)
-        if m is None:
-            raise ProtocolError(f"malformed chunk-size line {line[:64]!r}", _BAD_GATEWAY)
-        size = int(m.group(1), 16)
-        self._pos = e + 2
-        if size:
-            self._remaining = size
-            self._state = _CHUNK_DATA
-        else:
-            self._state = _TRAILERS
-        return True
-
-    def _trailer_line(self, tail: int) -> bool:
-        buf = self.buffer
-        start = self._pos
-        limits = self.limits
-        e = buf.find(b"\r\n", start, start + limits.max_head_size)
-        if e < 0:
-            if tail - start >= limits.max_head_size:
-                raise ProtocolError("trailer section too large", _BAD_GATEWAY)
-            return False
-        req = self._current
-        assert req is not None
-        if e == start:
-            self._pos = e + 2
-            self._finish(req)
-            return True
-        line = buf.scan_bytes(start, e + 2)
-        m = _abnf.FIELD_LINE.fullmatch(line)
-        if m is None:
-            raise ProtocolError(f"malformed trailer field {line[:64]!r}", _BAD_GATEWAY)
-        if len(req.trailers) >= limits.max_headers:
-            raise ProtocolError("too many trailer fields", _BAD_GATEWAY)
-        if not req.trailers:
-            req.trailers = []
-        req.trailers.append((m.group(1).lower(), m.group(2)))
-        self._pos = e + 2
-        return True
 
     def _until_close(self, tail: int) -> None:
         req = self._current
@@ -686,10 +568,9 @@ class ResponseIndex:
             self._pos = tail
 
     def _finish(self, req: FramedResponse) -> None:
-        req.end = self._pos
-        self._current = None
+        super()._finish(req)
         self.completed += 1
         status = req.head.status
         self.statuses[status] = self.statuses.get(status, 0) + 1
-        self._searched = self._pos
-        self._state = _HEAD if req.head.keep_alive else _DONE
+        if not req.head.keep_alive:
+            self._state = _DONE

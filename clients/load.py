@@ -677,7 +677,8 @@ class _Connection:
         with stop:
             while True:
                 # The timer runs only while requests are in flight.
-                deadline = self._last + timeout if self.inflight else math.inf
+                # (Armed from now when nothing is in flight yet: a silent server still ends it.)
+                deadline = (self._last if self.inflight else trio.current_time()) + timeout
                 with trio.CancelScope(deadline=deadline) as timer:
                     try:
                         await _wait_readable(sock)
@@ -754,6 +755,8 @@ async def run_load(
             await plan.resolve()
         except OSError:
             first.error(now, "connect", config.connections)
+            if start_gate is not None:
+                await start_gate()  # the other processes wait at the gate for this one too
             return first.result(now, config.connections, config.depth)
         async with trio.open_nursery() as nursery:
             for c in conns:
@@ -834,9 +837,11 @@ def _shares(config: LoadConfig) -> list[LoadConfig]:
     if config.requests is not None:
         if config.requests < p:
             raise ValueError(f"{config.requests} requests cannot be shared by {p} processes")
-        base = [config.requests * c // config.connections for c in conns]
+        base = [max(1, config.requests * c // config.connections) for c in conns]
         for i in range(config.requests - sum(base)):
             base[i % p] += 1
+        while sum(base) > config.requests:  # the minimum of 1 each overshot: take it back
+            base[base.index(max(base))] -= 1
         requests = list(base)
     return [
         replace(

@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("pipeparse load: interrupted", file=sys.stderr)
         return 130
-    except RuntimeError as e:  # a load process failed
+    except (RuntimeError, ValueError) as e:  # a load process failed, or a bad split
         print(f"pipeparse load: error: {e}", file=sys.stderr)
         return 1
     if args.json:

@@ -94,9 +94,16 @@ def main(argv: list[str] | None = None) -> int:
             )
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if not rounds:
+        print("soak: no round ran (duration shorter than one round?)")
+        return 1
     total_errors = sum(r.errors for r in rounds)
-    growth = rounds[-1].rss_mib - rounds[0].rss_mib if rounds else 0.0
+    growth = rounds[-1].rss_mib - rounds[0].rss_mib
     print(
         f"soak: {len(rounds)} rounds, {sum(r.requests for r in rounds)} requests, "
         f"{total_errors} errors, RSS {rounds[0].rss_mib:.1f} -> {rounds[-1].rss_mib:.1f} MiB "

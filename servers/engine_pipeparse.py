@@ -9,8 +9,9 @@ the answers back in request order and the writer sends every contiguous ready re
 Who runs what: leader/followers. The connection's tasks share one *leader* role: the leader
 takes the next request that `DispatchPolicy` lets start and runs its handler inline, in its own
 task: no spawn, no channel. A handler that completes without suspending costs one await. The
-first time a handler suspends (it sleeps, waits for I/O or a lock), `_run_inline` notices and
-hands the leader role to a parked follower, or spawns one (at most `max_in_flight` tasks per
+first time a handler suspends (it sleeps, waits for I/O or a lock), `_run` notices (it drives
+the coroutine itself: one ``coro.send(None)``, then `_resume`) and hands the leader role to a
+parked follower, or spawns one (at most `max_in_flight` handler tasks plus a leader per
 connection), before the suspension reaches trio. So only a handler that blocks pays for a task
 switch, and a connection of instant handlers runs on one task. When a blocked handler finishes,
 its task writes its response, takes the leader role back if nobody holds it, and otherwise parks
@@ -28,7 +29,9 @@ Adaptive batching (after the Oracle datagram paper's batch sizing):
 
 Back-pressure: the leader stops receiving while `max_in_flight` requests are framed and not yet
 answered, or the buffer is full; TCP then pushes back on the client. A body larger than the
-buffer streams to its handler piece by piece and never has to fit.
+buffer streams to its handler piece by piece (chunk-size lines are released with the pieces)
+and never has to fit. A request whose body fits waits for all of it before it starts, so a
+framing error in its body is answered alone.
 
 Closing: after `Connection: close`, an HTTP/1.0 request without keep-alive, or a protocol
 error, nothing later is dispatched; once every earlier response is out, the last response (the
@@ -240,6 +243,8 @@ class _Connection:
             self.eof = True  # no more reads: the requests already framed are still answered
             if self.recv_scope is not None:
                 self.recv_scope.cancel()  # the leader waits for input: stop waiting
+            if self.streaming is not None:
+                self.streaming.arrived()  # a body still arriving will not complete: tell it
 
     def last_before_shutdown(self, slot: ResponseSlot) -> bool:
         """During a graceful shutdown, is `slot` the connection's last response?"""
@@ -248,6 +253,7 @@ class _Connection:
     def _end(self) -> None:
         self.watcher.cancel()
         self.done = True
+        self.gone.set()  # an app waiting for http.disconnect must not outlive the connection
         self.followers.unpark_all()
         self.progress.unpark_all()
 
@@ -296,6 +302,13 @@ class _Connection:
             if self.stop_dispatch:
                 if self._all_sent():
                     return None
+                streaming = self.streaming
+                if streaming is not None and streaming.waiting and not self.eof:
+                    # The last request (Connection: close) streams its body: keep receiving
+                    # it (the index frames nothing past that request's end).
+                    await self.flush()
+                    await self._receive(idle=False)
+                    continue
                 await self._wait_progress()
                 continue
             body_pending = False
@@ -318,6 +331,10 @@ class _Connection:
             else:
                 error = self.index.error or self.timeout_error
                 if error is not None:
+                    if self.streaming is not None and not self.streaming.abandoned:
+                        self.streaming.arrived()  # its handler gets the error and answers it
+                        await self._wait_progress()
+                        continue
                     self._answer_error(error)
                     continue
                 if self.eof:
@@ -540,8 +557,8 @@ class _Connection:
                 self.progress.unpark_all()
         if self.access_log:
             log_access(self.client, method, head.target, sink.status, sink.sent)
-        if self.flush_each or self.responses.out_size >= _FLUSH_AT:
-            await self.flush()
+        if (self.flush_each or self.responses.out_size >= _FLUSH_AT) and not scope.cancel_called:
+            await self.flush()  # (a timed-out stint flushes after its scope, in `work`)
         return sink.blocked
 
     def _failed(self, sink: _Sink, exc: Exception) -> None:
@@ -606,6 +623,10 @@ class _Connection:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             self._client_gone()
             return
+        except trio.Cancelled:
+            # Part of a response may be out and the rest is lost: only closing is honest.
+            self._client_gone()
+            raise
         finally:
             self.writing = False
         self.progress.unpark_all()
@@ -750,6 +771,8 @@ class _Sink:
         if more:
             if responses.is_head(self.slot):
                 await conn.flush()  # a streamed response goes out as it is produced
+                while conn.writing and responses.out_size > _FLUSH_AT and not conn.done:
+                    await conn.progress.park()  # another task is writing: wait for it
             elif self.slot.size > _SLOT_BUFFER:
                 while not responses.is_head(self.slot) and not conn.done:
                     await conn.progress.park()
@@ -793,6 +816,7 @@ class _StreamingBody:
         "continued",
         "event",
         "next_piece",
+        "released_to",
         "request",
         "slot",
         "waiting",
@@ -803,6 +827,7 @@ class _StreamingBody:
         self.request = request
         self.slot = slot
         self.next_piece = 0
+        self.released_to = request.head_end  # its bytes before this are released or pieces
         self.event = trio.Event()
         self.waiting = False  # the handler waits for body bytes: the leader must receive
         self.abandoned = False  # the handler finished without reading it all
@@ -818,10 +843,8 @@ class _StreamingBody:
                 await conn.flush()
         while True:
             if self.next_piece < len(request.body):
-                s, e = request.body[self.next_piece]
-                self.next_piece += 1
                 conn.progress.unpark_all()  # space freed: a leader may wait for it
-                return conn.buf.take(s, e)
+                return self._next_piece(take=True)
             if request.end is not None:
                 return None
             error = conn.index.error or conn.timeout_error
@@ -848,31 +871,29 @@ class _StreamingBody:
         self.abandoned = True
         self._discard_arrived()
 
+    def _next_piece(self, take: bool) -> memoryview | None:
+        """Take (or just release) the next body piece, and the chunk framing before it, so
+        a body of many small chunks never fills the buffer with chunk-size lines."""
+        s, e = self.request.body[self.next_piece]
+        self.next_piece += 1
+        buf = self.conn.buf
+        if self.released_to < s:
+            buf.release(self.released_to, s)
+        self.released_to = e
+        if take:
+            return buf.take(s, e)
+        buf.release(s, e)
+        return None
+
     def _discard_arrived(self) -> None:
         request = self.request
-        buf = self.conn.buf
-        pieces = request.body
-        while self.next_piece < len(pieces):
-            buf.release(*pieces[self.next_piece])
-            self.next_piece += 1
+        while self.next_piece < len(request.body):
+            self._next_piece(take=False)
         if request.end is not None:
-            _release_untaken(buf, request.start, request.end)
+            buf = self.conn.buf
+            if self.released_to < request.end:
+                buf.release(self.released_to, request.end)
+            self.released_to = request.end
+            buf.release(request.start, request.head_end)
             if self.conn.streaming is self:
                 self.conn.streaming = None
-
-
-def _release_untaken(buf: SeekableBuffer, start: int, end: int) -> None:
-    """Take whatever in [start, end) is still held (body pieces there were taken already)."""
-    head = buf.head
-    pos = max(start, head)
-    for offset, length in buf.holes:
-        hs, he = head + offset, head + offset + length
-        if he <= pos:
-            continue
-        if hs >= end:
-            break
-        if hs > pos:
-            buf.release(pos, hs)
-        pos = he
-    if pos < end:
-        buf.release(pos, end)

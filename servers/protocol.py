@@ -7,8 +7,9 @@ handler, so each engine serves both interfaces through one path.
 
 The engine owns framing: it adds Date and Server, sends Content-Length when the first `send` is
 also the last (``more=False``), otherwise chunked on HTTP/1.1 (close-delimited on HTTP/1.0), and
-sends no body for HEAD, 1xx, 204 and 304. A handler that raises before `start` gets a 500 for its
-request; after `start`, the connection is closed once earlier responses are out.
+sends no body for HEAD, 1xx, 204 and 304. A handler that raises before any of its response was
+written (its first `send`) gets a 500 for its request; after that, the connection is closed once
+earlier responses are out.
 """
 
 from __future__ import annotations

@@ -414,3 +414,41 @@ async def test_a_client_that_never_reads_is_held_back() -> None:
         assert 0 < handled <= bound
         assert handled <= sent <= bound + 1
         nursery.cancel_scope.cancel()
+
+
+async def test_streamed_body_of_a_closing_request_is_still_received() -> None:
+    """Connection: close stops dispatching, not receiving the last request's own body."""
+
+    async def handler(request: HttpRequest, sink: ResponseSink) -> None:
+        await text(sink, b"%d" % len(await request.read()))
+
+    client, server = trio.testing.memory_stream_pair()
+    head = (
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n"
+        b"Connection: close\r\n\r\n"
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_connection, server, handler, ServerConfig())
+        await client.send_all(head)
+        interim = await client.receive_some()
+        assert interim.startswith(b"HTTP/1.1 100 Continue")
+        await client.send_all(b"hello")
+        rest = interim[len(b"HTTP/1.1 100 Continue\r\n\r\n") :]
+        while data := await client.receive_some():
+            rest += data
+    assert parse_responses(rest) == [(200, b"5")]
+
+
+async def test_many_tiny_chunks_stream_through_a_small_buffer() -> None:
+    """Chunk-size lines are released as the pieces go, so they never fill the buffer."""
+    n = 30_000
+    body = b"".join(b"1\r\nx\r\n" for _ in range(n)) + b"0\r\n\r\n"
+    data = b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+    config = ServerConfig(buffer_size=32 * 1024, limits=Limits(max_head_size=4096))
+
+    async def handler(request: HttpRequest, sink: ResponseSink) -> None:
+        await text(sink, b"%d" % len(await request.read()))
+
+    with trio.fail_after(30):
+        out = await exchange(handler, data + get("/after"), config, chunk=8192)
+    assert parse_responses(out) == [(200, b"%d" % n), (200, b"0")]

@@ -31,17 +31,15 @@ from __future__ import annotations
 import logging
 import math
 import re
-import time
 from collections import deque
 from collections.abc import Sequence
-from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, NoReturn
 
 import h11
 import trio
 
-from pipeparse import HttpRequest, KiB, MiB, ProtocolError
+from pipeparse import HttpDate, HttpRequest, KiB, MiB, ProtocolError
 
 from .config import ServerConfig
 from .listen import current_shutdown, log_access
@@ -61,25 +59,7 @@ _NO_BODY_STATUS = frozenset({204, 304})
 _BODY_500 = b"Internal Server Error\n"
 
 
-class _DateCache:
-    """The Date header value, formatted once per second."""
-
-    __slots__ = ("_second", "_value")
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._value = b""
-
-    def get(self) -> bytes:
-        now = time.time()
-        second = int(now)
-        if second != self._second:
-            self._value = formatdate(now, usegmt=True).encode("ascii")
-            self._second = second
-        return self._value
-
-
-_date = _DateCache()
+_date = HttpDate()  # the Date value, formatted once a second
 
 
 class _Closing(Exception):
@@ -220,7 +200,7 @@ class _Connection:
                 b"content-type: text/plain; charset=utf-8\r\n",
                 b"content-length: %d\r\n" % len(body),
                 b"connection: close\r\n",
-                b"date: " + _date.get() + b"\r\n",
+                b"date: " + _date() + b"\r\n",
                 b"server: " + self.server_name + b"\r\n\r\n",
                 b"" if head_only else body,
             ]
@@ -414,7 +394,7 @@ class _Connection:
         headers = [
             (b"content-type", b"text/plain; charset=utf-8"),
             (b"content-length", b"%d" % len(_BODY_500)),
-            (b"date", _date.get()),
+            (b"date", _date()),
             (b"server", self.server_name),
         ]
         if h.they_are_waiting_for_100_continue or self.shutdown.is_set():
@@ -660,7 +640,7 @@ class _Sink:
             # reused), or the server is shutting down: this response is the last.
             headers.append((b"connection", b"close"))
         if not has_date:
-            headers.append((b"date", _date.get()))
+            headers.append((b"date", _date()))
         if not has_server:
             headers.append((b"server", connection.server_name))
         return h11.Response(status_code=status, headers=headers, reason=_REASONS.get(status, b""))

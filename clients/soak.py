@@ -2,24 +2,21 @@
 
     python -m clients.soak [--duration 120] [--engine pipeparse] [--interval 10]
 
-Starts ``pipeparse serve echo`` on loopback, then runs the load client in rounds of `interval`
-seconds, each round a different mix (plain GETs at depth 16, POSTs with 4 KiB bodies, handlers
-that sleep 1 ms, a deep batch-mode pipeline, verification of every response), and samples the
-server's resident memory (VmRSS) after each round. Prints a line per round and a summary;
-exits 1 if any request failed or memory grew by more than ``--max-growth-mib`` after the first
-round (the first round warms caches and the allocator).
+Starts ``pipeparse serve echo`` on loopback (with the bench's launcher), then runs the load
+client in rounds of `interval` seconds, each round a different mix (plain GETs at depth 16,
+POSTs with 4 KiB bodies, handlers that sleep 1 ms, a deep batch-mode pipeline, verification of
+every response), and samples the server's resident memory (VmRSS) after each round. Prints a
+line per round and a summary; exits 1 if any request failed or memory grew by more than
+``--max-growth-mib`` after the first round (the first round warms caches and the allocator).
 """
 
 from __future__ import annotations
 
 import argparse
-import re
-import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 
+from clients.bench_servers import ServerSpec, running_servers
 from clients.load import LoadConfig, run_load_sync
 
 __all__ = ["main"]
@@ -50,21 +47,6 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def start_server(engine: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeparse.cli", "serve", "echo", "--engine", engine, "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    match = re.search(r"http://[0-9.]+:\d+", line)
-    if match is None:
-        proc.kill()
-        raise SystemExit(f"the server did not start: {line!r}")
-    return proc, match.group(0)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clients.soak", description=__doc__)
     parser.add_argument("--duration", type=float, default=120.0, help="seconds in all")
@@ -72,9 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", choices=["pipeparse", "h11"], default="pipeparse")
     parser.add_argument("--max-growth-mib", type=float, default=16.0)
     args = parser.parse_args(argv)
-    proc, url = start_server(args.engine)
     rounds: list[Round] = []
-    try:
+    spec = ServerSpec(args.engine, app="echo")
+    with running_servers([spec]) as started:  # bounded start; always stopped afterwards
+        server = started[spec]
         start = time.monotonic()
         i = 0
         while time.monotonic() - start < args.duration:
@@ -82,23 +65,17 @@ def main(argv: list[str] | None = None) -> int:
             i += 1
             options = dict(mix)
             path = str(options.pop("path", "/"))
-            config = LoadConfig(url=url + path, duration=args.interval, **options)  # type: ignore[arg-type]
-            result = run_load_sync(config).to_json()
-            errors = sum(result["errors"].values())
-            r = Round(name, result["requests"], errors, result["rps"], rss_mib(proc.pid))
+            config = LoadConfig(url=server.url(path), duration=args.interval, **options)  # type: ignore[arg-type]
+            result = run_load_sync(config)
+            r = Round(
+                name, result.requests, result.error_total, result.rps, rss_mib(server.proc.pid)
+            )
             rounds.append(r)
             print(
                 f"round {i:3d} {r.mix:15s} {r.requests:9d} requests {r.rps:9.0f} req/s "
                 f"{r.errors} errors  server RSS {r.rss_mib:7.1f} MiB",
                 flush=True,
             )
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
     if not rounds:
         print("soak: no round ran (duration shorter than one round?)")
         return 1

@@ -67,7 +67,6 @@ from pipeparse import (
     SeekableBuffer,
     chunk,
     render_head,
-    status_line,
 )
 
 from .config import ServerConfig
@@ -86,6 +85,7 @@ _SLOT_BUFFER = 1024 * 1024  # a streamed response not yet at the head waits beyo
 _LINGER_SECONDS = 2.0  # after the last response, drain the client's bytes this long ...
 _LINGER_BYTES = 1024 * 1024  # ... or this many bytes
 _date = HttpDate()
+_TEXT_PLAIN = ((b"content-type", b"text/plain; charset=utf-8"),)
 
 
 async def serve_connection(
@@ -479,11 +479,15 @@ class _Connection:
         """Queue the 4xx for a protocol error after every earlier response; then close."""
         slot = self.responses.reserve(-1)
         body = (error.message + "\n").encode("utf-8", "replace")
-        head = (
-            status_line(error.status_hint)
-            + b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
-            b"connection: close\r\ndate: %s\r\nserver: %s\r\n\r\n"
-            % (len(body), _date(), self.config.server_name)
+        head, _ = render_head(
+            error.status_hint,
+            _TEXT_PLAIN,
+            method=b"GET",
+            http11=True,
+            keep_alive=False,
+            body_length=len(body),
+            date=_date(),
+            server=self.config.server_name,
         )
         self.responses.write(slot, head + body)
         self.responses.finish(slot, close=True)
@@ -587,7 +591,7 @@ class _Connection:
         close = isinstance(exc, ProtocolError)
         head, _ = render_head(
             status,
-            [(b"content-type", b"text/plain; charset=utf-8")],
+            _TEXT_PLAIN,
             method=sink.method,
             http11=sink.http11,
             keep_alive=sink.keep_alive and not close,

@@ -110,6 +110,41 @@ class OrderedResponses:
             slot.parts.append(data)
             slot.size += len(data)
 
+    def emit(
+        self,
+        seq: int,
+        data: bytes | memoryview,
+        close: bool = False,
+        tail: bytes | memoryview | None = None,
+    ) -> None:
+        """The whole response of request `seq` (`data`, then `tail` if given), which comes
+        after every reserved slot's.
+
+        The hot path of an instant handler: with nothing pending it goes straight to the
+        output and needs no slot; otherwise it waits, complete, in a slot of its own.
+        """
+        if self.closing:
+            return  # a closing response went first: nothing after it is sent
+        size = len(data) if tail is None else len(data) + len(tail)
+        slots = self._slots
+        if slots:
+            slot = ResponseSlot(seq)
+            slot.parts.append(data)
+            if tail is not None:
+                slot.parts.append(tail)
+            slot.size = size
+            slot.done = True
+            slot.close = close
+            slots.append(slot)
+            return
+        out = self._out
+        out.append(data)
+        if tail is not None:
+            out.append(tail)
+        self.out_size += size
+        if close:
+            self.closing = True
+
     def write_many(self, slot: ResponseSlot, parts: list[bytes | memoryview]) -> None:
         for p in parts:
             self.write(slot, p)

@@ -48,7 +48,7 @@ import types
 from collections import deque
 from collections.abc import Coroutine, Generator, Sequence
 from http import HTTPStatus
-from typing import Any
+from typing import Any, NamedTuple
 
 import trio
 
@@ -70,8 +70,9 @@ from pipeparse import (
 )
 
 from .config import ServerConfig
+from .handlers import send_stream
 from .listen import ShutdownSignal, current_shutdown, log_access
-from .protocol import Handler
+from .protocol import Handler, native_of
 
 __all__ = ["serve_connection"]
 
@@ -86,6 +87,7 @@ _LINGER_SECONDS = 2.0  # after the last response, drain the client's bytes this 
 _LINGER_BYTES = 1024 * 1024  # ... or this many bytes
 _date = HttpDate()
 _TEXT_PLAIN = ((b"content-type", b"text/plain; charset=utf-8"),)
+_BYTES = (bytes, bytearray, memoryview)
 
 
 async def serve_connection(
@@ -108,8 +110,8 @@ async def serve_connection(
 
 
 @types.coroutine
-def _resume(coro: Coroutine[Any, Any, None], trap: Any) -> Generator[Any, Any, None]:
-    """Go on awaiting `coro`, which suspended on `trap` when first sent None.
+def _resume(coro: Coroutine[Any, Any, Any], trap: Any) -> Generator[Any, Any, Any]:
+    """Go on awaiting `coro`, which suspended on `trap` when first sent None; its result.
 
     Exactly what ``await coro`` would have done from there: `trap` goes to trio, and every
     value or exception trio sends back goes on to the coroutine. Together with one
@@ -124,13 +126,13 @@ def _resume(coro: Coroutine[Any, Any, None], trap: Any) -> Generator[Any, Any, N
         except BaseException as exc:
             try:
                 trap = coro.throw(exc)
-            except StopIteration:
-                return
+            except StopIteration as stop:
+                return stop.value
         else:
             try:
                 trap = coro.send(value)
-            except StopIteration:
-                return
+            except StopIteration as stop:
+                return stop.value
 
 
 class _Connection:
@@ -143,6 +145,7 @@ class _Connection:
     ) -> None:
         self.stream = stream
         self.handler = handler
+        self.native = native_of(handler)  # called directly on the hot path
         self.config = config
         self.client = client
         self.nursery: trio.Nursery
@@ -179,6 +182,7 @@ class _Connection:
         self.head_since = math.inf  # when the partial head now buffered began
         self.body_since = 0.0  # when the body now arriving last made progress
         self.no_body = _NoBody(self)
+        self.release_from = self.release_to = -1  # finished requests' bytes not yet released
 
     # -- the worker loop -----------------------------------------------------------------
 
@@ -232,7 +236,14 @@ class _Connection:
                 request = await self._next()
                 if request is None:
                     return True
-            if await self._run(request, scope):
+            if self.native is not None and request.end is not None:
+                suspended = self._start_native(request)
+                if suspended is not None:
+                    await self._finish_native(request, suspended, scope)
+                    return False
+                if self.flush_each or self.responses.out_size >= _FLUSH_AT:
+                    await self.flush()
+            elif await self._run(request, scope):
                 return False
 
     async def watch_shutdown(self, signal: ShutdownSignal) -> None:
@@ -298,6 +309,7 @@ class _Connection:
         """
         queue = self.queue
         policy = self.policy
+        self._release_pending()
         while not self.done:
             if self.stop_dispatch:
                 if self._all_sent():
@@ -535,16 +547,7 @@ class _Connection:
                 pass
             else:  # it suspended: hand the leader role over, then let it go on in this task
                 sink.blocked = True
-                self._hand_over()
-                scope.deadline = trio.current_time() + self.config.request_timeout
-                try:
-                    await _resume(coro, trap)
-                except trio.Cancelled:
-                    if trio.current_time() < scope.deadline:
-                        raise  # not ours: the connection is going away
-                    raise _RequestTimeout(
-                        f"handler ran over {self.config.request_timeout} s"
-                    ) from None
+                await self._blocked(coro, trap, scope)
             if not sink.finished:
                 if not sink.started:
                     raise RuntimeError("handler returned without a response")
@@ -564,6 +567,191 @@ class _Connection:
         if (self.flush_each or self.responses.out_size >= _FLUSH_AT) and not scope.cancel_called:
             await self.flush()  # (a timed-out stint flushes after its scope, in `work`)
         return sink.blocked
+
+    async def _blocked(
+        self, coro: Coroutine[Any, Any, Any], trap: Any, scope: trio.CancelScope
+    ) -> Any:
+        """`coro` (a handler) suspended on `trap`: hand the leader role over, then let it go on
+        in this task under the request timeout; its result."""
+        self._hand_over()
+        scope.deadline = trio.current_time() + self.config.request_timeout
+        try:
+            return await _resume(coro, trap)
+        except trio.Cancelled:
+            if trio.current_time() < scope.deadline:
+                raise  # not ours: the connection is going away
+            raise _RequestTimeout(f"handler ran over {self.config.request_timeout} s") from None
+
+    def _start_native(self, request: FramedRequest) -> _Suspended | None:
+        """Run a native handler inline, for a request whose body has all arrived (the hot
+        path: a plain call, no coroutine of its own). The handler is called directly and its
+        `Response` rendered here, with no sink; an instant one's response goes straight to
+        the output (`OrderedResponses.emit`). None when the request is done; otherwise the
+        handler (or its streamed body) suspended and `_finish_native` must go on with it."""
+        head = request.head
+        method = head.method
+        if not head.keep_alive:
+            self.stop_dispatch = True  # RFC 9112 §9.6: nothing after it is processed
+            self.queue.clear()
+        pieces = request.body
+        body: bytes | memoryview
+        if not pieces:
+            body = b""
+        elif len(pieces) == 1:
+            body = self.buf.view(*pieces[0])
+        else:
+            body = b"".join([self.buf.view(s, e) for s, e in pieces])
+        sink: _Sink | None = None
+        try:
+            coro = self.native(  # type: ignore[misc]
+                HttpRequest(
+                    method, head.target, head.http_version, head.headers, request.seq, body,
+                    self.no_body, self.client,
+                )
+            )  # fmt: skip
+            try:
+                trap = coro.send(None)
+            except StopIteration as stop:
+                response = stop.value
+            else:
+                return _Suspended(coro, trap, None)
+            content = response.body
+            status = response.status
+            if isinstance(content, _BYTES):
+                sent = self._respond(request, None, status, response.headers, content, False)
+            else:  # streamed: through a sink, like any handler's
+                sink = self._sink_for(request, self.responses.reserve(request.seq), False)
+                sink.status, sink.headers, sink.started = status, response.headers, True
+                coro = send_stream(content, sink)
+                try:
+                    trap = coro.send(None)
+                except StopIteration:
+                    pass
+                else:
+                    return _Suspended(coro, trap, sink)
+                sent = sink.sent
+        except Exception as exc:
+            if sink is None:
+                sink = self._sink_for(request, self.responses.reserve(request.seq), False)
+            self._failed(sink, exc)
+            status, sent = sink.status, sink.sent
+        self._release_later(request)
+        if self.access_log:
+            log_access(self.client, method, head.target, status, sent)
+        return None
+
+    async def _finish_native(
+        self, request: FramedRequest, suspended: _Suspended, scope: trio.CancelScope
+    ) -> None:
+        """Go on with a native handler (or its streamed body) that suspended: the leader role
+        goes to another task, and this one finishes the request."""
+        head = request.head
+        method = head.method
+        sink = suspended.sink
+        slot = self.responses.reserve(request.seq) if sink is None else sink.slot
+        self.policy.started(method)
+        try:
+            if sink is not None:  # its streamed body suspended
+                sink.blocked = True
+                await self._blocked(suspended.coro, suspended.trap, scope)
+            else:
+                response = await self._blocked(suspended.coro, suspended.trap, scope)
+                content = response.body
+                if isinstance(content, _BYTES):
+                    sent = self._respond(
+                        request, slot, response.status, response.headers, content, True
+                    )
+                else:
+                    sink = self._sink_for(request, slot, True)
+                    sink.status, sink.headers, sink.started = (
+                        response.status,
+                        response.headers,
+                        True,
+                    )
+                    await send_stream(content, sink)
+        except Exception as exc:
+            if sink is None:
+                sink = self._sink_for(request, slot, True)
+            self._failed(sink, exc)
+        finally:
+            self.policy.finished(method)
+            self.buf.release(request.start, request.end)  # type: ignore[arg-type]
+            if self.progress:
+                self.progress.unpark_all()
+        if self.access_log:
+            if sink is not None:
+                status, sent = sink.status, sink.sent
+            log_access(self.client, method, head.target, status, sent)
+        if (self.flush_each or self.responses.out_size >= _FLUSH_AT) and not scope.cancel_called:
+            await self.flush()  # (a timed-out stint flushes after its scope, in `work`)
+
+    def _sink_for(self, request: FramedRequest, slot: ResponseSlot, blocked: bool) -> _Sink:
+        head = request.head
+        sink = _Sink(self, slot, head.method, head.http_version == b"1.1", head.keep_alive)
+        sink.blocked = blocked
+        return sink
+
+    def _release_later(self, request: FramedRequest) -> None:
+        """Release a finished request's bytes, batched: consecutive requests' ranges are
+        joined and released at once by `_release_pending` (before anything reads space)."""
+        if request.start == self.release_to:
+            self.release_to = request.end  # type: ignore[assignment]
+        else:
+            self._release_pending()
+            self.release_from = request.start
+            self.release_to = request.end  # type: ignore[assignment]
+
+    def _release_pending(self) -> None:
+        if self.release_to > self.release_from:
+            self.buf.release(self.release_from, self.release_to)
+        self.release_from = self.release_to = -1
+
+    def _respond(
+        self,
+        request: FramedRequest,
+        slot: ResponseSlot | None,
+        status: int,
+        headers: Sequence[tuple[bytes, bytes]],
+        body: bytes | memoryview | bytearray,
+        blocked: bool,
+    ) -> int:
+        """Render a whole response into the output (or `slot`); the body bytes sent."""
+        head = request.head
+        responses = self.responses
+        last = self.shutting_down and not self.queue and (slot is None or responses.is_last(slot))
+        data, framing = render_head(
+            status,
+            headers,
+            method=head.method,
+            http11=head.http_version == b"1.1",
+            keep_alive=head.keep_alive and not last,
+            body_length=len(body),
+            date=_date() if blocked else self.date,
+            server=self.config.server_name,
+        )
+        sent = 0
+        tail = None
+        close = framing.close
+        if framing.send_body:
+            if framing.content_length is not None and len(body) != framing.content_length:
+                raise RuntimeError(
+                    f"response body of {len(body)} bytes, Content-Length {framing.content_length}"
+                )
+            sent = len(body)
+            if sent <= 4096:
+                data += body  # head and body in one piece
+            else:
+                tail = body  # not copied
+        if slot is None:
+            responses.emit(request.seq, data, close, tail)
+        else:
+            responses.write(slot, data)
+            if tail is not None:
+                responses.write(slot, tail)
+            responses.finish(slot, close=close)
+        if close:
+            self.stop_dispatch = True
+        return sent
 
     def _failed(self, sink: _Sink, exc: Exception) -> None:
         if sink.finished:
@@ -670,6 +858,14 @@ class _Connection:
                     drained += len(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 pass
+
+
+class _Suspended(NamedTuple):
+    """A native handler, or the sender of its streamed body (`sink` then), that suspended."""
+
+    coro: Coroutine[Any, Any, Any]
+    trap: Any
+    sink: _Sink | None
 
 
 class _ClosedMidBody(ProtocolError):

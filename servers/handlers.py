@@ -34,9 +34,9 @@ from urllib.parse import unquote_to_bytes
 
 import trio
 
-from pipeparse import NATIVE_MARK, HttpRequest, ProtocolError, Response, native
+from pipeparse import NATIVE_MARK, HttpRequest, ProtocolError, native
 
-from .protocol import Handler, ResponseSink
+from .protocol import Handler, NativeHandler, ResponseSink
 
 __all__ = [
     "AsgiApp",
@@ -48,6 +48,7 @@ __all__ = [
     "native",
     "native_handler",
     "resolve_app",
+    "send_stream",
 ]
 
 logger = logging.getLogger("pipeparse.server")
@@ -57,10 +58,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-NativeHandler = Callable[[HttpRequest], Awaitable[Response]]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
 
 
 def is_native(obj: object) -> bool:
@@ -83,12 +82,13 @@ def native_handler(fn: NativeHandler) -> Handler:
         if type(body) is bytes or isinstance(body, _BYTES_TYPES):
             await sink.send(body, False)
         else:
-            await _send_stream(body, sink)
+            await send_stream(body, sink)
 
+    handle.native = fn  # type: ignore[attr-defined]  # see `protocol.native_of`
     return handle
 
 
-async def _send_stream(body: Any, sink: ResponseSink) -> None:
+async def send_stream(body: Any, sink: ResponseSink) -> None:
     """Send an async-iterable body as chunks, closing it if sending fails."""
     if not hasattr(body, "__aiter__"):
         raise TypeError(

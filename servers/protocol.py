@@ -10,6 +10,10 @@ also the last (``more=False``), otherwise chunked on HTTP/1.1 (close-delimited o
 sends no body for HEAD, 1xx, 204 and 304. A handler that raises before any of its response was
 written (its first `send`) gets a 500 for its request; after that, the connection is closed once
 earlier responses are out.
+
+A handler made from a native handler carries it as its ``native`` attribute (`native_of`): an
+engine may call it directly and render the `Response` itself, skipping the sink on its hot path
+(the pipeparse engine does); the result must be the same as going through the handler.
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
-from pipeparse import HttpRequest
+from pipeparse import HttpRequest, Response
 
-__all__ = ["Handler", "ResponseSink"]
+__all__ = ["Handler", "NativeHandler", "ResponseSink", "native_of"]
 
 
 class ResponseSink(Protocol):
@@ -40,3 +44,10 @@ class ResponseSink(Protocol):
 
 
 Handler = Callable[[HttpRequest, ResponseSink], Awaitable[None]]
+NativeHandler = Callable[[HttpRequest], Awaitable[Response]]
+
+
+def native_of(handler: Handler) -> NativeHandler | None:
+    """The native handler `handler` was made from, or None (an ASGI app, a plain handler)."""
+    fn: NativeHandler | None = getattr(handler, "native", None)
+    return fn

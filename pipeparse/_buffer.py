@@ -257,6 +257,11 @@ class SeekableBuffer:
 
     def release(self, start: int, end: int) -> None:
         """Take the bytes at absolute offsets [start, end) without looking at them."""
+        if start == self._head and start <= end <= self._tail and not self._holes:
+            self._head = end  # the common case: a consumer done with the next request
+            if end == self._tail:
+                self._after_head_moved()
+            return
         self._check_held(start, end)
         self._release(start, end)
 

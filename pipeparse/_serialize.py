@@ -65,7 +65,7 @@ class HttpDate:
 
 
 class ResponseFraming:
-    """How one response's body is delimited; built by `render_head`.
+    """How one response's body is delimited; built by `render_head` (shared: read only).
 
     Attributes:
         send_body: False for HEAD, 1xx, 204, 304: body bytes are dropped.
@@ -109,17 +109,20 @@ def render_head(
         ValueError: a field name or value that would corrupt the response.
     """
     try:
-        key = (status, headers if type(headers) is tuple else tuple(headers))
-        checked = _checked_cache.get(key)
-    except TypeError:  # unhashable fields (lists): check them every time
-        key = None
-        checked = None
+        fields_key = (status, headers if type(headers) is tuple else tuple(headers))
+        key = (fields_key, method == b"HEAD", http11, keep_alive, body_length, date, server)
+        rendered = _head_cache.get(key)
+    except TypeError:  # unhashable fields (lists): check and render them every time
+        fields_key = key = rendered = None
+    if rendered is not None:
+        return rendered
+    checked = _checked_cache.get(fields_key) if fields_key is not None else None
     if checked is None:
         checked = _check_fields(status, headers)
-        if key is not None:
+        if fields_key is not None:
             if len(_checked_cache) >= 512:
                 _checked_cache.clear()
-            _checked_cache[key] = checked
+            _checked_cache[fields_key] = checked
     fields, app_length, app_close = checked
     close = app_close or not keep_alive
     no_body = status < 200 or status in (204, 304)
@@ -144,9 +147,17 @@ def render_head(
         parts.append(b"\r\nconnection: keep-alive\r\n\r\n")
     else:
         parts.append(b"\r\n\r\n")
-    return b"".join(parts), ResponseFraming(send_body, length, chunked and send_body, close)
+    rendered = b"".join(parts), ResponseFraming(send_body, length, chunked and send_body, close)
+    if key is not None:
+        if len(_head_cache) >= 512:
+            _head_cache.clear()
+        _head_cache[key] = rendered
+    return rendered
 
 
+# Rendering is a pure function of its arguments, and servers render the same few heads over and
+# over (within one second, one Date): both steps are memoised, bounded (cleared when full).
+_head_cache: dict[tuple[object, ...], tuple[bytes, ResponseFraming]] = {}
 _checked_cache: dict[tuple[int, tuple[tuple[bytes, bytes], ...]], tuple[bytes, int | None, bool]]
 _checked_cache = {}
 

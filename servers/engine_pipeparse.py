@@ -367,42 +367,30 @@ class _Connection:
         return None
 
     async def _receive(self, idle: bool) -> None:
-        """One receive into the buffer, then frame what it brought.
-
-        Timers run only while they should: `header_timeout` while part of a head is buffered,
-        `body_timeout` between pieces of a body, `keep_alive_timeout` while the connection is
-        idle (nothing in flight, nothing partial). A busy connection waits without a timer.
-        """
+        """One receive into the buffer, then frame what it brought. Reads at once what is
+        there; waits (with a timer, `_wait_and_receive`) only when nothing is."""
         buf = self.buf
         index = self.index
         size = self.recv_size
-        now = trio.current_time()
-        deadline = math.inf
-        if index.current is not None:
-            deadline = self.body_since + self.config.body_timeout
-        elif index.position < buf.tail:
-            deadline = self.head_since + self.config.header_timeout
-        elif idle:
-            deadline = now + self.config.keep_alive_timeout
-        n = 0
-        try:
-            with trio.move_on_at(deadline) as scope:
-                self.recv_scope = scope
-                if self.fd >= 0:
-                    n = await self._recv_into(size)
-                else:
-                    data = await self.stream.receive_some(min(size, buf.writable()))
-                    n = len(data)
-                    buf.feed(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            self._client_gone()
-            return
-        finally:
-            self.recv_scope = None
-        if scope.cancelled_caught:
-            if not self.eof:  # (eof: the server is shutting down, not a timeout)
-                self._timed_out()
-            return
+        n = -1
+        if self.fd >= 0:  # a busy pipeline's next batch is usually there already: no timer
+            try:
+                n = self._read_ready(size)
+            except OSError:
+                self._client_gone()
+                return
+            if n >= 0:
+                # Every fourth receive that did not wait yields anyway, so a client that
+                # never pauses cannot starve the others.
+                self.eager_reads += 1
+                if self.eager_reads >= 4:
+                    self.eager_reads = 0
+                    await trio.lowlevel.checkpoint()
+        if n < 0:
+            self.eager_reads = 0
+            n = await self._wait_and_receive(size, idle)
+            if n < 0:
+                return
         if n == 0:
             self.eof = True
             self.gone.set()  # ASGI's http.disconnect: the client closed its side (as h11's)
@@ -444,28 +432,59 @@ class _Connection:
         if self.streaming is not None:
             self.streaming.arrived()
 
-    async def _recv_into(self, size: int) -> int:
-        """Receive straight into the buffer. Tries the socket first and waits for it only when
-        it has nothing: a deep pipeline's next batch is usually there already, and trio's
-        own receive would cost a trip through the scheduler every time. Every fourth receive
-        that did not wait yields anyway, so a client that never pauses cannot starve others.
-        """
+    def _read_ready(self, size: int) -> int:
+        """Read what the socket holds now, straight into the buffer: the bytes read (0 at the
+        end of the stream), or -1 when it has nothing yet. trio's own receive would cost a
+        trip through the scheduler every time, even when the bytes are there."""
         view = self.buf.write_view(size)
         try:
-            while True:
-                try:
-                    n = os.readv(self.fd, [view])
-                    break
-                except BlockingIOError:
-                    self.eager_reads = 0
-                    await trio.lowlevel.wait_readable(self.sock)
+            n = os.readv(self.fd, [view])
+        except BlockingIOError:
+            return -1
         finally:
             view.release()
         self.buf.commit(n)
-        self.eager_reads += 1
-        if self.eager_reads >= 4:
-            self.eager_reads = 0
-            await trio.lowlevel.checkpoint()
+        return n
+
+    async def _wait_and_receive(self, size: int, idle: bool) -> int:
+        """Wait for input under the timer that applies, and receive it: the bytes received (0
+        at the end of the stream), or -1 when there is nothing to frame (a timeout, a
+        shutdown, or the client went away).
+
+        Timers run only while they should: `header_timeout` while part of a head is buffered,
+        `body_timeout` between pieces of a body, `keep_alive_timeout` while the connection is
+        idle (nothing in flight, nothing partial). A busy connection waits without a timer.
+        """
+        buf = self.buf
+        index = self.index
+        deadline = math.inf
+        if index.current is not None:
+            deadline = self.body_since + self.config.body_timeout
+        elif index.position < buf.tail:
+            deadline = self.head_since + self.config.header_timeout
+        elif idle:
+            deadline = trio.current_time() + self.config.keep_alive_timeout
+        n = -1
+        try:
+            with trio.move_on_at(deadline) as scope:
+                self.recv_scope = scope
+                if self.fd >= 0:
+                    while n < 0:
+                        await trio.lowlevel.wait_readable(self.sock)
+                        n = self._read_ready(size)
+                else:
+                    data = await self.stream.receive_some(min(size, buf.writable()))
+                    n = len(data)
+                    buf.feed(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            self._client_gone()
+            return -1
+        finally:
+            self.recv_scope = None
+        if scope.cancelled_caught:
+            if not self.eof:  # (eof: the server is shutting down, not a timeout)
+                self._timed_out()
+            return -1
         return n
 
     async def _send(self, data: bytes | memoryview) -> None:

@@ -257,9 +257,12 @@ class _Connection:
             if self.streaming is not None:
                 self.streaming.arrived()  # a body still arriving will not complete: tell it
 
-    def last_before_shutdown(self, slot: ResponseSlot) -> bool:
-        """During a graceful shutdown, is `slot` the connection's last response?"""
-        return self.shutting_down and not self.queue and self.responses.is_last(slot)
+    def last_before_shutdown(self, slot: ResponseSlot | None) -> bool:
+        """During a graceful shutdown, is `slot` the connection's last response? (None: the
+        response of the request running inline, which has no slot yet, comes last.)"""
+        return (
+            self.shutting_down and not self.queue and (slot is None or self.responses.is_last(slot))
+        )
 
     def _end(self) -> None:
         self.watcher.cancel()
@@ -534,7 +537,6 @@ class _Connection:
         head = request.head
         method = head.method
         self.policy.started(method)
-        slot = self.responses.reserve(request.seq)
         if not head.keep_alive:
             self.stop_dispatch = True  # RFC 9112 §9.6: nothing after it is processed
             self.queue.clear()
@@ -550,10 +552,12 @@ class _Connection:
             else:
                 body = b"".join([buf.view(s, e) for s, e in pieces])
             source = self.no_body
+            slot = None  # reserved when first needed: the handler may finish without blocking
         else:
             body = None
+            slot = self.responses.reserve(request.seq)
             source = self.streaming = _StreamingBody(self, request, slot)
-        sink = _Sink(self, slot, head.method, head.http_version == b"1.1", head.keep_alive)
+        sink = _Sink(self, slot, request.seq, method, head.http_version == b"1.1", head.keep_alive)
         http_request = HttpRequest(
             method, head.target, head.http_version, head.headers, request.seq, body, source,
             self.client,
@@ -566,6 +570,7 @@ class _Connection:
                 pass
             else:  # it suspended: hand the leader role over, then let it go on in this task
                 sink.blocked = True
+                sink.reserved()  # in line before any later request starts
                 await self._blocked(coro, trap, scope)
             if not sink.finished:
                 if not sink.started:
@@ -667,7 +672,7 @@ class _Connection:
         head = request.head
         method = head.method
         sink = suspended.sink
-        slot = self.responses.reserve(request.seq) if sink is None else sink.slot
+        slot = self.responses.reserve(request.seq) if sink is None else sink.reserved()
         self.policy.started(method)
         try:
             if sink is not None:  # its streamed body suspended
@@ -706,7 +711,9 @@ class _Connection:
 
     def _sink_for(self, request: FramedRequest, slot: ResponseSlot, blocked: bool) -> _Sink:
         head = request.head
-        sink = _Sink(self, slot, head.method, head.http_version == b"1.1", head.keep_alive)
+        sink = _Sink(
+            self, slot, request.seq, head.method, head.http_version == b"1.1", head.keep_alive
+        )
         sink.blocked = blocked
         return sink
 
@@ -737,7 +744,7 @@ class _Connection:
         """Render a whole response into the output (or `slot`); the body bytes sent."""
         head = request.head
         responses = self.responses
-        last = self.shutting_down and not self.queue and (slot is None or responses.is_last(slot))
+        last = self.last_before_shutdown(slot)
         data, framing = render_head(
             status,
             headers,
@@ -783,7 +790,7 @@ class _Connection:
             elif not isinstance(exc, _ClosedMidBody):
                 log.exception("handler failed after starting its response", exc_info=exc)
             sink.finished = True
-            self.responses.finish(sink.slot, close=True)
+            self.responses.finish(sink.reserved(), close=True)
             self.stop_dispatch = True
             return
         if isinstance(exc, ProtocolError):
@@ -808,9 +815,10 @@ class _Connection:
         )
         sink.status = status
         sink.sent = len(body) if sink.method != b"HEAD" else 0
-        self.responses.write(sink.slot, head + body if sink.method != b"HEAD" else head)
+        slot = sink.reserved()
+        self.responses.write(slot, head + body if sink.method != b"HEAD" else head)
         sink.finished = True
-        self.responses.finish(sink.slot, close=close or not sink.keep_alive)
+        self.responses.finish(slot, close=close or not sink.keep_alive)
         if close:
             self.stop_dispatch = True
 
@@ -896,7 +904,11 @@ class _RequestTimeout(Exception):
 
 
 class _Sink:
-    """One request's `ResponseSink`: renders into its slot of the ordered responses."""
+    """One request's `ResponseSink`: renders into its slot of the ordered responses.
+
+    A handler running inline gets its slot only when it needs one (`reserved`): a whole
+    response written at once by a handler that never blocked goes out with `emit`, no slot.
+    """
 
     __slots__ = (
         "blocked",
@@ -908,16 +920,24 @@ class _Sink:
         "keep_alive",
         "method",
         "sent",
+        "seq",
         "slot",
         "started",
         "status",
     )
 
     def __init__(
-        self, conn: _Connection, slot: ResponseSlot, method: bytes, http11: bool, keep_alive: bool
+        self,
+        conn: _Connection,
+        slot: ResponseSlot | None,
+        seq: int,
+        method: bytes,
+        http11: bool,
+        keep_alive: bool,
     ) -> None:
         self.conn = conn
         self.slot = slot
+        self.seq = seq
         self.method = method
         self.http11 = http11
         self.keep_alive = keep_alive
@@ -928,6 +948,14 @@ class _Sink:
         self.headers: Sequence[tuple[bytes, bytes]] = ()
         self.framing: ResponseFraming | None = None
         self.sent = 0
+
+    def reserved(self) -> ResponseSlot:
+        """Its slot, reserved now if it has none yet: still in order, since no later request
+        starts before its handler finishes or blocks (and blocking reserves it first)."""
+        slot = self.slot
+        if slot is None:
+            slot = self.slot = self.conn.responses.reserve(self.seq)
+        return slot
 
     async def start(self, status: int, headers: Sequence[tuple[bytes, bytes]]) -> None:
         if self.started:
@@ -971,12 +999,16 @@ class _Sink:
                     self.sent = len(data)
                     head += data
                 self.finished = True
-                responses.write(self.slot, head)
-                responses.finish(self.slot, close=framing.close)
+                if self.slot is None:
+                    responses.emit(self.seq, head, framing.close)
+                else:
+                    responses.write(self.slot, head)
+                    responses.finish(self.slot, close=framing.close)
                 if framing.close:
                     conn.stop_dispatch = True
                 return
-            responses.write(self.slot, head)
+            responses.write(self.reserved(), head)
+        slot = self.reserved()
         if data and framing.send_body:
             self.sent += len(data)
             if framing.content_length is not None and self.sent > framing.content_length:
@@ -984,21 +1016,21 @@ class _Sink:
                     f"response body longer than its Content-Length {framing.content_length}"
                 )
             if framing.chunked:
-                responses.write_many(self.slot, chunk(data))
+                responses.write_many(slot, chunk(data))
             else:
-                responses.write(self.slot, data)
+                responses.write(slot, data)
         if more:
-            if responses.is_head(self.slot):
+            if responses.is_head(slot):
                 await conn.flush()  # a streamed response goes out as it is produced
                 while conn.writing and responses.out_size > _FLUSH_AT and not conn.done:
                     await conn.progress.park()  # another task is writing: wait for it
-            elif self.slot.size > _SLOT_BUFFER:
-                while not responses.is_head(self.slot) and not conn.done:
+            elif slot.size > _SLOT_BUFFER:
+                while not responses.is_head(slot) and not conn.done:
                     await conn.progress.park()
             return
         close = framing.close
         if framing.chunked:
-            responses.write(self.slot, LAST_CHUNK)
+            responses.write(slot, LAST_CHUNK)
         elif (
             framing.send_body
             and framing.content_length is not None
@@ -1006,7 +1038,7 @@ class _Sink:
         ):
             close = True  # shorter than promised: only closing can end it
         self.finished = True
-        responses.finish(self.slot, close=close)
+        responses.finish(slot, close=close)
         if close:
             conn.stop_dispatch = True
 

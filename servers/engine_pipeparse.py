@@ -580,10 +580,12 @@ class _Connection:
             self._failed(sink, exc)
         finally:
             self.policy.finished(method)
-            if source is self.no_body:
+            if source is not self.no_body:
+                source.handler_done()
+            elif sink.blocked:
                 buf.release(request.start, request.end)  # type: ignore[arg-type]
             else:
-                source.handler_done()
+                self._release_later(request)
             if self.progress:
                 self.progress.unpark_all()
         if self.access_log:

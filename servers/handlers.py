@@ -266,7 +266,8 @@ def asgi_handler(
         try:
             await app(scope, call.receive, call.send)
         finally:
-            await call.aclose()
+            if call._body_iter is not None:  # (only a streamed request body has one)
+                await call.aclose()
         if call._state != _DONE:
             raise RuntimeError(
                 "ASGI app returned without sending a response"

@@ -187,15 +187,19 @@ class _Connection:
     # -- the worker loop -----------------------------------------------------------------
 
     async def work(self, leader: bool) -> None:
-        """One task's life: lead while it can, follow while another leads."""
+        """One task's life: lead while it can, help or follow while another leads."""
         while not self.done:
             if not leader:
-                if self.leader_vacant:
-                    self.leader_vacant = False
-                else:
-                    await self.followers.park()  # unparked = made leader, or done
-                    if self.done:
-                        return
+                if not self.leader_vacant:
+                    if self._runnable():
+                        # Woken to help (or a wave's waits ended): run what may start now.
+                        with trio.CancelScope() as scope:
+                            await self._assist(scope)
+                        await self._flush_soon()
+                        continue
+                    await self.followers.park()  # unparked: to lead, to help, or done
+                    continue
+                self.leader_vacant = False
             # One cancel scope per stint as leader, not per request: it gets a deadline only
             # when a handler blocks (the request timeout), and the stint ends with that handler.
             finished = False  # stays so if the request timeout cancelled the stint
@@ -236,15 +240,37 @@ class _Connection:
                 request = await self._next()
                 if request is None:
                     return True
-            if self.native is not None and request.end is not None:
-                suspended = self._start_native(request)
-                if suspended is not None:
-                    await self._finish_native(request, suspended, scope)
-                    return False
-                if self.flush_each or self.responses.out_size >= _FLUSH_AT:
-                    await self.flush()
-            elif await self._run(request, scope):
+            if await self._dispatch(request, scope, lead=True):
                 return False
+
+    def _runnable(self) -> bool:
+        """May the next framed request start now (and be run by whichever task is free)?"""
+        queue = self.queue
+        return (
+            bool(queue)
+            and not self.stop_dispatch
+            and queue[0].end is not None
+            and self.policy.can_start(queue[0].head.method)
+        )
+
+    async def _assist(self, scope: trio.CancelScope) -> None:
+        """Help while another task leads: run the requests that may start now, inline, until
+        one blocks (then finish it in this task) or none may start. Never receives."""
+        while self._runnable():
+            if await self._dispatch(self.queue.popleft(), scope, lead=False):
+                return
+
+    async def _dispatch(self, request: FramedRequest, scope: trio.CancelScope, lead: bool) -> bool:
+        """Run `request` inline; True if its handler blocked (and has now finished)."""
+        if self.native is not None and request.end is not None:
+            suspended = self._start_native(request)
+            if suspended is not None:
+                await self._finish_native(request, suspended, scope, lead)
+                return True
+            if self.flush_each or self.responses.out_size >= _FLUSH_AT:
+                await self.flush()
+            return False
+        return await self._run(request, scope, lead)
 
     async def watch_shutdown(self, signal: ShutdownSignal) -> None:
         """Graceful shutdown: read nothing new, answer what was read, close when idle."""
@@ -272,14 +298,25 @@ class _Connection:
         self.progress.unpark_all()
 
     def _hand_over(self) -> None:
-        """The leader's handler suspended: give the leader role to another task."""
-        if self.followers:
-            self.followers.unpark()
-        elif self.tasks < self.policy.max_in_flight + 1 and not self.done:
+        """The leader's handler suspended: the leader role is free for another task.
+
+        Its handler blocked, so the requests queued behind it probably will too: besides the
+        one task that is to lead, one more per queued request is woken (or spawned) to help
+        (`_assist`), so a batch of blocking requests starts in one pass of the scheduler, not
+        one pass per request. The first of them to run takes the role.
+        """
+        self.leader_vacant = True
+        if self.done:
+            return
+        wanted = 1 + len(self.queue)
+        followers = self.followers
+        woken = min(wanted, len(followers))
+        if woken:
+            followers.unpark(count=woken)
+        spawn = min(wanted - woken, self.policy.max_in_flight + 1 - self.tasks)
+        for _ in range(spawn):
             self.tasks += 1
-            self.nursery.start_soon(self.work, True)
-        else:
-            self.leader_vacant = True
+            self.nursery.start_soon(self.work, False)
 
     async def _wait_progress(self) -> None:
         """Write what is ready, else sleep until a request completes (then re-check)."""
@@ -532,7 +569,7 @@ class _Connection:
 
     # -- running one request -------------------------------------------------------------
 
-    async def _run(self, request: FramedRequest, scope: trio.CancelScope) -> bool:
+    async def _run(self, request: FramedRequest, scope: trio.CancelScope, lead: bool) -> bool:
         """Run `request`'s handler inline; True if it suspended (leader role handed over)."""
         head = request.head
         method = head.method
@@ -571,7 +608,7 @@ class _Connection:
             else:  # it suspended: hand the leader role over, then let it go on in this task
                 sink.blocked = True
                 sink.reserved()  # in line before any later request starts
-                await self._blocked(coro, trap, scope)
+                await self._blocked(coro, trap, scope, lead)
             if not sink.finished:
                 if not sink.started:
                     raise RuntimeError("handler returned without a response")
@@ -595,11 +632,12 @@ class _Connection:
         return sink.blocked
 
     async def _blocked(
-        self, coro: Coroutine[Any, Any, Any], trap: Any, scope: trio.CancelScope
+        self, coro: Coroutine[Any, Any, Any], trap: Any, scope: trio.CancelScope, lead: bool
     ) -> Any:
-        """`coro` (a handler) suspended on `trap`: hand the leader role over, then let it go on
-        in this task under the request timeout; its result."""
-        self._hand_over()
+        """`coro` (a handler) suspended on `trap`: hand the leader role over (if this task has
+        it), then let it go on in this task under the request timeout; its result."""
+        if lead:
+            self._hand_over()
         scope.deadline = trio.current_time() + self.config.request_timeout
         try:
             return await _resume(coro, trap)
@@ -667,7 +705,11 @@ class _Connection:
         return None
 
     async def _finish_native(
-        self, request: FramedRequest, suspended: _Suspended, scope: trio.CancelScope
+        self,
+        request: FramedRequest,
+        suspended: _Suspended,
+        scope: trio.CancelScope,
+        lead: bool,
     ) -> None:
         """Go on with a native handler (or its streamed body) that suspended: the leader role
         goes to another task, and this one finishes the request."""
@@ -679,21 +721,15 @@ class _Connection:
         try:
             if sink is not None:  # its streamed body suspended
                 sink.blocked = True
-                await self._blocked(suspended.coro, suspended.trap, scope)
+                await self._blocked(suspended.coro, suspended.trap, scope, lead)
             else:
-                response = await self._blocked(suspended.coro, suspended.trap, scope)
-                content = response.body
+                response = await self._blocked(suspended.coro, suspended.trap, scope, lead)
+                content, status, headers = response.body, response.status, response.headers
                 if isinstance(content, _BYTES):
-                    sent = self._respond(
-                        request, slot, response.status, response.headers, content, True
-                    )
+                    sent = self._respond(request, slot, status, headers, content, True)
                 else:
                     sink = self._sink_for(request, slot, True)
-                    sink.status, sink.headers, sink.started = (
-                        response.status,
-                        response.headers,
-                        True,
-                    )
+                    sink.status, sink.headers, sink.started = status, headers, True
                     await send_stream(content, sink)
         except Exception as exc:
             if sink is None:

@@ -8,14 +8,22 @@ the answers back in request order and the writer sends every contiguous ready re
 
 Who runs what: leader/followers. The connection's tasks share one *leader* role: the leader
 takes the next request that `DispatchPolicy` lets start and runs its handler inline, in its own
-task: no spawn, no channel. A handler that completes without suspending costs one await. The
-first time a handler suspends (it sleeps, waits for I/O or a lock), `_run` notices (it drives
-the coroutine itself: one ``coro.send(None)``, then `_resume`) and hands the leader role to a
-parked follower, or spawns one (at most `max_in_flight` handler tasks plus a leader per
-connection), before the suspension reaches trio. So only a handler that blocks pays for a task
-switch, and a connection of instant handlers runs on one task. When a blocked handler finishes,
-its task writes its response, takes the leader role back if nobody holds it, and otherwise parks
-as a follower.
+task: no spawn, no channel. A handler that completes without suspending costs one call. The
+first time a handler suspends (it sleeps, waits for I/O or a lock), the engine notices (it
+drives the coroutine itself: one ``coro.send(None)``, then `_resume`) and, before the suspension
+reaches trio, frees the leader role and wakes a parked follower to take it, plus one more per
+request queued behind (they likely block too), or spawns them (at most `max_in_flight` handler
+tasks plus a leader per connection). Woken tasks that do not get the role help: they run the
+requests that may start (`_assist`), so a batch of blocking requests starts in one pass of the
+scheduler. So only a handler that blocks pays for a task switch, and a connection of instant
+handlers runs on one task. When a blocked handler finishes, its task writes its response, takes
+the leader role if it is free, helps if a request may start, and otherwise parks.
+
+Hot path: a native handler (`protocol.native_of`) is called directly with the `HttpRequest`
+and its `Response` rendered by the engine (no sink); the response of any handler that finishes
+without blocking goes straight to the output (`OrderedResponses.emit`) and needs a response
+slot only if earlier responses are still pending. Requests that finished inline give their
+bytes back to the buffer in one release per batch.
 
 Adaptive batching (after the Oracle datagram paper's batch sizing):
 - receive size: starts at 16 KiB; a receive that fills its request doubles the next one, up to

@@ -248,7 +248,14 @@ class _Connection:
                 request = await self._next()
                 if request is None:
                     return True
-            if await self._dispatch(request, scope, lead=True):
+            if self.native is not None and request.end is not None:  # (`_dispatch`, inline)
+                suspended = self._start_native(request)
+                if suspended is not None:
+                    await self._finish_native(request, suspended, scope, True)
+                    return False
+                if self.flush_each or self.responses.out_size >= _FLUSH_AT:
+                    await self.flush()
+            elif await self._run(request, scope, True):
                 return False
 
     def _runnable(self) -> bool:

@@ -271,9 +271,12 @@ class _Connection:
     async def _assist(self, scope: trio.CancelScope) -> None:
         """Help while another task leads: run the requests that may start now, inline, until
         one blocks (then finish it in this task) or none may start. Never receives."""
-        while self._runnable():
-            if await self._dispatch(self.queue.popleft(), scope, lead=False):
-                return
+        try:
+            while self._runnable():
+                if await self._dispatch(self.queue.popleft(), scope, lead=False):
+                    return
+        finally:
+            self._release_pending()  # the leader may be waiting for space right now
 
     async def _dispatch(self, request: FramedRequest, scope: trio.CancelScope, lead: bool) -> bool:
         """Run `request` inline; True if its handler blocked (and has now finished)."""
@@ -364,8 +367,8 @@ class _Connection:
         """
         queue = self.queue
         policy = self.policy
-        self._release_pending()
         while not self.done:
+            self._release_pending()
             if self.stop_dispatch:
                 if self._all_sent():
                     return None

@@ -800,14 +800,15 @@ class _Connection:
         """Render a whole response into the output (or `slot`); the body bytes sent."""
         head = request.head
         responses = self.responses
-        last = self.last_before_shutdown(slot)
+        length = len(body)
         data, framing = render_head(
             status,
             headers,
             method=head.method,
             http11=head.http_version == b"1.1",
-            keep_alive=head.keep_alive and not last,
-            body_length=len(body),
+            keep_alive=head.keep_alive
+            and not (self.shutting_down and self.last_before_shutdown(slot)),
+            body_length=length,
             date=_date() if blocked else self.date,
             server=self.config.server_name,
         )
@@ -815,12 +816,12 @@ class _Connection:
         tail = None
         close = framing.close
         if framing.send_body:
-            if framing.content_length is not None and len(body) != framing.content_length:
+            if framing.content_length is not None and length != framing.content_length:
                 raise RuntimeError(
-                    f"response body of {len(body)} bytes, Content-Length {framing.content_length}"
+                    f"response body of {length} bytes, Content-Length {framing.content_length}"
                 )
-            sent = len(body)
-            if sent <= 4096:
+            sent = length
+            if length <= 4096:
                 data += body  # head and body in one piece
             else:
                 tail = body  # not copied

@@ -1050,6 +1050,8 @@ class _Sink:
                     f"response body of {len(data)} bytes, Content-Length {framing.content_length}"
                 )
             self.framing = framing
+            if framing.close:
+                conn.stop_dispatch = True  # known now: nothing after this request may start
             if not more and not framing.chunked and len(data) <= 4096:
                 # The whole response at once: one write of head and body.
                 if framing.send_body:

@@ -108,8 +108,10 @@ def render_head(
     Raises:
         ValueError: a field name or value that would corrupt the response.
     """
+    if type(headers) is not tuple:
+        headers = tuple(headers)  # once: an iterable of fields may be consumable only once
     try:
-        fields_key = (status, headers if type(headers) is tuple else tuple(headers))
+        fields_key = (status, headers)
         key = (fields_key, method == b"HEAD", http11, keep_alive, body_length, date, server)
         rendered = _head_cache.get(key)
     except TypeError:  # unhashable fields (lists): check and render them every time

@@ -154,6 +154,7 @@ def _echo_document(
 
 
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))  # made once: `dumps` with options isn't
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 def _json_error(message: str) -> bytes:
@@ -186,7 +187,7 @@ class EchoApp:
             await trio.sleep(sleep_s)
         if fail:
             raise EchoError("raise=1: the echo app raises on purpose")
-        body = await request.read()
+        body = request.body if request.body_complete else await request.read()
         doc = _echo_document(
             request.seq,
             request.method,
@@ -194,7 +195,7 @@ class EchoApp:
             request.http_version,
             request.headers,
             len(body),
-            hashlib.sha256(body).hexdigest(),
+            hashlib.sha256(body).hexdigest() if body else _EMPTY_SHA256,
         )
         return Response(doc, status, json_type)
 

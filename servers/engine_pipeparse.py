@@ -1063,8 +1063,6 @@ class _Sink:
                 else:
                     responses.write(self.slot, head)
                     responses.finish(self.slot, close=framing.close)
-                if framing.close:
-                    conn.stop_dispatch = True
                 return
             responses.write(self.reserved(), head)
         slot = self.reserved()

@@ -34,11 +34,11 @@ from typing import Any
 
 from .load_nginx import ensure_nginx, nginx_server
 
-__all__ = ["main"]
+__all__ = ["WRK_PIPELINE_LUA", "WRK_RPS", "WRK_TOTAL", "ensure_wrk", "main"]
 
-_LUA = Path(__file__).with_name("wrk_pipeline.lua")
-_RPS = re.compile(r"Requests/sec:\s+([0-9.]+)")
-_TOTAL = re.compile(r"([0-9]+) requests in")
+WRK_PIPELINE_LUA = Path(__file__).with_name("wrk_pipeline.lua")
+WRK_RPS = re.compile(r"Requests/sec:\s+([0-9.]+)")
+WRK_TOTAL = re.compile(r"([0-9]+) requests in")
 
 
 def ensure_wrk() -> str | None:
@@ -81,13 +81,13 @@ def pipeparse_server(app: str, args: list[str]) -> Iterator[str]:
 
 
 def run_wrk(wrk: str, url: str, a: argparse.Namespace) -> dict[str, Any]:
-    cmd = [wrk, f"-t{a.threads}", f"-c{a.connections}", f"-d{a.duration:g}s", "-s", str(_LUA)]
-    cmd += [url, "--", str(a.depth)]
+    cmd = [wrk, f"-t{a.threads}", f"-c{a.connections}", f"-d{a.duration:g}s"]
+    cmd += ["-s", str(WRK_PIPELINE_LUA), url, "--", str(a.depth)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=a.duration + 60)
-    m = _RPS.search(out.stdout)
+    m = WRK_RPS.search(out.stdout)
     if m is None:
         raise RuntimeError(f"cannot read wrk's output:\n{out.stdout}\n{out.stderr}")
-    total = _TOTAL.search(out.stdout)
+    total = WRK_TOTAL.search(out.stdout)
     return {"rps": float(m.group(1)), "requests": int(total.group(1)) if total else None}
 
 

@@ -195,29 +195,33 @@ class _Connection:
     # -- the worker loop -----------------------------------------------------------------
 
     async def work(self, leader: bool) -> None:
-        """One task's life: lead while it can, help or follow while another leads."""
+        """One task's life: lead while it can, help or follow while another leads.
+
+        The task's cancel scope lasts until a request timeout fires in it: it has a deadline
+        only while a handler of this task is blocked (`_blocked`), so the hot path never
+        enters or leaves a scope. A timeout ends the scope; the task goes on in a new one.
+        """
+        flush = False
         while not self.done:
-            if not leader:
-                if not self.leader_vacant:
-                    if self._runnable():
-                        # Woken to help (or a wave's waits ended): run what may start now.
-                        with trio.CancelScope() as scope:
-                            await self._assist(scope)
-                        await self._flush_soon()
-                        continue
-                    await self.followers.park()  # unparked: to lead, to help, or done
-                    continue
-                self.leader_vacant = False
-            # One cancel scope per stint as leader, not per request: it gets a deadline only
-            # when a handler blocks (the request timeout), and the stint ends with that handler.
-            finished = False  # stays so if the request timeout cancelled the stint
             with trio.CancelScope() as scope:
-                finished = await self._lead(scope)
-            if finished:
-                self._end()
-                return
-            leader = False
-            await self._flush_soon()
+                while not self.done and not scope.cancel_called:
+                    if flush:  # a request this task ran has finished: write, once per wave
+                        flush = False
+                        await self._flush_soon()
+                    elif leader or self.leader_vacant:
+                        self.leader_vacant = False
+                        if await self._lead(scope):
+                            self._end()
+                            return
+                        leader = False
+                        flush = True
+                    elif self._runnable():  # woken to help, or a wave's waits ended
+                        await self._assist(scope)
+                        flush = True
+                    else:
+                        await self.followers.park()  # unparked: to lead, to help, or done
+            leader = False  # a request timed out in the scope: its 503 is written next
+            flush = True
 
     async def _flush_soon(self) -> None:
         """Flush after a blocked handler finished, once per wave: handlers whose waits end
@@ -646,7 +650,7 @@ class _Connection:
         if self.access_log:
             log_access(self.client, method, head.target, sink.status, sink.sent)
         if (self.flush_each or self.responses.out_size >= _FLUSH_AT) and not scope.cancel_called:
-            await self.flush()  # (a timed-out stint flushes after its scope, in `work`)
+            await self.flush()  # (after a timeout `work` flushes, outside the cancelled scope)
         return sink.blocked
 
     async def _blocked(
@@ -663,6 +667,9 @@ class _Connection:
             if trio.current_time() < scope.deadline:
                 raise  # not ours: the connection is going away
             raise _RequestTimeout(f"handler ran over {self.config.request_timeout} s") from None
+        finally:
+            if not scope.cancel_called:
+                scope.deadline = math.inf  # the task's scope outlives this handler
 
     def _start_native(self, request: FramedRequest) -> _Suspended | None:
         """Run a native handler inline, for a request whose body has all arrived (the hot
@@ -763,7 +770,7 @@ class _Connection:
                 status, sent = sink.status, sink.sent
             log_access(self.client, method, head.target, status, sent)
         if (self.flush_each or self.responses.out_size >= _FLUSH_AT) and not scope.cancel_called:
-            await self.flush()  # (a timed-out stint flushes after its scope, in `work`)
+            await self.flush()  # (after a timeout `work` flushes, outside the cancelled scope)
 
     def _sink_for(self, request: FramedRequest, slot: ResponseSlot, blocked: bool) -> _Sink:
         head = request.head

@@ -638,6 +638,8 @@ class _Connection:
         except Exception as exc:
             self._failed(sink, exc)
         finally:
+            if sink.blocked and not scope.cancel_called:
+                scope.deadline = math.inf  # the task's scope outlives this request
             self.policy.finished(method)
             if source is not self.no_body:
                 source.handler_done()
@@ -657,7 +659,8 @@ class _Connection:
         self, coro: Coroutine[Any, Any, Any], trap: Any, scope: trio.CancelScope, lead: bool
     ) -> Any:
         """`coro` (a handler) suspended on `trap`: hand the leader role over (if this task has
-        it), then let it go on in this task under the request timeout; its result."""
+        it), then let it go on in this task under the request timeout; its result. The
+        caller lifts the deadline (back to infinity) once the request is done."""
         if lead:
             self._hand_over()
         scope.deadline = trio.current_time() + self.config.request_timeout
@@ -666,10 +669,10 @@ class _Connection:
         except trio.Cancelled:
             if trio.current_time() < scope.deadline:
                 raise  # not ours: the connection is going away
-            raise _RequestTimeout(f"handler ran over {self.config.request_timeout} s") from None
-        finally:
-            if not scope.cancel_called:
-                scope.deadline = math.inf  # the task's scope outlives this handler
+            raise self._timeout() from None
+
+    def _timeout(self) -> _RequestTimeout:
+        return _RequestTimeout(f"handler ran over {self.config.request_timeout} s")
 
     def _start_native(self, request: FramedRequest) -> _Suspended | None:
         """Run a native handler inline, for a request whose body has all arrived (the hot
@@ -755,12 +758,19 @@ class _Connection:
                 else:
                     sink = self._sink_for(request, slot, True)
                     sink.status, sink.headers, sink.started = status, headers, True
-                    await send_stream(content, sink)
+                    try:
+                        await send_stream(content, sink)
+                    except trio.Cancelled:
+                        if trio.current_time() < scope.deadline:
+                            raise  # not ours: the connection is going away
+                        raise self._timeout() from None
         except Exception as exc:
             if sink is None:
                 sink = self._sink_for(request, slot, True)
             self._failed(sink, exc)
         finally:
+            if not scope.cancel_called:
+                scope.deadline = math.inf  # the task's scope outlives this request
             self.policy.finished(method)
             self.buf.release(request.start, request.end)  # type: ignore[arg-type]
             if self.progress:

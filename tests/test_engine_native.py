@@ -99,6 +99,11 @@ async def stuck_after(first: bytes) -> AsyncIterator[bytes]:
     await trio.sleep_forever()
 
 
+async def stuck_before() -> AsyncIterator[bytes]:
+    await trio.sleep_forever()
+    yield b"never"
+
+
 def make_app(seen: list[bytes]) -> NativeHandler:
     """The scenarios' native handler; it records each target it runs for in `seen`."""
 
@@ -165,6 +170,8 @@ def make_app(seen: list[bytes]) -> NativeHandler:
             return Response(pieces([b"ok"], pause=True, fail=ValueError("mid-stream")))
         if name == "stream-stuck":
             return Response(stuck_after(b"first"))
+        if name == "stream-stuck-early":
+            return Response(stuck_before())
         if name == "stuck":
             await trio.sleep_forever()
         if name == "echo":
@@ -671,6 +678,29 @@ async def test_streamed_body_over_the_request_timeout_closes(
         assert out.endswith(b"5\r\nfirst\r\n")
         outputs[path] = normalise(out)
     assert outputs["fast"] == outputs["plain"]
+
+
+@pytest.mark.parametrize("path", ["fast", "plain"])
+async def test_streamed_body_of_a_blocked_handler_is_under_the_request_timeout(
+    autojump_clock: trio.testing.MockClock, path: str
+) -> None:
+    """The timeout covers a blocked handler's streamed body too: stuck before its first chunk,
+    the request gets a 503 and the connection goes on; stuck after it, the connection closes."""
+    config = ServerConfig(request_timeout=7)
+    handler = paths(make_app([]))[path]
+    data = b"".join(get(t)[1] for t in ("/t/a", "/sleep-stream-stuck-early/1", "/t/b"))
+    with trio.fail_after(60):  # virtual time: a request nobody times out would hang here
+        out = await run(handler, data, config=config)
+    assert [(r.status, r.body) for r in parse_responses(out)] == [
+        (200, b"/t/a"),
+        (503, b"503 Service Unavailable\n"),
+        (200, b"/t/b"),
+    ]
+    data = b"".join(get(t)[1] for t in ("/t/a", "/sleep-stream-stuck/1", "/t/never"))
+    with trio.fail_after(60):
+        out = await run(handler, data, config=config)
+    assert out.endswith(b"5\r\nfirst\r\n")  # then closed: only closing can tell
+    assert b"/t/never" not in out
 
 
 # --- the pipeline policy --------------------------------------------------------------------

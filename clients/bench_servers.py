@@ -29,12 +29,12 @@ from .bench_procs import can_pin
 
 __all__ = [
     "ENGINES",
-    "PEER_ASGI_APP",
     "PEER_ENGINES",
     "ServerSpec",
     "StartedServer",
     "installed_peers",
     "parse_listening_line",
+    "peer_asgi_app",
     "running_servers",
     "server_command",
 ]
@@ -42,7 +42,13 @@ __all__ = [
 ENGINES = ("pipeparse", "h11")
 PEER_ENGINES = ("uvicorn", "hypercorn")
 HOST = "127.0.0.1"
-PEER_ASGI_APP = "servers.apps:echo"  # the `echo` app (callable as ASGI 3), for peer servers
+
+
+def peer_asgi_app(app: str) -> str:
+    """The import string a peer server loads for the built-in `app` (``servers.apps:APP``)."""
+    return f"servers.apps:{app}"
+
+
 START_TIMEOUT = 20.0  # seconds a server may take to listen
 STOP_TIMEOUT = 10.0  # seconds a server may take to exit after SIGTERM
 
@@ -72,8 +78,9 @@ class ServerSpec:
     Attributes:
         engine: ``pipeparse``, ``h11``, or a peer (``uvicorn``, ``hypercorn``).
         interface: ``native`` or ``asgi`` (peers: ``asgi`` only).
-        app: the built-in app name (``echo``) for pipeparse's engines.
-        extra: more `pipeparse serve` flags (e.g. ``--flush each``).
+        app: the built-in app to serve (``echo``); peers serve its ASGI form.
+        extra: more flags for the server's command line (``--flush each``, ``--http
+            httptools``).
     """
 
     engine: str
@@ -123,7 +130,7 @@ def server_command(spec: ServerSpec, port: int = 0) -> list[str]:
             sys.executable,
             "-m",
             "uvicorn",
-            PEER_ASGI_APP,
+            peer_asgi_app(spec.app),
             "--host",
             HOST,
             "--port",
@@ -137,7 +144,7 @@ def server_command(spec: ServerSpec, port: int = 0) -> list[str]:
         sys.executable,
         "-m",
         "hypercorn",
-        PEER_ASGI_APP,
+        peer_asgi_app(spec.app),
         "--bind",
         f"{HOST}:{port}",
         "--log-level",

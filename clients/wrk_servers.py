@@ -48,11 +48,8 @@ import importlib.util
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -60,8 +57,7 @@ from typing import Any, Literal
 from .bench_procs import available_cpus, can_pin, machine_info, pinned, split_cpus
 from .bench_report import format_table
 from .bench_server import rotated
-from .bench_servers import HOST, START_TIMEOUT, STOP_TIMEOUT, ServerSpec, running_servers
-from .bench_servers import server_command as pipeparse_command
+from .bench_servers import ServerSpec, running_servers, server_command
 from .bench_stats import median, safe_ratio
 from .compare_wrk import WRK_PIPELINE_LUA, WRK_RPS, WRK_TOTAL, ensure_wrk
 from .load_nginx import ensure_nginx, nginx_server
@@ -79,12 +75,12 @@ __all__ = [
     "parse_args",
     "parse_wrk_output",
     "round_order",
-    "uvicorn_command",
     "wrk_command",
 ]
 
 WRK_THREADS = 1
 DEPTH = 16
+UVICORN_HTTPTOOLS = ServerSpec("uvicorn", "asgi", "plaintext", ("--http", "httptools"))
 NGINX_PLAINTEXT = 'location = /plaintext { return 200 "Hello, World!"; }'
 WRK_GRACE = 60.0  # seconds wrk may run past its duration before it is given up on
 PROBE_TIMEOUT = 10.0  # seconds the one GET before each measurement may take
@@ -108,7 +104,7 @@ class Contender:
     Attributes:
         label: its name in tables and targets.
         kind: ``pipeparse`` (either engine, via `pipeparse serve`), ``uvicorn`` or ``nginx``.
-        spec: for ``pipeparse``: the engine, interface and app to serve.
+        spec: how `clients.bench_servers` starts it (pipeparse and uvicorn; not nginx).
     """
 
     label: str
@@ -116,8 +112,8 @@ class Contender:
     spec: ServerSpec | None = None
 
     def __post_init__(self) -> None:
-        if (self.kind == "pipeparse") != (self.spec is not None):
-            raise ValueError("a spec is given for pipeparse servers, and only for them")
+        if (self.kind != "nginx") != (self.spec is not None):
+            raise ValueError("a spec is given for pipeparse and uvicorn servers, and only them")
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +153,7 @@ MATRICES: tuple[Matrix, ...] = (
             _pp("pipeparse/native", "pipeparse", "native", "plaintext"),
             _pp("h11/native", "h11", "native", "plaintext"),
             _pp("pipeparse/asgi", "pipeparse", "asgi", "plaintext"),
-            Contender("uvicorn-httptools", "uvicorn"),
+            Contender("uvicorn-httptools", "uvicorn", UVICORN_HTTPTOOLS),
             Contender("nginx-1-worker", "nginx"),
         ),
     ),
@@ -200,35 +196,13 @@ def wrk_command(
     ]
 
 
-def uvicorn_command(port: int) -> list[str]:
-    """uvicorn with httptools serving the ASGI form of the built-in `plaintext` app."""
-    return [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "servers.apps:plaintext",
-        "--http",
-        "httptools",
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        "--no-access-log",
-    ]
-
-
 def describe(contender: Contender) -> str:
     """The command that starts `contender`, for the report (P: the port)."""
-    if contender.kind == "pipeparse":
-        assert contender.spec is not None
-        cmd = pipeparse_command(contender.spec, 0)
-    elif contender.kind == "uvicorn":
-        cmd = uvicorn_command(0)
-        cmd[cmd.index("--port") + 1] = "P"
-    else:
+    if contender.spec is None:
         return f"nginx, worker_processes 1, {NGINX_PLAINTEXT} (clients.load_nginx.nginx_server)"
+    cmd = server_command(contender.spec, 0)
+    if contender.kind == "uvicorn":
+        cmd[cmd.index("--port") + 1] = "P"  # a free port, chosen when it starts
     cmd[0] = "python"
     return " ".join(cmd)
 
@@ -398,12 +372,6 @@ def evaluate_targets(
 # -- running servers -------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
 def _pin_to(cpus: set[int] | None) -> Callable[[], None] | None:
     if not cpus:
         return None
@@ -415,50 +383,11 @@ def _pin_to(cpus: set[int] | None) -> Callable[[], None] | None:
 
 
 @contextlib.contextmanager
-def _uvicorn(cpus: set[int] | None) -> Iterator[str]:
-    port = _free_port()
-    with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as err:
-        proc = subprocess.Popen(
-            uvicorn_command(port),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            preexec_fn=_pin_to(cpus),  # pins the child before exec; no threads here
-        )
-        try:
-            deadline = time.monotonic() + START_TIMEOUT
-            while True:  # bounded: until it accepts, exits, or the deadline
-                if proc.poll() is not None:
-                    err.seek(0)
-                    raise RuntimeError(
-                        f"uvicorn exited with {proc.returncode}: {err.read()[-500:]}"
-                    )
-                with contextlib.suppress(OSError), socket.create_connection((HOST, port), 0.5):
-                    break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"uvicorn not accepting within {START_TIMEOUT:.0f} s")
-                time.sleep(0.05)
-            yield f"http://{HOST}:{port}"
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-
-
-@contextlib.contextmanager
 def serving(contender: Contender, cpus: set[int] | None) -> Iterator[str]:
     """Start `contender` (pinned to `cpus`), yield its base URL, stop it at the end."""
-    if contender.kind == "pipeparse":
-        assert contender.spec is not None
+    if contender.spec is not None:
         with running_servers([contender.spec], cpus) as started:
             yield started[contender.spec].url("")
-    elif contender.kind == "uvicorn":
-        with _uvicorn(cpus) as url:
-            yield url
     else:
         with contextlib.ExitStack() as stack:
             with pinned(cpus):  # nginx's master and worker inherit the affinity

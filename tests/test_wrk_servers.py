@@ -25,7 +25,6 @@ from clients.wrk_servers import (
     parse_args,
     parse_wrk_output,
     round_order,
-    uvicorn_command,
     wrk_command,
 )
 
@@ -157,22 +156,12 @@ def test_wrk_command() -> None:
     assert cmd[6:] == ["http://127.0.0.1:9/plaintext", "--", "16"]
 
 
-def test_uvicorn_command() -> None:
-    assert uvicorn_command(8123) == [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "servers.apps:plaintext",
-        "--http",
-        "httptools",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "8123",
-        "--log-level",
-        "warning",
-        "--no-access-log",
-    ]
+def test_uvicorn_serves_the_plaintext_app_with_httptools() -> None:
+    assert ws.UVICORN_HTTPTOOLS.engine == "uvicorn"
+    cmd = server_command(ws.UVICORN_HTTPTOOLS, 8123)
+    assert cmd[:4] == [sys.executable, "-m", "uvicorn", "servers.apps:plaintext"]
+    assert cmd[cmd.index("--port") + 1] == "8123"
+    assert cmd[-2:] == ["--http", "httptools"]
 
 
 def test_matrices() -> None:
@@ -212,15 +201,18 @@ def test_pipeparse_server_commands(matrix: str, label: str, expected: str) -> No
 def test_describe_peers() -> None:
     plain = _plaintext()
     uv = next(c for c in plain.contenders if c.kind == "uvicorn")
-    assert ws.describe(uv).startswith("python -m uvicorn servers.apps:plaintext --http httptools")
+    assert ws.describe(uv).startswith("python -m uvicorn servers.apps:plaintext ")
+    assert ws.describe(uv).endswith(" --http httptools")
     assert "--port P" in ws.describe(uv)
     nginx = next(c for c in plain.contenders if c.kind == "nginx")
     assert "worker_processes 1" in ws.describe(nginx)
 
 
-def test_contender_spec_only_for_pipeparse() -> None:
+def test_contender_spec_for_started_servers_only() -> None:
     with pytest.raises(ValueError):
         Contender("x", "pipeparse")
+    with pytest.raises(ValueError):
+        Contender("x", "uvicorn")
     with pytest.raises(ValueError):
         Contender("x", "nginx", ServerSpec("h11"))
 

@@ -39,7 +39,7 @@ from typing import Any, NoReturn
 import h11
 import trio
 
-from pipeparse import HttpDate, HttpRequest, KiB, MiB, ProtocolError
+from pipeparse import HttpDate, HttpRequest, KiB, MiB, ProtocolError, render_head
 
 from .config import ServerConfig
 from .listen import current_shutdown, log_access
@@ -55,6 +55,7 @@ DRAIN_MAX_BYTES = 1 * MiB  # ... and at most how many bytes
 SINGLE_WRITE_MAX = 64 * KiB  # a body up to this size is joined with its head into one write
 
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+_TEXT_PLAIN = ((b"content-type", b"text/plain; charset=utf-8"),)
 _NO_BODY_STATUS = frozenset({204, 304})
 _BODY_500 = b"Internal Server Error\n"
 
@@ -191,20 +192,20 @@ class _Connection:
             raise
 
     def error_response(self, status: int, message: str, head_only: bool = False) -> bytes:
-        """A complete ``Connection: close`` error response, rendered without h11."""
-        reason = _REASONS.get(status, b"Error")
-        body = reason + b": " + message.encode("utf-8", "replace") + b"\n"
-        return b"".join(
-            [
-                b"HTTP/1.1 %d %s\r\n" % (status, reason),
-                b"content-type: text/plain; charset=utf-8\r\n",
-                b"content-length: %d\r\n" % len(body),
-                b"connection: close\r\n",
-                b"date: " + _date() + b"\r\n",
-                b"server: " + self.server_name + b"\r\n\r\n",
-                b"" if head_only else body,
-            ]
+        """A complete ``Connection: close`` error response (h11's state no longer allows one:
+        rendered by `pipeparse.render_head`, as the pipeparse engine renders its own)."""
+        body = _REASONS.get(status, b"Error") + b": " + message.encode("utf-8", "replace") + b"\n"
+        head, _ = render_head(
+            status,
+            _TEXT_PLAIN,
+            method=b"HEAD" if head_only else b"GET",
+            http11=True,
+            keep_alive=False,
+            body_length=len(body),
+            date=_date(),
+            server=self.server_name,
         )
+        return head if head_only else head + body
 
     async def fail(
         self,

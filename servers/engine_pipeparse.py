@@ -204,7 +204,7 @@ class _Connection:
         flush = False
         while not self.done:
             with trio.CancelScope() as scope:
-                while not self.done and not scope.cancel_called:
+                while not self.done:
                     if flush:  # a request this task ran has finished: write, once per wave
                         flush = False
                         await self._flush_soon()
@@ -215,9 +215,13 @@ class _Connection:
                             return
                         leader = False
                         flush = True
+                        if scope.cancel_called:  # (only a blocked handler can time out)
+                            break
                     elif self._runnable():  # woken to help, or a wave's waits ended
                         await self._assist(scope)
                         flush = True
+                        if scope.cancel_called:
+                            break
                     else:
                         await self.followers.park()  # unparked: to lead, to help, or done
             leader = False  # a request timed out in the scope: its 503 is written next

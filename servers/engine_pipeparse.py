@@ -714,7 +714,10 @@ class _Connection:
             content = response.body
             status = response.status
             if isinstance(content, _BYTES):
-                sent = self._respond(request, None, status, response.headers, content, False)
+                sent = self._respond(
+                    request.seq, method, head.http_version == b"1.1", head.keep_alive, None,
+                    status, response.headers, content, False,
+                )  # fmt: skip
             else:  # streamed: through a sink, like any handler's
                 sink = self._sink_for(request, self.responses.reserve(request.seq), False)
                 sink.status, sink.headers, sink.started = status, response.headers, True
@@ -758,7 +761,10 @@ class _Connection:
                 response = await self._blocked(suspended.coro, suspended.trap, scope, lead)
                 content, status, headers = response.body, response.status, response.headers
                 if isinstance(content, _BYTES):
-                    sent = self._respond(request, slot, status, headers, content, True)
+                    sent = self._respond(
+                        request.seq, method, head.http_version == b"1.1", head.keep_alive, slot,
+                        status, headers, content, True,
+                    )  # fmt: skip
                 else:
                     sink = self._sink_for(request, slot, True)
                     sink.status, sink.headers, sink.started = status, headers, True
@@ -811,24 +817,26 @@ class _Connection:
 
     def _respond(
         self,
-        request: FramedRequest,
+        seq: int,
+        method: bytes,
+        http11: bool,
+        keep_alive: bool,
         slot: ResponseSlot | None,
         status: int,
         headers: Sequence[tuple[bytes, bytes]],
         body: bytes | memoryview | bytearray,
         blocked: bool,
     ) -> int:
-        """Render a whole response into the output (or `slot`); the body bytes sent."""
-        head = request.head
+        """Render a whole response (its body known at once) into the output, or `slot`; the
+        body bytes sent. Native responses and a sink's single `send` both come here."""
         responses = self.responses
         length = len(body)
         data, framing = render_head(
             status,
             headers,
-            method=head.method,
-            http11=head.http_version == b"1.1",
-            keep_alive=head.keep_alive
-            and not (self.shutting_down and self.last_before_shutdown(slot)),
+            method=method,
+            http11=http11,
+            keep_alive=keep_alive and not (self.shutting_down and self.last_before_shutdown(slot)),
             body_length=length,
             date=_date() if blocked else self.date,
             server=self.config.server_name,
@@ -847,7 +855,7 @@ class _Connection:
             else:
                 tail = body  # not copied
         if slot is None:
-            responses.emit(request.seq, data, close, tail)
+            responses.emit(seq, data, close, tail)
         else:
             responses.write(slot, data)
             if tail is not None:
@@ -1051,40 +1059,26 @@ class _Sink:
         responses = conn.responses
         framing = self.framing
         if framing is None:
+            if not more:  # the whole response at once (the usual case): as a native one
+                self.sent = conn._respond(
+                    self.seq, self.method, self.http11, self.keep_alive, self.slot,
+                    self.status, self.headers, data, self.blocked,
+                )  # fmt: skip
+                self.finished = True
+                return
             head, framing = render_head(
                 self.status,
                 self.headers,
                 method=self.method,
                 http11=self.http11,
                 keep_alive=self.keep_alive and not conn.last_before_shutdown(self.slot),
-                body_length=None if more else len(data),
+                body_length=None,
                 date=_date() if self.blocked else conn.date,
                 server=conn.config.server_name,
             )
-            if (
-                not more
-                and framing.send_body
-                and framing.content_length is not None
-                and len(data) != framing.content_length
-            ):
-                raise RuntimeError(
-                    f"response body of {len(data)} bytes, Content-Length {framing.content_length}"
-                )
             self.framing = framing
             if framing.close:
                 conn.stop_dispatch = True  # known now: nothing after this request may start
-            if not more and not framing.chunked and len(data) <= 4096:
-                # The whole response at once: one write of head and body.
-                if framing.send_body:
-                    self.sent = len(data)
-                    head += data
-                self.finished = True
-                if self.slot is None:
-                    responses.emit(self.seq, head, framing.close)
-                else:
-                    responses.write(self.slot, head)
-                    responses.finish(self.slot, close=framing.close)
-                return
             responses.write(self.reserved(), head)
         slot = self.reserved()
         if data and framing.send_body:

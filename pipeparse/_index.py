@@ -32,6 +32,7 @@ from ._errors import ProtocolError
 from ._fields import check_partial_head
 from ._head import RequestHead, parse_request_head
 from ._limits import Limits
+from ._memo import remember
 
 __all__ = ["FramedRequest", "RequestIndex"]
 
@@ -174,10 +175,9 @@ class RequestIndex(BodyFramer[FramedRequest]):
                     raw = mv[start - d : e + 4].tobytes()
                     head = cache.get(raw)
                     if head is None:
-                        head = parse_request_head(raw, self.limits)
-                        if len(cache) >= _HEAD_CACHE_SIZE:
-                            cache.clear()
-                        cache[raw] = head
+                        head = remember(
+                            cache, raw, parse_request_head(raw, self.limits), _HEAD_CACHE_SIZE
+                        )
                     self._last_raw = last_raw = raw
                     self._last_head = last_head = head
                 if head.chunked or head.content_length:

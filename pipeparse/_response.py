@@ -58,6 +58,7 @@ from ._buffer import SeekableBuffer
 from ._errors import ProtocolError
 from ._fields import Head, check_partial_head, field_lines, keep_alive
 from ._limits import Limits
+from ._memo import remember
 
 __all__ = ["FramedResponse", "ResponseHead", "ResponseIndex", "parse_response_head"]
 
@@ -473,10 +474,9 @@ class ResponseIndex(BodyFramer[FramedResponse]):
                 raw = mv[start - d : e + 4].tobytes()
                 head = cache.get(raw)
                 if head is None:
-                    head = parse_response_head(raw, self.limits)
-                    if len(cache) >= _HEAD_CACHE_SIZE:
-                        cache.clear()
-                    cache[raw] = head
+                    head = remember(
+                        cache, raw, parse_response_head(raw, self.limits), _HEAD_CACHE_SIZE
+                    )
                 status = head.status
                 if status < 200:
                     if status == 101:

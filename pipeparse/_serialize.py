@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from email.utils import formatdate
 from http import HTTPStatus
 
+from ._memo import remember
+
 __all__ = [
     "CONTINUE_100",
     "LAST_CHUNK",
@@ -122,9 +124,7 @@ def render_head(
     if checked is None:
         checked = _check_fields(status, headers)
         if fields_key is not None:
-            if len(_checked_cache) >= 512:
-                _checked_cache.clear()
-            _checked_cache[fields_key] = checked
+            remember(_checked_cache, fields_key, checked, _MEMO_SIZE)
     fields, app_length, app_close = checked
     close = app_close or not keep_alive
     no_body = status < 200 or status in (204, 304)
@@ -151,14 +151,13 @@ def render_head(
         parts.append(b"\r\n\r\n")
     rendered = b"".join(parts), ResponseFraming(send_body, length, chunked and send_body, close)
     if key is not None:
-        if len(_head_cache) >= 512:
-            _head_cache.clear()
-        _head_cache[key] = rendered
+        remember(_head_cache, key, rendered, _MEMO_SIZE)
     return rendered
 
 
 # Rendering is a pure function of its arguments, and servers render the same few heads over and
-# over (within one second, one Date): both steps are memoised, bounded (cleared when full).
+# over (within one second, one Date): both steps are memoised (`remember`, bounded).
+_MEMO_SIZE = 512
 _head_cache: dict[tuple[object, ...], tuple[bytes, ResponseFraming]] = {}
 _checked_cache: dict[tuple[int, tuple[tuple[bytes, bytes], ...]], tuple[bytes, int | None, bool]]
 _checked_cache = {}

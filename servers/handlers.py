@@ -24,6 +24,7 @@ the request's index on its connection (from 0) and its request-target as sent (b
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import math
@@ -119,24 +120,9 @@ _INIT, _HEAD_READY, _STREAMING, _DONE = range(4)
 _BODY_PENDING, _BODY_STREAMING, _BODY_DONE, _BODY_BROKEN = range(4)
 
 
+@functools.lru_cache(maxsize=1024)  # pipelined clients repeat targets; the result is immutable
 def split_target(target: bytes) -> tuple[str, bytes, bytes]:
-    """``(path, raw_path, query_string)`` of a request-target, the path percent-decoded.
-
-    Memoised (bounded): pipelined clients repeat targets, and the result is immutable.
-    """
-    split = _split_cache.get(target)
-    if split is None:
-        split = _split_target(target)
-        if len(_split_cache) >= 1024:
-            _split_cache.clear()
-        _split_cache[target] = split
-    return split
-
-
-_split_cache: dict[bytes, tuple[str, bytes, bytes]] = {}
-
-
-def _split_target(target: bytes) -> tuple[str, bytes, bytes]:
+    """``(path, raw_path, query_string)`` of a request-target, the path percent-decoded."""
     raw_path, _, query = target.partition(b"?")
     if raw_path[:1] != b"/" and b"://" in raw_path:  # absolute-form: drop scheme and authority
         slash = raw_path.find(b"/", raw_path.index(b"://") + 3)

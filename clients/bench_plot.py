@@ -30,6 +30,13 @@ def _pyplot() -> Any:
     return plt
 
 
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_seek(rows: Rows, path: Path) -> Path:
     """Reduction % against message size (log x), one curve per N: the paper's Figure 3."""
     plt = _pyplot()
@@ -59,10 +66,7 @@ def plot_seek(rows: Rows, path: Path) -> Path:
     ax.set_title("seek: seeking vs copying receiver (below 0: seeking costs more)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_wall(rows: Rows, path: Path) -> Path:
@@ -84,10 +88,7 @@ def plot_wall(rows: Rows, path: Path) -> Path:
     ax.set_title("wall: depth 16, instant handler, ASGI; point labels: connections")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def _grouped_bars(
@@ -120,10 +121,7 @@ def plot_server(rows: Rows, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(max(7, 0.55 * len(groups) + 2), 4.5))
     _grouped_bars(ax, groups, series, "requests/s (log scale)", log=True)
     ax.set_title("server: requests/s by engine")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_parse(rows: Rows, path: Path) -> Path:
@@ -139,10 +137,7 @@ def plot_parse(rows: Rows, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     _grouped_bars(ax, groups, series, "requests/s (log scale)", log=True)
     ax.set_title("parse: framing and parsing of pipelined streams")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 _PLOTS = {"parse": plot_parse, "seek": plot_seek, "server": plot_server, "wall": plot_wall}

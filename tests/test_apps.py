@@ -91,6 +91,45 @@ async def test_echo_document(interface: str) -> None:
 
 
 @pytest.mark.parametrize("interface", INTERFACES)
+async def test_echo_repeated_request_described_afresh(interface: str) -> None:
+    """Repeats of one head share a description; any change to the head shows in the next."""
+    headers = ((b"host", b"h"), (b"x-n", b"1"))
+    docs = [
+        json.loads((await run(echo, interface, headers=h, seq=seq))[2])
+        for seq, h in enumerate([headers, headers, ((b"host", b"h"), (b"x-n", b"2"))])
+    ]
+    assert [d["seq"] for d in docs] == [0, 1, 2]
+    assert docs[0]["headers"] == docs[1]["headers"] == [["host", "h"], ["x-n", "1"]]
+    assert docs[2]["headers"] == [["host", "h"], ["x-n", "2"]]
+
+
+async def test_echo_asgi_headers_as_lists() -> None:
+    """Another server's scope may hold its header pairs as lists (unhashable)."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "http_version": "1.1",
+        "path": "/",
+        "raw_path": b"/",
+        "query_string": b"",
+        "headers": [[b"host", b"h"]],
+    }
+    await echo(scope, receive, send)
+    doc = json.loads(sent[1]["body"])
+    assert doc["seq"] is None
+    assert doc["target"] == "/"
+    assert doc["headers"] == [["host", "h"]]
+
+
+@pytest.mark.parametrize("interface", INTERFACES)
 async def test_echo_streamed_body(interface: str) -> None:
     source = ScriptedSource([b"abc", b"def"])
     _, _, raw = await run(echo, interface, method=b"POST", body=None, source=source)

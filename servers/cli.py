@@ -64,14 +64,23 @@ def _positive_size(text: str) -> int:
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
-    return value
+def _at_least(least: int) -> Callable[[str], int]:
+    """A parser of whole numbers from `least` up."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be at least {least}")
+        return value
+
+    return parse
+
+
+_positive_int = _at_least(1)
+_count_or_zero = _at_least(0)
 
 
 def _port(text: str) -> int:
@@ -173,6 +182,12 @@ _FLAGS: dict[str, tuple[_Kind, tuple[str, ...] | None, str | None, str]] = {
     "recv_size": (_recv_size, None, "SIZE", "bytes per receive; 0: adaptive"),
     "flush": (str, ("adaptive", "each"), None, "when responses are written"),
     "server_name": (_server_name, None, "NAME", "value of the Server header"),
+    "gc_threshold": (
+        _count_or_zero,
+        None,
+        "N",
+        "generation-0 threshold of Python's garbage collector; 0: Python's own",
+    ),
 }
 
 _SIZE_FIELDS = frozenset(

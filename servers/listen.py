@@ -47,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import gc
 import importlib
 import json
 import logging
@@ -75,6 +76,7 @@ __all__ = [
     "bind_socket",
     "configure_logging",
     "current_shutdown",
+    "gc_threshold",
     "load_engine",
     "log_access",
     "make_config",
@@ -572,8 +574,25 @@ def run(
         return run_workers(app, config, on_listening=on_listening, app_dir=app_dir)
     if on_listening is None:
         on_listening = _log_listening
-    _unwrap_run(_run_until_signalled, app, config, None, on_listening, None)
+    with gc_threshold(config.gc_threshold):
+        _unwrap_run(_run_until_signalled, app, config, None, on_listening, None)
     return 0
+
+
+@contextlib.contextmanager
+def gc_threshold(threshold: int) -> Iterator[None]:
+    """Python's generation-0 GC threshold set to `threshold` (0: unchanged) for the block.
+
+    Only where the server owns the process (`run`, workers): `serve` runs inside someone
+    else's program and leaves its collector alone. See `ServerConfig.gc_threshold`.
+    """
+    before = gc.get_threshold()
+    if threshold:
+        gc.set_threshold(threshold, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 def _log_listening(server: Server) -> None:
@@ -826,7 +845,8 @@ def _worker_serve(payload: dict[str, Any]) -> int:
             log.error("worker %d cannot start: %s", payload["worker"], exc)
             return EXIT_STARTUP_FAILED
         try:
-            _unwrap_run(_run_until_signalled, app, config, sock, None, payload["parent_fd"])
+            with gc_threshold(config.gc_threshold):
+                _unwrap_run(_run_until_signalled, app, config, sock, None, payload["parent_fd"])
         except LifespanError as exc:
             log.error("worker %d: %s", payload["worker"], exc)
             return EXIT_STARTUP_FAILED

@@ -81,6 +81,7 @@ def test_flags_reach_the_config() -> None:
         "--recv-size=0",
         "--flush=each",
         "--server-name=test server",
+        "--gc-threshold=0",
     )
     config = cli.config_from_args(args)
     assert args.app == "echo"
@@ -109,6 +110,7 @@ def test_flags_reach_the_config() -> None:
         recv_size=0,
         flush="each",
         server_name=b"test server",
+        gc_threshold=0,
     )
 
 
@@ -135,6 +137,8 @@ def test_sizes_take_k_and_m_suffixes(text: str, size: int) -> None:
         (["--body-timeout=nan"], "finite"),
         (["--engine=nginx"], "invalid choice"),
         (["--server-name=a\tb"], "printable ASCII"),
+        (["--gc-threshold=-1"], "at least 0"),
+        (["--gc-threshold=lots"], "not a whole number"),
     ],
 )
 def test_bad_values_are_clear_usage_errors(

@@ -10,6 +10,7 @@ use real loopback sockets: `pipeparse.serve` with a real engine, TCP_NODELAY, SO
 from __future__ import annotations
 
 import errno
+import gc
 import itertools
 import logging
 import math
@@ -338,6 +339,26 @@ def test_make_config_routes_limits_and_rejects_unknown_names() -> None:
         listen.make_config(limits=Limits(), max_headers=5)
     with pytest.raises(ValueError, match="max_in_flight"):
         listen.make_config(max_in_flight=0)
+
+
+def test_gc_threshold_holds_for_the_block_and_is_restored() -> None:
+    before = gc.get_threshold()
+    with listen.gc_threshold(before[0] + 1234):
+        assert gc.get_threshold() == (before[0] + 1234, *before[1:])
+    assert gc.get_threshold() == before
+    with listen.gc_threshold(0):  # 0: the interpreter's setting stays
+        assert gc.get_threshold() == before
+    with pytest.raises(ValueError, match="gc_threshold"):
+        ServerConfig(gc_threshold=-1)
+
+
+def test_run_tunes_the_collector_only_while_it_serves(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[int] = []
+    monkeypatch.setattr(listen, "_unwrap_run", lambda *args: seen.append(gc.get_threshold()[0]))
+    before = gc.get_threshold()
+    assert listen.run("plaintext", gc_threshold=before[0] + 99) == 0
+    assert seen == [before[0] + 99]
+    assert gc.get_threshold() == before
 
 
 def test_config_survives_the_trip_to_a_worker() -> None:

@@ -41,6 +41,13 @@ buffer streams to its handler piece by piece (chunk-size lines are released with
 and never has to fit. A request whose body fits waits for all of it before it starts, so a
 framing error in its body is answered alone.
 
+Request timeout: a handler that blocks gets `request_timeout` seconds (then its request gets a
+503). Its task notes the deadline (a plain attribute, `_TaskTimer`) and queues it for the
+connection's watchdog task (`_watch_timeouts`, started at the first blocked handler), which
+sleeps until the earliest deadline still armed and cancels that task's scope. So a blocked
+handler costs no cancel-scope deadline of its own (setting one costs trio a context manager and
+a deadline-heap update, twice per request), and the watchdog wakes about once per timeout.
+
 Closing: after `Connection: close`, an HTTP/1.0 request without keep-alive, or a protocol
 error, nothing later is dispatched; once every earlier response is out, the last response (the
 error's 4xx) is sent, the write side is shut, what the client still sends is drained for a
@@ -191,36 +198,43 @@ class _Connection:
         self.body_since = 0.0  # when the body now arriving last made progress
         self.no_body = _NoBody(self)
         self.release_from = self.release_to = -1  # finished requests' bytes not yet released
+        # Armed request timeouts, in deadline order (all have the same length); an entry whose
+        # timer was disarmed since is stale and dropped. Behind the oldest live entry there
+        # can only be later requests, all unanswered: at most `max_in_flight` entries.
+        self.timeouts: deque[tuple[float, _TaskTimer]] = deque()
+        self.watchdog: trio.lowlevel.ParkingLot | None = None  # where it waits for an entry
+        self.watchdog_scope = trio.CancelScope()  # cancelled at the end
 
     # -- the worker loop -----------------------------------------------------------------
 
     async def work(self, leader: bool) -> None:
         """One task's life: lead while it can, help or follow while another leads.
 
-        The task's cancel scope lasts until a request timeout fires in it: it has a deadline
-        only while a handler of this task is blocked (`_blocked`), so the hot path never
-        enters or leaves a scope. A timeout ends the scope; the task goes on in a new one.
+        The task's cancel scope lasts until a request timeout fires in it (the watchdog
+        cancels it; the hot path never enters or leaves a scope): the task then goes on in a
+        new one.
         """
         flush = False
         while not self.done:
             with trio.CancelScope() as scope:
+                timer = _TaskTimer(scope)
                 while not self.done:
                     if flush:  # a request this task ran has finished: write, once per wave
                         flush = False
                         await self._flush_soon()
                     elif leader or self.leader_vacant:
                         self.leader_vacant = False
-                        if await self._lead(scope):
+                        if await self._lead(timer):
                             self._end()
                             return
                         leader = False
                         flush = True
-                        if scope.cancel_called:  # (only a blocked handler can time out)
+                        if timer.fired:  # (only a blocked handler can time out)
                             break
                     elif self._runnable():  # woken to help, or a wave's waits ended
-                        await self._assist(scope)
+                        await self._assist(timer)
                         flush = True
-                        if scope.cancel_called:
+                        if timer.fired:
                             break
                     else:
                         await self.followers.park()  # unparked: to lead, to help, or done
@@ -240,7 +254,7 @@ class _Connection:
             self.flush_pending = False
         await self.flush()
 
-    async def _lead(self, scope: trio.CancelScope) -> bool:
+    async def _lead(self, timer: _TaskTimer) -> bool:
         """Run requests inline until one blocks (False) or the connection is done (True)."""
         queue = self.queue
         policy = self.policy
@@ -259,11 +273,11 @@ class _Connection:
             if self.native is not None and request.end is not None:  # (`_dispatch`, inline)
                 suspended = self._start_native(request)
                 if suspended is not None:
-                    await self._finish_native(request, suspended, scope, True)
+                    await self._finish_native(request, suspended, timer, True)
                     return False
                 if self.flush_each or self.responses.out_size >= _FLUSH_AT:
                     await self.flush()
-            elif await self._run(request, scope, True):
+            elif await self._run(request, timer, True):
                 return False
 
     def _runnable(self) -> bool:
@@ -276,27 +290,27 @@ class _Connection:
             and self.policy.can_start(queue[0].head.method)
         )
 
-    async def _assist(self, scope: trio.CancelScope) -> None:
+    async def _assist(self, timer: _TaskTimer) -> None:
         """Help while another task leads: run the requests that may start now, inline, until
         one blocks (then finish it in this task) or none may start. Never receives."""
         try:
             while self._runnable():
-                if await self._dispatch(self.queue.popleft(), scope, lead=False):
+                if await self._dispatch(self.queue.popleft(), timer, lead=False):
                     return
         finally:
             self._release_pending()  # the leader may be waiting for space right now
 
-    async def _dispatch(self, request: FramedRequest, scope: trio.CancelScope, lead: bool) -> bool:
+    async def _dispatch(self, request: FramedRequest, timer: _TaskTimer, lead: bool) -> bool:
         """Run `request` inline; True if its handler blocked (and has now finished)."""
         if self.native is not None and request.end is not None:
             suspended = self._start_native(request)
             if suspended is not None:
-                await self._finish_native(request, suspended, scope, lead)
+                await self._finish_native(request, suspended, timer, lead)
                 return True
             if self.flush_each or self.responses.out_size >= _FLUSH_AT:
                 await self.flush()
             return False
-        return await self._run(request, scope, lead)
+        return await self._run(request, timer, lead)
 
     async def watch_shutdown(self, signal: ShutdownSignal) -> None:
         """Graceful shutdown: read nothing new, answer what was read, close when idle."""
@@ -318,6 +332,7 @@ class _Connection:
 
     def _end(self) -> None:
         self.watcher.cancel()
+        self.watchdog_scope.cancel()
         self.done = True
         self.gone.set()  # an app waiting for http.disconnect must not outlive the connection
         self.followers.unpark_all()
@@ -595,7 +610,7 @@ class _Connection:
 
     # -- running one request -------------------------------------------------------------
 
-    async def _run(self, request: FramedRequest, scope: trio.CancelScope, lead: bool) -> bool:
+    async def _run(self, request: FramedRequest, timer: _TaskTimer, lead: bool) -> bool:
         """Run `request`'s handler inline; True if it suspended (leader role handed over)."""
         head = request.head
         method = head.method
@@ -634,7 +649,7 @@ class _Connection:
             else:  # it suspended: hand the leader role over, then let it go on in this task
                 sink.blocked = True
                 sink.reserved()  # in line before any later request starts
-                await self._blocked(coro, trap, scope, lead)
+                await self._blocked(coro, trap, timer, lead)
             if not sink.finished:
                 if not sink.started:
                     raise RuntimeError("handler returned without a response")
@@ -642,8 +657,8 @@ class _Connection:
         except Exception as exc:
             self._failed(sink, exc)
         finally:
-            if sink.blocked and not scope.cancel_called:
-                scope.deadline = math.inf  # the task's scope outlives this request
+            if sink.blocked:
+                self._disarm(timer)
             self.policy.finished(method)
             if source is not self.no_body:
                 source.handler_done()
@@ -655,25 +670,65 @@ class _Connection:
                 self.progress.unpark_all()
         if self.access_log:
             log_access(self.client, method, head.target, sink.status, sink.sent)
-        if (self.flush_each or self.responses.out_size >= _FLUSH_AT) and not scope.cancel_called:
+        if (self.flush_each or self.responses.out_size >= _FLUSH_AT) and not timer.fired:
             await self.flush()  # (after a timeout `work` flushes, outside the cancelled scope)
         return sink.blocked
 
     async def _blocked(
-        self, coro: Coroutine[Any, Any, Any], trap: Any, scope: trio.CancelScope, lead: bool
+        self, coro: Coroutine[Any, Any, Any], trap: Any, timer: _TaskTimer, lead: bool
     ) -> Any:
         """`coro` (a handler) suspended on `trap`: hand the leader role over (if this task has
         it), then let it go on in this task under the request timeout; its result. The
-        caller lifts the deadline (back to infinity) once the request is done."""
+        caller disarms the timer (`_disarm`) once the request is done."""
         if lead:
             self._hand_over()
-        scope.deadline = trio.current_time() + self.config.request_timeout
+        self._arm(timer)
         try:
             return await _resume(coro, trap)
         except trio.Cancelled:
-            if trio.current_time() < scope.deadline:
+            if not timer.fired:
                 raise  # not ours: the connection is going away
             raise self._timeout() from None
+
+    def _arm(self, timer: _TaskTimer) -> None:
+        """Start the request timeout of the handler `timer`'s task is running."""
+        deadline = timer.deadline = trio.current_time() + self.config.request_timeout
+        self.timeouts.append((deadline, timer))
+        if self.watchdog is None:  # the connection's first blocked handler
+            self.watchdog = trio.lowlevel.ParkingLot()
+            self.nursery.start_soon(self._watch_timeouts)
+        elif self.watchdog:  # it waits for an entry
+            self.watchdog.unpark_all()
+
+    def _disarm(self, timer: _TaskTimer) -> None:
+        """The handler is done: its timeout is off; drop the stale entries at the front."""
+        timer.deadline = math.inf
+        timeouts = self.timeouts
+        while timeouts and timeouts[0][1].deadline != timeouts[0][0]:
+            timeouts.popleft()
+
+    async def _watch_timeouts(self) -> None:
+        """The watchdog: sleep until the earliest armed deadline; cancel the task whose
+        handler is still blocked then. An entry disarmed in the meantime is skipped (it
+        woke the watchdog for nothing: about once per timeout)."""
+        timeouts = self.timeouts
+        assert self.watchdog is not None
+        with self.watchdog_scope:
+            while True:
+                now = trio.current_time()
+                while timeouts:
+                    deadline, timer = timeouts[0]
+                    if timer.deadline != deadline:
+                        timeouts.popleft()  # stale
+                    elif deadline <= now:
+                        timeouts.popleft()
+                        timer.fire()
+                    else:
+                        break
+                if timeouts:
+                    await trio.sleep_until(timeouts[0][0])
+                else:
+                    await self.watchdog.park()
 
     def _timeout(self) -> _RequestTimeout:
         return _RequestTimeout(f"handler ran over {self.config.request_timeout} s")
@@ -743,7 +798,7 @@ class _Connection:
         self,
         request: FramedRequest,
         suspended: _Suspended,
-        scope: trio.CancelScope,
+        timer: _TaskTimer,
         lead: bool,
     ) -> None:
         """Go on with a native handler (or its streamed body) that suspended: the leader role
@@ -756,9 +811,9 @@ class _Connection:
         try:
             if sink is not None:  # its streamed body suspended
                 sink.blocked = True
-                await self._blocked(suspended.coro, suspended.trap, scope, lead)
+                await self._blocked(suspended.coro, suspended.trap, timer, lead)
             else:
-                response = await self._blocked(suspended.coro, suspended.trap, scope, lead)
+                response = await self._blocked(suspended.coro, suspended.trap, timer, lead)
                 content, status, headers = response.body, response.status, response.headers
                 if isinstance(content, _BYTES):
                     sent = self._respond(
@@ -771,7 +826,7 @@ class _Connection:
                     try:
                         await send_stream(content, sink)
                     except trio.Cancelled:
-                        if trio.current_time() < scope.deadline:
+                        if not timer.fired:
                             raise  # not ours: the connection is going away
                         raise self._timeout() from None
         except Exception as exc:
@@ -779,8 +834,7 @@ class _Connection:
                 sink = self._sink_for(request, slot, True)
             self._failed(sink, exc)
         finally:
-            if not scope.cancel_called:
-                scope.deadline = math.inf  # the task's scope outlives this request
+            self._disarm(timer)
             self.policy.finished(method)
             self.buf.release(request.start, request.end)  # type: ignore[arg-type]
             if self.progress:
@@ -789,7 +843,7 @@ class _Connection:
             if sink is not None:
                 status, sent = sink.status, sink.sent
             log_access(self.client, method, head.target, status, sent)
-        if (self.flush_each or self.responses.out_size >= _FLUSH_AT) and not scope.cancel_called:
+        if (self.flush_each or self.responses.out_size >= _FLUSH_AT) and not timer.fired:
             await self.flush()  # (after a timeout `work` flushes, outside the cancelled scope)
 
     def _sink_for(self, request: FramedRequest, slot: ResponseSlot, blocked: bool) -> _Sink:
@@ -983,6 +1037,24 @@ class _Suspended(NamedTuple):
 
 class _ClosedMidBody(ProtocolError):
     """The client closed its side before a request's body was complete."""
+
+
+class _TaskTimer:
+    """A worker task's request timeout: its cancel scope, and the deadline of the handler it
+    runs while that handler is blocked (infinity otherwise). `fired`: the watchdog cancelled
+    the scope (only a timeout cancels it; any other cancellation comes from outside)."""
+
+    __slots__ = ("deadline", "fired", "scope")
+
+    def __init__(self, scope: trio.CancelScope) -> None:
+        self.scope = scope
+        self.deadline = math.inf
+        self.fired = False
+
+    def fire(self) -> None:
+        self.deadline = math.inf
+        self.fired = True
+        self.scope.cancel()
 
 
 class _RequestTimeout(Exception):

@@ -32,6 +32,7 @@ from server_harness import (
     parametrize_chunkings,
     parse_responses,
     receive_all,
+    receive_until,
     request,
 )
 
@@ -701,6 +702,101 @@ async def test_streamed_body_of_a_blocked_handler_is_under_the_request_timeout(
         out = await run(handler, data, config=config)
     assert out.endswith(b"5\r\nfirst\r\n")  # then closed: only closing can tell
     assert b"/t/never" not in out
+
+
+@pytest.mark.parametrize("path", ["fast", "plain"])
+async def test_request_timeouts_over_a_connections_life(
+    autojump_clock: trio.testing.MockClock, path: str
+) -> None:
+    """Each blocked handler gets its own `request_timeout` from when it blocks, whatever ran on
+    the connection before: a finished handler's deadline never fires later, and a handler that
+    blocks after a quiet spell still times out on time."""
+
+    @native
+    async def app(request: HttpRequest) -> Response:
+        name, _, seconds = request.target.decode().strip("/").partition("/")
+        if name == "stuck":
+            await trio.sleep_forever()
+        if seconds:
+            await trio.sleep(float(seconds))
+        return Response(request.target, headers=TEXT)
+
+    config = ServerConfig(request_timeout=7, keep_alive_timeout=60)
+    with trio.fail_after(100):
+        async with open_connection(serve, paths(app)[path], config) as client:
+            received = bytearray()
+            answers: list[tuple[float, int, bytes]] = []
+
+            async def ask(at: float, target: str) -> None:
+                await trio.sleep_until(at)
+                await client.send_all(get(target)[1])
+                (response,) = parse_responses(await next_response(client, received))
+                answers.append((trio.current_time(), response.status, response.body))
+
+            await ask(0, "/wait/5")  # timer armed at 0, done at 5
+            await ask(6, "/wait/3")  # the first one's deadline (7) passes while this one runs
+            await ask(10, "/now")
+            await ask(20, "/stuck")  # blocks long after every earlier timer was done
+            await ask(30, "/now")
+    unavailable = (503, b"503 Service Unavailable\n")
+    assert [(round(t, 6), status, body) for t, status, body in answers] == [
+        (5, 200, b"/wait/5"),
+        (9, 200, b"/wait/3"),
+        (10, 200, b"/now"),
+        (27, *unavailable),
+        (30, 200, b"/now"),
+    ]
+
+
+@pytest.mark.parametrize("path", ["fast", "plain"])
+async def test_a_request_timeout_cancels_only_its_own_handler(
+    autojump_clock: trio.testing.MockClock, path: str
+) -> None:
+    """A stuck handler times out while a later one that finished earlier waits behind it in
+    line: the timeout reaches the stuck handler alone, and the connection goes on (whichever
+    task now leads, reads or runs what comes next)."""
+
+    @native
+    async def app(request: HttpRequest) -> Response:
+        name, _, seconds = request.target.decode().strip("/").partition("/")
+        if name == "stuck":
+            await trio.sleep_forever()
+        if seconds:
+            await trio.sleep(float(seconds))
+        return Response(request.target, headers=TEXT)
+
+    config = ServerConfig(request_timeout=7, keep_alive_timeout=60)
+    with trio.fail_after(100):
+        async with open_connection(serve, paths(app)[path], config) as client:
+            answers: list[tuple[float, int]] = []
+
+            async def read_answers() -> None:
+                received = bytearray()
+                for _ in range(4):
+                    (response,) = parse_responses(await next_response(client, received))
+                    answers.append((round(trio.current_time(), 6), response.status))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read_answers)
+                await client.send_all(get("/stuck")[1] + get("/wait/1")[1])
+                await trio.sleep_until(2)
+                await client.send_all(get("/wait/4")[1])  # done at 6, answered after the 503
+                await trio.sleep_until(10)
+                await client.send_all(get("/now")[1])
+    assert answers == [(7, 503), (7, 200), (7, 200), (10, 200)]
+
+
+async def next_response(client: trio.abc.ReceiveStream, received: bytearray) -> bytes:
+    """The next whole response (Content-Length framed); what follows it stays in `received`."""
+    head_end = await receive_until(client, b"\r\n\r\n", received)
+    found = re.search(rb"(?i)\r\ncontent-length: *(\d+)", received[:head_end])
+    assert found is not None
+    length = int(found.group(1))
+    while len(received) < head_end + length:
+        received += await client.receive_some()
+    data = bytes(received[: head_end + length])
+    del received[: head_end + length]
+    return data
 
 
 # --- the pipeline policy --------------------------------------------------------------------

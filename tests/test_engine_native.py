@@ -704,6 +704,17 @@ async def test_streamed_body_of_a_blocked_handler_is_under_the_request_timeout(
     assert b"/t/never" not in out
 
 
+@native
+async def waiting_app(request: HttpRequest) -> Response:
+    """``/wait/S`` sleeps S (virtual) seconds, ``/stuck`` forever; answers with the target."""
+    name, _, seconds = request.target.decode().strip("/").partition("/")
+    if name == "stuck":
+        await trio.sleep_forever()
+    if seconds:
+        await trio.sleep(float(seconds))
+    return Response(request.target, headers=TEXT)
+
+
 @pytest.mark.parametrize("path", ["fast", "plain"])
 async def test_request_timeouts_over_a_connections_life(
     autojump_clock: trio.testing.MockClock, path: str
@@ -712,18 +723,9 @@ async def test_request_timeouts_over_a_connections_life(
     the connection before: a finished handler's deadline never fires later, and a handler that
     blocks after a quiet spell still times out on time."""
 
-    @native
-    async def app(request: HttpRequest) -> Response:
-        name, _, seconds = request.target.decode().strip("/").partition("/")
-        if name == "stuck":
-            await trio.sleep_forever()
-        if seconds:
-            await trio.sleep(float(seconds))
-        return Response(request.target, headers=TEXT)
-
     config = ServerConfig(request_timeout=7, keep_alive_timeout=60)
     with trio.fail_after(100):
-        async with open_connection(serve, paths(app)[path], config) as client:
+        async with open_connection(serve, paths(waiting_app)[path], config) as client:
             received = bytearray()
             answers: list[tuple[float, int, bytes]] = []
 
@@ -756,18 +758,9 @@ async def test_a_request_timeout_cancels_only_its_own_handler(
     line: the timeout reaches the stuck handler alone, and the connection goes on (whichever
     task now leads, reads or runs what comes next)."""
 
-    @native
-    async def app(request: HttpRequest) -> Response:
-        name, _, seconds = request.target.decode().strip("/").partition("/")
-        if name == "stuck":
-            await trio.sleep_forever()
-        if seconds:
-            await trio.sleep(float(seconds))
-        return Response(request.target, headers=TEXT)
-
     config = ServerConfig(request_timeout=7, keep_alive_timeout=60)
     with trio.fail_after(100):
-        async with open_connection(serve, paths(app)[path], config) as client:
+        async with open_connection(serve, paths(waiting_app)[path], config) as client:
             answers: list[tuple[float, int]] = []
 
             async def read_answers() -> None:

@@ -459,7 +459,11 @@ class _Connection:
         # A client that waits for each batch's answers (wrk) never has it there: after two
         # misses in a row, only every eighth receive tries (a failed read is a system call).
         misses = self.eager_misses
-        if self.fd >= 0 and (misses < 2 or misses & 7 == 0):
+        if self.fd < 0:
+            pass  # not a socket: the stream's own receive_some
+        elif misses >= 2 and misses & 7:
+            self.eager_misses = misses + 1
+        else:
             try:
                 n = self._read_ready(size)
             except OSError:
@@ -475,8 +479,6 @@ class _Connection:
                 if self.eager_reads >= 4:
                     self.eager_reads = 0
                     await trio.lowlevel.checkpoint()
-        else:
-            self.eager_misses = misses + 1
         if n < 0:
             self.eager_reads = 0
             n = await self._wait_and_receive(size, idle)

@@ -435,6 +435,31 @@ async def test_pipeparse_serve_reports_the_port_and_serves(engine: str) -> None:
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+async def test_a_client_that_waits_for_each_answer_keeps_being_served(engine: str) -> None:
+    """Over a real socket, one request at a time on one connection: the engine's attempts to
+    read at once find nothing every time (it stops trying after two, retries now and then),
+    and every request is still read and answered, with pipelined batches in between."""
+    request = b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n"
+    async with trio.open_nursery() as nursery:
+        server: Server = await nursery.start(
+            partial(pipeparse.serve, "plaintext", port=0, engine=engine)
+        )
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        async with stream:
+            received = b""
+            for batch in [1] * 20 + [16] + [1] * 10 + [3]:
+                await stream.send_all(request * batch)
+                with trio.fail_after(10):
+                    while received.count(b"Hello, World!") < batch:
+                        chunk = await stream.receive_some()
+                        assert chunk, "the server closed the connection"
+                        received += chunk
+                assert received.count(b"HTTP/1.1 200 ") == batch
+                received = b""
+        server.shutdown()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 async def test_serve_runs_the_asgi_lifespan_around_serving(engine: str) -> None:
     events: list[str] = []
 

@@ -601,23 +601,13 @@ class _Connection:
 
     def _answer_error(self, error: ProtocolError) -> None:
         """Queue the 4xx for a protocol error after every earlier response; then close."""
-        slot = self.responses.reserve(-1)
         body = (error.message + "\n").encode("utf-8", "replace")
-        head, _ = render_head(
-            error.status_hint,
-            _TEXT_PLAIN,
-            method=b"GET",
-            http11=True,
-            keep_alive=False,
-            body_length=len(body),
-            date=_date(),
-            server=self.config.server_name,
-        )
-        self.responses.write(slot, head + body)
-        self.responses.finish(slot, close=True)
+        slot = self.responses.reserve(-1)
+        sent = self._respond(
+            -1, b"GET", True, False, slot, error.status_hint, _TEXT_PLAIN, body, True
+        )  # (not keep-alive: the response closes the connection and stops dispatch)
         if self.access_log:
-            log_access(self.client, b"-", b"-", error.status_hint, len(body))
-        self.stop_dispatch = True
+            log_access(self.client, b"-", b"-", error.status_hint, sent)
         log.debug("protocol error from %s: %s", self.client, error)
 
     # -- running one request -------------------------------------------------------------
@@ -894,7 +884,8 @@ class _Connection:
         blocked: bool,
     ) -> int:
         """Render a whole response (its body known at once) into the output, or `slot`; the
-        body bytes sent. Native responses and a sink's single `send` both come here."""
+        body bytes sent. Native responses, a sink's single `send` and the 4xx of a protocol
+        error all come here."""
         responses = self.responses
         length = len(body)
         data, framing = render_head(

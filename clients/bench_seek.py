@@ -40,6 +40,7 @@ win.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
 import struct
@@ -65,6 +66,7 @@ __all__ = [
     "copy_receive",
     "delivery_order",
     "make_message",
+    "receive_with",
     "run_seek_bench",
     "seek_receive",
 ]
@@ -259,7 +261,8 @@ class InOrderReceiver:
             r += size
 
 
-def copy_receive(
+def receive_with(
+    kind: str,
     sock: RecvIntoSocket,
     count: int,
     size: int,
@@ -268,21 +271,12 @@ def copy_receive(
     capacity: int | None = None,
     chunk: int = RECV_CHUNK,
 ) -> None:
-    """Receive `count` messages with a fresh `CopyReceiver`."""
-    CopyReceiver(n, size, capacity, chunk).receive(sock, count, sink)
+    """Receive `count` messages with a fresh receiver of `kind` (a key of `RECEIVERS`)."""
+    RECEIVERS[kind](n, size, capacity, chunk).receive(sock, count, sink)
 
 
-def seek_receive(
-    sock: RecvIntoSocket,
-    count: int,
-    size: int,
-    n: int,
-    sink: Sink,
-    capacity: int | None = None,
-    chunk: int = RECV_CHUNK,
-) -> None:
-    """Receive `count` messages with a fresh `SeekReceiver`."""
-    SeekReceiver(n, size, capacity, chunk).receive(sock, count, sink)
+copy_receive = functools.partial(receive_with, "copy")
+seek_receive = functools.partial(receive_with, "seek")
 
 
 RECEIVERS: dict[str, type[CopyReceiver] | type[SeekReceiver] | type[InOrderReceiver]] = {

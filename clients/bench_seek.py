@@ -154,40 +154,55 @@ def buffer_capacity(n: int, size: int) -> int:
 # is not receiving), and a function that makes one and runs it, for one-off use and tests.
 
 
-class CopyReceiver:
+class _InOrderBuffer:
+    """A library buffer read in order: `recv_into` fills it, a partial message at its end moves
+    to the front when the next read would not fit. The copying and the in-order receivers
+    share it, so they do exactly the same reads."""
+
+    def __init__(self, size: int, capacity: int, chunk: int) -> None:
+        if capacity < size:
+            raise ValueError(f"capacity {capacity} cannot hold a {size}-byte message")
+        self.size, self.capacity, self.chunk = size, capacity, chunk
+        self.mv = memoryview(bytearray(capacity))
+
+    def fill(self, sock: RecvIntoSocket, r: int, w: int, done: int, count: int) -> tuple[int, int]:
+        """Read until a whole message is held from `r`; the new ``(r, w)``."""
+        size, capacity, mv = self.size, self.capacity, self.mv
+        while w - r < size:
+            if r == w:
+                r = w = 0
+            want = min(capacity - (w - r), self.chunk)
+            if capacity - w < want:  # compact: move the partial message to the front
+                mv[: w - r] = mv[r:w]
+                w -= r
+                r = 0
+            got = sock.recv_into(mv[w : w + want], want)
+            if not got:
+                raise EOFError(f"stream ended after {done} of {count} messages")
+            w += got
+        return r, w
+
+
+class CopyReceiver(_InOrderBuffer):
     """The copying receiver: in-order parsing from a library buffer; skipped messages are
     copied into a preallocated pool and delivered after the wanted one."""
 
     def __init__(
         self, n: int, size: int, capacity: int | None = None, chunk: int = RECV_CHUNK
     ) -> None:
-        capacity = buffer_capacity(n, size) if capacity is None else capacity
-        if capacity < size:
-            raise ValueError(f"capacity {capacity} cannot hold a {size}-byte message")
-        self.n, self.size, self.capacity, self.chunk = n, size, capacity, chunk
-        self.mv = memoryview(bytearray(capacity))
+        super().__init__(size, buffer_capacity(n, size) if capacity is None else capacity, chunk)
+        self.n = n
         self.pool = memoryview(bytearray(n * size))
 
     def receive(self, sock: RecvIntoSocket, count: int, sink: Sink) -> None:
-        n, size, capacity, chunk = self.n, self.size, self.capacity, self.chunk
-        mv, pool = self.mv, self.pool
+        n, size, mv, pool, fill = self.n, self.size, self.mv, self.pool, self.fill
         r = w = 0  # parse position, write position
         done = 0
         while done < count:
             g = min(n + 1, count - done)
             for i in range(g):
-                while w - r < size:
-                    if r == w:
-                        r = w = 0
-                    want = min(capacity - (w - r), chunk)
-                    if capacity - w < want:  # compact: move the partial message to the front
-                        mv[: w - r] = mv[r:w]
-                        w -= r
-                        r = 0
-                    got = sock.recv_into(mv[w : w + want], want)
-                    if not got:
-                        raise EOFError(f"stream ended after {done + i} of {count} messages")
-                    w += got
+                if w - r < size:
+                    r, w = fill(sock, r, w, done + i, count)
                 if i < g - 1:
                     pool[i * size : (i + 1) * size] = mv[r : r + size]
                 else:
@@ -227,7 +242,7 @@ class SeekReceiver:
             done += g
 
 
-class InOrderReceiver:
+class InOrderReceiver(_InOrderBuffer):
     """The floor: the same reads and buffer, every message delivered in stream order, nothing
     reordered. No reordering receiver can cost less, so ``(copy - inorder) / copy`` bounds the
     reduction seeking could bring here."""
@@ -235,28 +250,14 @@ class InOrderReceiver:
     def __init__(
         self, n: int, size: int, capacity: int | None = None, chunk: int = RECV_CHUNK
     ) -> None:
-        capacity = buffer_capacity(n, size) if capacity is None else capacity
-        if capacity < size:
-            raise ValueError(f"capacity {capacity} cannot hold a {size}-byte message")
-        self.size, self.capacity, self.chunk = size, capacity, chunk
-        self.mv = memoryview(bytearray(capacity))
+        super().__init__(size, buffer_capacity(n, size) if capacity is None else capacity, chunk)
 
     def receive(self, sock: RecvIntoSocket, count: int, sink: Sink) -> None:
-        size, capacity, chunk, mv = self.size, self.capacity, self.chunk, self.mv
+        size, mv, fill = self.size, self.mv, self.fill
         r = w = 0
         for done in range(count):
-            while w - r < size:
-                if r == w:
-                    r = w = 0
-                want = min(capacity - (w - r), chunk)
-                if capacity - w < want:
-                    mv[: w - r] = mv[r:w]
-                    w -= r
-                    r = 0
-                got = sock.recv_into(mv[w : w + want], want)
-                if not got:
-                    raise EOFError(f"stream ended after {done} of {count} messages")
-                w += got
+            if w - r < size:
+                r, w = fill(sock, r, w, done, count)
             sink(mv[r : r + size])
             r += size
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "ABSOLUTE_FORM",
+    "AUTHORITY_FORM",
     "CHUNK_LINE",
     "FIELD_LINE",
     "HEAD",
+    "HOST",
     "REQUEST_LINE",
     "STATUS_LINE",
     "TOKEN",
@@ -36,6 +39,22 @@ REQUEST_LINE = re.compile(_REQUEST_LINE)
 HEAD = re.compile(
     _REQUEST_LINE + rb"(?:" + _TCHAR + rb"+:[ \t]*" + _FIELD_VALUE + rb"[ \t]*\r\n)*\r\n"
 )
+# RFC 3986 §3.2.2: uri-host = IP-literal / IPv4address / reg-name (an IPv4address is a reg-name
+# too); IP-literal = "[" ( IPv6address / IPvFuture ) "]". The IPv6 literal is matched loosely
+# here and checked with `ipaddress` (group 1). port = *DIGIT (§3.2.3).
+_UNRESERVED_SUB = rb"-A-Za-z0-9._~!$&'()*+,;="
+_REG_NAME = rb"(?:[" + _UNRESERVED_SUB + rb"]|%[0-9A-Fa-f]{2})*"
+_IP_LITERAL = rb"\[(?:([0-9A-Fa-f:.]+)|v[0-9A-Fa-f]+\.[" + _UNRESERVED_SUB + rb":]+)\]"
+_URI_HOST = rb"(?:" + _IP_LITERAL + rb"|" + _REG_NAME + rb")"
+# RFC 9110 §7.2: Host = uri-host [ ":" port ]
+HOST = re.compile(_URI_HOST + rb"(?::[0-9]*)?")
+# RFC 9112 §3.2.3: authority-form = uri-host ":" port (CONNECT only); the port is required.
+AUTHORITY_FORM = re.compile(_URI_HOST + rb":[0-9]+")
+# RFC 9112 §3.2.2: absolute-form = absolute-URI. pipeparse takes only the hierarchical form an
+# HTTP client sends, ``scheme "://" authority path-abempty [ "?" query ]``, with no userinfo
+# (RFC 9110 §4.2.4: a recipient treats userinfo as an error). Group 1 is the authority; the
+# path and query are VCHARs (already checked by REQUEST_LINE), up to a "/" or "?".
+ABSOLUTE_FORM = re.compile(rb"[A-Za-z][-A-Za-z0-9+.]*://([^/?#]*)(?:[/?#][\x21-\x7e]*)?")
 # RFC 9112 §4: status-line = HTTP-version SP status-code SP [ reason-phrase ]
 STATUS_LINE = re.compile(rb"HTTP/([0-9])\.([0-9]) ([0-9]{3}) ([\t \x21-\x7e\x80-\xff]*)\r\n")
 # RFC 9112 §7.1: chunk-size [ chunk-ext ] CRLF, chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS

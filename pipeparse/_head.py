@@ -12,18 +12,27 @@ fields (Content-Length, Transfer-Encoding) are interpreted here, strictly (RFC 9
 - Content-Length is 1*DIGIT (20 digits at most) and appears once: a repeated Content-Length is
   rejected even when the values are identical (RFC 9112 §6.3 allows either; one rule is simpler
   to audit), and so is a list (``5, 5``).
-- HTTP/1.1 needs exactly one Host; HTTP/1.0 may omit it but not repeat it.
+- HTTP/1.1 needs exactly one Host; HTTP/1.0 may omit it but not repeat it. Its value is
+  ``uri-host [ ":" port ]`` or empty (RFC 9110 §7.2); anything else is 400.
+- The request-target has the form its method allows (RFC 9112 §3.2): origin-form (``/...``)
+  or absolute-form (``http://host/...``, no userinfo) for any method but CONNECT, the asterisk
+  form ``*`` only for OPTIONS, the authority form ``host:port`` only for CONNECT (and CONNECT
+  only with it). An absolute-form target whose authority differs from Host is accepted: the
+  target wins (RFC 9112 §3.2.2).
+- Transfer-Encoding over several field lines is one list (RFC 9110 §5.3).
 - Only HTTP/1.0 and HTTP/1.1 are served: any other version is 505.
 """
 
 from __future__ import annotations
+
+import ipaddress
 
 from . import _abnf
 from ._errors import ProtocolError
 from ._fields import Head, field_lines, keep_alive
 from ._limits import Limits
 
-__all__ = ["RequestHead", "parse_request_head"]
+__all__ = ["RequestHead", "check_host", "check_target", "parse_request_head"]
 
 _KNOWN_CODINGS = frozenset({b"gzip", b"x-gzip", b"deflate", b"compress", b"x-compress"})
 # Content-Length digits accepted (leading zeros included): 20 digits hold any 64-bit length.
@@ -80,6 +89,9 @@ class RequestHead(Head):
 
 
 _HEAD_MATCH = _abnf.HEAD.fullmatch
+_HOST = _abnf.HOST.fullmatch
+_AUTHORITY_FORM = _abnf.AUTHORITY_FORM.fullmatch
+_ABSOLUTE_FORM = _abnf.ABSOLUTE_FORM.fullmatch
 _FRAMING_NAMES = frozenset(
     {b"host", b"content-length", b"transfer-encoding", b"connection", b"expect"}
 )
@@ -107,6 +119,7 @@ def parse_request_head(head: bytes, limits: Limits) -> RequestHead:
     content_length: int | None = None
     chunked = False
     hosts = 0
+    transfer_codings: list[bytes] = []
     connection = b""
     expect_continue = False
     for name, value in headers:
@@ -114,6 +127,7 @@ def parse_request_head(head: bytes, limits: Limits) -> RequestHead:
             continue
         if name == b"host":
             hosts += 1
+            check_host(value)
         elif name == b"content-length":
             if content_length is not None:
                 raise ProtocolError("repeated Content-Length")
@@ -125,20 +139,20 @@ def parse_request_head(head: bytes, limits: Limits) -> RequestHead:
                 )
             content_length = int(value)
         elif name == b"transfer-encoding":
-            if chunked:
-                raise ProtocolError("chunked applied more than once")
-            chunked = _is_chunked(value)
+            transfer_codings.append(value)
         elif name == b"connection":
             connection = value if not connection else connection + b"," + value
         elif value.lower() == b"100-continue":
             expect_continue = True
-    if chunked:
+    if transfer_codings:
+        chunked = _is_chunked(b",".join(transfer_codings))
         if content_length is not None:
             raise ProtocolError("both Transfer-Encoding and Content-Length")
         if not http11:
             raise ProtocolError("Transfer-Encoding in an HTTP/1.0 request")
     if hosts != 1 and (http11 or hosts > 1):
         raise ProtocolError("missing Host" if hosts == 0 else "repeated Host")
+    check_target(method, target)
     if content_length is not None and content_length > limits.max_body_size:
         raise ProtocolError(
             f"Content-Length {content_length} exceeds the body limit of {limits.max_body_size}",
@@ -157,22 +171,82 @@ def parse_request_head(head: bytes, limits: Limits) -> RequestHead:
 
 
 def _is_chunked(value: bytes) -> bool:
-    """Check a Transfer-Encoding value: True for exactly chunked, else a `ProtocolError`."""
+    """Check the Transfer-Encoding list (every field line's values joined with commas): True for
+    exactly ``chunked``, else a `ProtocolError` naming the rule it breaks."""
     codings = [c.strip().lower() for c in value.split(b",")]
-    final = codings[-1]
-    if final == b"chunked" and len(codings) == 1:
+    if codings == [b"chunked"]:
         return True
+    names = []
     for coding in codings:
         name = coding.split(b";", 1)[0].strip()
         if not name:
             raise ProtocolError(f"empty transfer coding in {value!r}")
         if name != b"chunked" and name not in _KNOWN_CODINGS:
             raise ProtocolError(f"unknown transfer coding {name!r}", 501)
-    if final != b"chunked":
-        raise ProtocolError(f"final transfer coding is {final!r}, not chunked")
-    if codings.count(b"chunked") > 1:
-        raise ProtocolError("chunked applied more than once")
+        names.append(name)
+    if names.count(b"chunked") > 1:
+        raise ProtocolError("chunked applied more than once (RFC 9112 §7)")
+    if b"chunked" in names[:-1]:
+        raise ProtocolError("chunked is not the final transfer coding (RFC 9112 §6.3)")
+    if codings[-1] != b"chunked":
+        if names[-1] == b"chunked":
+            raise ProtocolError(f"chunked takes no parameters: {codings[-1]!r}")
+        raise ProtocolError(
+            f"final transfer coding is {codings[-1]!r}, not chunked (RFC 9112 §6.3)"
+        )
     raise ProtocolError(f"transfer codings {value!r} are not implemented", 501)
+
+
+def check_host(value: bytes) -> None:
+    """A Host value is ``uri-host [ ":" port ]`` or empty (RFC 9110 §7.2), else 400."""
+    m = _HOST(value)
+    if m is None:
+        raise ProtocolError(f"invalid Host {value[:100]!r}")
+    if m.group(1) is not None:
+        _check_ipv6(m.group(1), value)
+
+
+def check_target(method: bytes, target: bytes) -> None:
+    """The request-target has a form `method` allows (RFC 9112 §3.2), else 400.
+
+    Origin form first: it is nearly every request, and one byte tells it.
+    """
+    if target[:1] == b"/":
+        if method == b"CONNECT":
+            raise ProtocolError("CONNECT needs an authority-form target (host:port)")
+        return
+    if target == b"*":
+        if method != b"OPTIONS":
+            raise ProtocolError(f"the asterisk form (*) is only for OPTIONS, not {method!r}")
+        return
+    if method == b"CONNECT":
+        m = _AUTHORITY_FORM(target)
+        if m is None:
+            raise ProtocolError(f"CONNECT target {target[:100]!r} is not host:port")
+        if m.group(1) is not None:
+            _check_ipv6(m.group(1), target)
+        return
+    m = _ABSOLUTE_FORM(target)
+    if m is None:
+        raise ProtocolError(
+            f"request-target {target[:100]!r} is neither origin-form (/path) nor absolute-form"
+            " (scheme://host/path); the authority form (host:port) is only for CONNECT"
+        )
+    authority = m.group(1)
+    if b"@" in authority:
+        raise ProtocolError(f"userinfo in the request-target {target[:100]!r} (RFC 9110 §4.2.4)")
+    host = _HOST(authority)
+    if host is None or authority[:1] in (b"", b":"):
+        raise ProtocolError(f"invalid authority in the request-target {target[:100]!r}")
+    if host.group(1) is not None:
+        _check_ipv6(host.group(1), target)
+
+
+def _check_ipv6(literal: bytes, where: bytes) -> None:
+    try:
+        ipaddress.IPv6Address(literal.decode("ascii"))
+    except ValueError:
+        raise ProtocolError(f"invalid IPv6 literal in {where[:100]!r}") from None
 
 
 def _diagnose(head: bytes) -> None:

@@ -20,6 +20,12 @@ Body framing (Content-Length, chunk-size lines, chunk CRLFs, trailers) is `BodyF
 with `ResponseIndex`; this index frames heads and hands a body over by setting the framer's state.
 Body-less requests never leave `_heads`.
 
+Empty lines (CRLF) where a request line is expected, at the start of the stream or between
+requests, are ignored (RFC 9112 §2.2), up to `Limits.max_empty_lines` in a row; the index
+releases their bytes itself, since no request owns them. A CONNECT request ends the HTTP stream
+(what follows is tunnel data): pipeparse does not tunnel, so the index answers it as an error
+with status 501, and frames nothing after it.
+
 After the first error nothing later is framed: `error` holds it, and `advance()` returns nothing
 more, because the boundaries after a framing error cannot be trusted (request smuggling).
 """
@@ -94,6 +100,8 @@ class RequestIndex(BodyFramer[FramedRequest]):
         self._cache: dict[bytes, RequestHead] = {}
         self._last_raw: bytes | None = None  # the last head framed, and its parse
         self._last_head: RequestHead | None = None
+        # The run of empty lines being skipped: [_empty_from, _empty_end) (bounded in length).
+        self._empty_from = self._empty_end = -1
 
     @property
     def current(self) -> FramedRequest | None:
@@ -165,6 +173,13 @@ class RequestIndex(BodyFramer[FramedRequest]):
                     head: RequestHead = last_head  # type: ignore[assignment]
                     head_end = start + len(last_raw)
                 else:
+                    # (A head never starts with CR, so the repeat test above misses nothing.)
+                    if blk[start - d] == 13:  # CR: an empty line where a request line goes?
+                        start = search = self._skip_empty_lines(start, tail)
+                        if start < tail and blk[start - d] == 13:  # its LF is still to come
+                            self._pos = self._searched = start
+                            return False
+                        continue
                     stop = start + max_head
                     e = blk.find(b"\r\n\r\n", search - d, (stop if stop < tail else tail) - d)
                     if e < 0:
@@ -175,9 +190,10 @@ class RequestIndex(BodyFramer[FramedRequest]):
                     raw = mv[start - d : e + 4].tobytes()
                     head = cache.get(raw)
                     if head is None:
-                        head = remember(
-                            cache, raw, parse_request_head(raw, self.limits), _HEAD_CACHE_SIZE
-                        )
+                        head = parse_request_head(raw, self.limits)
+                        if head.method == b"CONNECT":
+                            raise ProtocolError("CONNECT: this server does not tunnel", 501)
+                        remember(cache, raw, head, _HEAD_CACHE_SIZE)
                     self._last_raw = last_raw = raw
                     self._last_head = last_head = head
                 if head.chunked or head.content_length:
@@ -203,6 +219,31 @@ class RequestIndex(BodyFramer[FramedRequest]):
             raise
         finally:
             self.framed = seq
+
+    def _skip_empty_lines(self, start: int, tail: int) -> int:
+        """Skip (and release) the empty lines from `start`, which holds a CR; returns the offset
+        after them (a CR there is one whose LF has not arrived yet).
+
+        A run of empty lines may arrive over several writes: it goes on where the last one
+        ended, and any request bytes in between would have moved `start` past that end.
+        """
+        buf = self.buffer
+        if start != self._empty_end:
+            self._empty_from = start
+        most = self._empty_from + 2 * self.limits.max_empty_lines
+        pos = start
+        while pos + 2 <= tail and buf.scan_bytes(pos, pos + 2) == b"\r\n":
+            if pos == most:
+                raise ProtocolError(
+                    f"more than {self.limits.max_empty_lines} empty lines before a request line"
+                )
+            pos += 2
+        if pos + 1 < tail and buf.scan_bytes(pos, pos + 1) == b"\r":
+            raise ProtocolError("bare CR where a request line was expected")
+        self._empty_end = pos
+        if pos > start:
+            buf.release(start, pos)
+        return pos
 
     def _head_incomplete(self, start: int, tail: int) -> None:
         """No blank line yet: enforce the head limit and fail fast on bare LF endings."""

@@ -20,6 +20,8 @@ class Limits:
         max_target_size: request-target, bytes (414).
         max_body_size: decoded body, bytes (413).
         max_chunk_line: a chunk-size line with its extensions, bytes (400).
+        max_empty_lines: empty lines (CRLF) ignored where a request line is expected, at the
+            start of a connection or between requests (RFC 9112 §2.2); one more is 400.
     """
 
     max_head_size: int = 16 * KiB
@@ -27,6 +29,7 @@ class Limits:
     max_target_size: int = 8 * KiB
     max_body_size: int = 16 * MiB
     max_chunk_line: int = 4 * KiB
+    max_empty_lines: int = 4
 
     def __post_init__(self) -> None:
         for name in self.__dataclass_fields__:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ._buffer import SeekableBuffer
+from ._errors import ProtocolError
 from ._index import FramedRequest, RequestIndex
 from ._limits import Limits
 
@@ -23,21 +24,30 @@ class Request:
     trailers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
-def parse_requests(data: bytes, limits: Limits | None = None) -> list[Request]:
-    """Frame and parse every complete request in `data`, in order; an incomplete tail is ignored.
+def parse_requests(
+    data: bytes, limits: Limits | None = None, *, allow_partial: bool = False
+) -> list[Request]:
+    """Frame and parse every request in `data`, a whole stream, in order.
 
     Framing and parsing only: connection semantics (``Connection: close``) are the server's.
-    Raises `ProtocolError` at the first malformed request; its `requests_before` lists the
-    requests framed before it.
+    Raises `ProtocolError` at the first malformed request, and (400) when `data` ends inside a
+    request, unless `allow_partial` is true: then a partial request at the end is left out.
+    The error's `requests_before` lists the complete requests framed before it.
     """
     buf = SeekableBuffer(max(len(data), 1))
     buf.feed(data)
     index = RequestIndex(buf, limits)
     framed = index.advance()
     requests = [_whole(buf, r) for r in framed if r.end is not None]
-    if index.error is not None:
-        index.error.requests_before = requests
-        raise index.error
+    error = index.error
+    if error is None and not allow_partial and not index.at_boundary:
+        start = framed[-1].start if framed and framed[-1].end is None else index.position
+        error = ProtocolError(
+            f"the input ends inside a request ({len(data) - start} bytes from offset {start})"
+        )
+    if error is not None:
+        error.requests_before = requests
+        raise error
     return requests
 
 

@@ -169,6 +169,12 @@ _FLAGS: dict[str, tuple[_Kind, tuple[str, ...] | None, str | None, str]] = {
     "max_target_size": (_positive_size, None, "SIZE", "request-target limit (414)"),
     "max_body_size": (_positive_size, None, "SIZE", "decoded body limit (413)"),
     "max_chunk_line": (_positive_size, None, "SIZE", "chunk-size line limit (400)"),
+    "max_empty_lines": (
+        _positive_int,
+        None,
+        "N",
+        "empty lines ignored before a request line (400 beyond)",
+    ),
     "header_timeout": (_seconds, None, "SECONDS", "a head must arrive within this (408)"),
     "keep_alive_timeout": (_seconds, None, "SECONDS", "idle connections close after this"),
     "body_timeout": (_seconds, None, "SECONDS", "longest wait for more body bytes"),

@@ -12,7 +12,11 @@ goes out as one write with Content-Length, otherwise h11 chunks (HTTP/1.1) or de
 Transfer-Encoding is dropped and its Content-Length checked (kept for HEAD and streaming).
 HEAD, 204 and 304 responses carry no body.
 
-What h11 leaves to the server is done here: Content-Length with Transfer-Encoding is a 400; the
+What h11 leaves to the server is done here, with the core's rules: Content-Length with
+Transfer-Encoding is a 400; so are a Host value that is not ``uri-host [":" port]`` and a
+request-target in a form its method does not allow (`pipeparse._head.check_target`); CONNECT is
+answered 501 and the connection closed (no tunnels); up to ``limits.max_empty_lines`` empty
+lines before a request line are ignored (h11 rejects any: it is restarted past them); the
 target (414), header count (431) and body size (413) limits come from `config.limits` (the head
 size limit is h11's ``max_incomplete_event_size``); ``100 Continue`` goes out when the handler
 first reads the body; idle, head, body and handler timeouts. A protocol error is answered with
@@ -40,6 +44,7 @@ import h11
 import trio
 
 from pipeparse import HttpDate, HttpRequest, KiB, MiB, ProtocolError, render_head
+from pipeparse._head import check_host, check_target
 
 from .config import ServerConfig
 from .listen import current_shutdown, log_access
@@ -106,7 +111,8 @@ class _Connection:
         self.config = config
         self.limits = config.limits
         self.client = client
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=config.limits.max_head_size)
+        self.h11 = self.new_h11()
+        self.empty_lines = 0  # empty lines skipped before the next request line
         self.receive_size = min(RECEIVE_SIZE, config.buffer_size)
         self.server_name = config.server_name
         self.read_lock = trio.Lock()
@@ -120,6 +126,32 @@ class _Connection:
         self.idle_scope: trio.CancelScope | None = None  # the wait for a request's first bytes
         self.request_scope = trio.CancelScope()
         self.sink: _Sink | None = None  # the response in progress
+
+    def new_h11(self) -> h11.Connection:
+        return h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_head_size)
+
+    def skip_empty_lines(self) -> bool:
+        """Before a request line, drop the empty lines h11 would reject (RFC 9112 §2.2 lets a
+        server ignore them): h11 is restarted on the bytes after them, which between requests
+        is a new connection's state. True when a lone CR waits for its LF."""
+        data, closed = self.h11.trailing_data
+        if data[:1] != b"\r":
+            return False
+        n = 0
+        while data[n : n + 2] == b"\r\n":
+            n += 2
+            self.empty_lines += 1
+            if self.empty_lines > self.limits.max_empty_lines:
+                raise ProtocolError(
+                    f"more than {self.limits.max_empty_lines} empty lines before a request line"
+                )
+        if n:
+            self.h11 = self.new_h11()
+            if data[n:]:
+                self.h11.receive_data(data[n:])  # (receive_data(b"") would mean EOF)
+            if closed:
+                self.h11.receive_data(b"")
+        return data[n:] == b"\r" and not closed
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -144,7 +176,6 @@ class _Connection:
 
     async def next_request(self, first: bool) -> h11.Request | None:
         """The next request's head, or None when the connection should end quietly."""
-        h = self.h11
         config = self.config
         now = trio.current_time()
         # The first request must arrive whole within header_timeout; later ones may idle for
@@ -153,10 +184,15 @@ class _Connection:
         head_started = first
         while True:
             try:
-                event = h.next_event()
+                waiting = self.skip_empty_lines()
+                h = self.h11
+                event = h11.NEED_DATA if waiting else h.next_event()
             except h11.RemoteProtocolError as exc:
                 await self.fail(exc.error_status_hint, str(exc))
+            except ProtocolError as exc:
+                await self.fail(exc.status_hint, exc.message)
             if type(event) is h11.Request:
+                self.empty_lines = 0
                 return event
             if event is h11.NEED_DATA:
                 if not head_started and h.trailing_data[0]:
@@ -295,6 +331,9 @@ class _Connection:
                 f"{limits.max_target_size}",
                 414,
             )
+        check_target(event.method, event.target)
+        if event.method == b"CONNECT":
+            raise ProtocolError("CONNECT: this server does not tunnel", 501)
         headers = event.headers
         if len(headers) > limits.max_headers:
             raise ProtocolError(
@@ -313,6 +352,8 @@ class _Connection:
                 content_length = int(value)
             elif len(name) == 17 and name.lower() == b"transfer-encoding":
                 chunked = True
+            elif len(name) == 4 and name.lower() == b"host":
+                check_host(value)
         if head_size > limits.max_head_size:
             raise ProtocolError(
                 f"request head of {head_size} bytes exceeds the limit of {limits.max_head_size}",

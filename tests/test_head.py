@@ -29,15 +29,74 @@ def reject(raw: bytes, status: int, message: str, limits: Limits = LIMITS) -> Pr
 # -- request line -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("method", [b"GET", b"POST", b"M-SEARCH", b"get", b"X!#$%&'*+-.^_`|~9"])
 @pytest.mark.parametrize(
-    "method", [b"GET", b"POST", b"M-SEARCH", b"get", b"X!#$%&'*+-.^_`|~9", b"CONNECT"]
-)
-@pytest.mark.parametrize(
-    "target", [b"/", b"*", b"/a/b?c=d&e#f", b"http://example.com:80/x", b"example.com:443"]
+    "target",
+    [
+        b"/",
+        b"/a/b?c=d&e#f",
+        b"http://example.com:80/x",
+        b"https://example.com",
+        b"http://example.com?q",
+        b"http://[::1]:8080/",
+        b"http://127.0.0.1/",
+        b"HTTP+x.y-z://a/",
+    ],
 )
 def test_request_line_forms(method: bytes, target: bytes) -> None:
     h = parse(head(b"Host: a", request_line=method + b" " + target + b" HTTP/1.1"))
     assert (h.method, h.target, h.http_version) == (method, target, b"1.1")
+
+
+# -- request-target forms (RFC 9112 §3.2) -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "status", "message"),
+    [
+        (b"OPTIONS * HTTP/1.1", None, ""),
+        (b"GET * HTTP/1.1", 400, "the asterisk form (*) is only for OPTIONS"),
+        (b"POST * HTTP/1.1", 400, "only for OPTIONS"),
+        (b"OPTIONS ** HTTP/1.1", 400, "neither origin-form"),
+        (b"CONNECT example.com:443 HTTP/1.1", None, ""),
+        (b"CONNECT [::1]:443 HTTP/1.1", None, ""),
+        (b"CONNECT 10.0.0.1:1 HTTP/1.1", None, ""),
+        (b"CONNECT / HTTP/1.1", 400, "CONNECT needs an authority-form target"),
+        (b"CONNECT * HTTP/1.1", 400, "the asterisk form (*) is only for OPTIONS"),
+        (b"CONNECT http://a:1/ HTTP/1.1", 400, "is not host:port"),
+        (b"CONNECT example.com HTTP/1.1", 400, "is not host:port"),  # the port is required
+        (b"CONNECT example.com: HTTP/1.1", 400, "is not host:port"),
+        (b"CONNECT a@b:443 HTTP/1.1", 400, "is not host:port"),
+        (b"CONNECT [::1:443 HTTP/1.1", 400, "is not host:port"),
+        (b"CONNECT [zz::1]:443 HTTP/1.1", 400, "is not host:port"),
+        (b"CONNECT [1::2::3]:443 HTTP/1.1", 400, "invalid IPv6 literal"),
+        (b"GET example.com:443 HTTP/1.1", 400, "only for CONNECT"),
+        (b"GET example.com HTTP/1.1", 400, "neither origin-form"),
+        (b"GET ?a HTTP/1.1", 400, "neither origin-form"),
+        (b"GET http:/a HTTP/1.1", 400, "neither origin-form"),
+        (b"GET urn:isbn:1 HTTP/1.1", 400, "neither origin-form"),
+        (b"GET 1http://a/ HTTP/1.1", 400, "neither origin-form"),
+        (b"GET http://user@a/ HTTP/1.1", 400, "userinfo in the request-target"),
+        (b"GET http://u:p@a/ HTTP/1.1", 400, "userinfo"),
+        (b"GET http:/// HTTP/1.1", 400, "invalid authority"),
+        (b"GET http://:80/ HTTP/1.1", 400, "invalid authority"),
+        (b"GET http://a:8x/ HTTP/1.1", 400, "invalid authority"),
+        (b"GET http://[::1/ HTTP/1.1", 400, "invalid authority"),
+        (b"GET http://[1::2::3]/ HTTP/1.1", 400, "invalid IPv6 literal"),
+    ],
+)
+def test_target_forms(line: bytes, status: int | None, message: str) -> None:
+    raw = head(b"Host: a", request_line=line)
+    if status is None:
+        assert parse(raw).target == line.split(b" ")[1]
+    else:
+        reject(raw, status, message)
+
+
+def test_absolute_form_authority_may_differ_from_host() -> None:
+    # RFC 9112 §3.2.2: the target wins; the Host field is accepted (and passed on) as sent.
+    h = parse(head(b"Host: other.example", request_line=b"GET http://a.example/x HTTP/1.1"))
+    assert (h.target, h.get(b"host")) == (b"http://a.example/x", b"other.example")
 
 
 @pytest.mark.parametrize(
@@ -164,6 +223,58 @@ def test_host_rules() -> None:
     reject(head(b"Host: a", b"Host: b", request_line=b"GET / HTTP/1.0"), 400, "repeated Host")
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"example.com",
+        b"example.com:8080",
+        b"a:",  # port = *DIGIT
+        b"127.0.0.1:1",
+        b"[::1]",
+        b"[::1]:80",
+        b"[2001:db8::7]",
+        b"[::ffff:192.0.2.1]:1",
+        b"[v1.fe80::a+en1]",  # IPvFuture
+        b"xn--bcher-kva.example",
+        b"a%20b",  # pct-encoded
+        b"a!$&'()*+,;=b",  # sub-delims
+        b"_-~.",
+    ],
+)
+def test_valid_host_values(value: bytes) -> None:
+    assert parse(head(b"Host: " + value)).get(b"host") == value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"exa mple.com",
+        b"a@b",  # userinfo is not allowed (RFC 9110 §7.2)
+        b"u:p@b",
+        b"a:8x",
+        b"a:80:80",
+        b"a:-1",
+        b"[::1",  # an unclosed IPv6 literal
+        b"::1",
+        b"[::1]x",
+        b"[1::2::3]",
+        b"[g::1]",
+        b"a/b",
+        b"a?b",
+        b"a#b",
+        b"a%2",
+        b"a%zz",
+        b'a"b',
+        b"a\x80b",
+        b"a\tb",
+    ],
+)
+def test_invalid_host_values_are_400(value: bytes) -> None:
+    message = "invalid IPv6 literal" if value in (b"[1::2::3]",) else "invalid Host"
+    reject(head(b"Host: " + value), 400, message)
+    reject(head(b"Host: " + value, request_line=b"GET / HTTP/1.0"), 400, message)
+
+
 # -- framing fields ---------------------------------------------------------------------------
 
 
@@ -225,7 +336,21 @@ def test_chunked(value: bytes) -> None:
         ([b"Transfer-Encoding: br"], 501, "unknown transfer coding b'br'"),
         ([b"Transfer-Encoding: foo, chunked"], 501, "unknown transfer coding b'foo'"),
         ([b"Transfer-Encoding: gzip"], 400, "final transfer coding is b'gzip', not chunked"),
-        ([b"Transfer-Encoding: chunked, gzip"], 400, "final transfer coding is b'gzip'"),
+        ([b"Transfer-Encoding: chunked, gzip"], 400, "chunked is not the final transfer coding"),
+        # RFC 9110 §5.3: field lines of one name are one list, the same as one joined line.
+        ([b"Transfer-Encoding: deflate", b"Transfer-Encoding: chunked"], 501, "not implemented"),
+        (
+            [b"Transfer-Encoding: chunked", b"Transfer-Encoding: deflate"],
+            400,
+            "chunked is not the final transfer coding",
+        ),
+        ([b"Transfer-Encoding: gzip", b"Transfer-Encoding: br"], 501, "unknown transfer coding"),
+        (
+            [b"Transfer-Encoding: gzip", b"Transfer-Encoding: deflate"],
+            400,
+            "final transfer coding is b'deflate', not chunked",
+        ),
+        ([b"Transfer-Encoding: chunked", b"Transfer-Encoding:"], 400, "empty transfer coding"),
         ([b"Transfer-Encoding: chunked, chunked"], 400, "chunked applied more than once"),
         (
             [b"Transfer-Encoding: chunked", b"Transfer-Encoding: chunked"],
@@ -234,7 +359,7 @@ def test_chunked(value: bytes) -> None:
         ),
         ([b"Transfer-Encoding:"], 400, "empty transfer coding"),
         ([b"Transfer-Encoding: chunked,"], 400, "empty transfer coding"),
-        ([b"Transfer-Encoding: chunked;q=1"], 400, "not chunked"),
+        ([b"Transfer-Encoding: chunked;q=1"], 400, "chunked takes no parameters"),
     ],
 )
 def test_bad_transfer_encoding(lines: list[bytes], status: int, message: str) -> None:

@@ -64,6 +64,68 @@ def body_of(buf: SeekableBuffer, r: FramedRequest) -> bytes:
 # -- framing ---------------------------------------------------------------------------------
 
 
+def test_empty_lines_before_request_lines_are_skipped_and_released() -> None:
+    # RFC 9112 §2.2: at the start, between requests and after a body, up to max_empty_lines.
+    stream = b"\r\n" + GET + b"\r\n\r\n" + post(b"hi") + b"\r\n" * 4 + GET + b"\r\n"
+    expected = [(2, 2 + len(GET)), (len(GET) + 6, len(GET) + 6 + len(post(b"hi")))]
+    for pieces in ([len(stream)], [1] * len(stream), [3, 1, 40, 2, len(stream) - 46]):
+        buf, index, rs = frame(stream, pieces)
+        assert index.error is None
+        assert [(r.start, r.end) for r in rs[:2]] == expected
+        assert rs[2].end == len(stream) - 2
+        assert index.at_boundary
+        for r in rs:
+            buf.release(r.start, r.end)  # type: ignore[arg-type]
+        assert len(buf) == 0  # the index released the empty lines itself
+    assert [r.body for r in parse_requests(stream)] == [b"", b"hi", b""]
+
+
+@pytest.mark.parametrize(
+    ("stream", "message"),
+    [
+        (b"\r\n" * 5 + GET, "more than 4 empty lines before a request line"),
+        (GET + b"\r\n" * 5 + GET, "more than 4 empty lines before a request line"),
+        (b"\n" + GET, "bare LF"),
+        (GET + b"\n" + GET, "bare LF"),
+        (b"\rX" + GET, "bare CR where a request line was expected"),
+        (b"\r\r\n" + GET, "bare CR where a request line was expected"),
+    ],
+)
+def test_bad_empty_lines_are_400(stream: bytes, message: str) -> None:
+    for pieces in ([len(stream)], [1] * len(stream)):
+        _, index, rs = frame(stream, pieces)
+        assert index.error is not None
+        assert (index.error.status_hint, message in index.error.message) == (400, True), (
+            index.error.message
+        )
+        assert len(rs) == stream.startswith(GET)
+
+
+def test_the_empty_line_bound_counts_per_request_and_across_writes() -> None:
+    limits = Limits(max_empty_lines=2)
+    ok = b"\r\n\r\n" + GET + b"\r\n\r\n" + GET
+    for pieces in ([len(ok)], [1] * len(ok)):
+        _, index, rs = frame(ok, pieces, limits)
+        assert (index.error, len(rs)) == (None, 2)
+    bad = b"\r\n" * 3 + GET
+    for pieces in ([len(bad)], [1] * len(bad), [2, 2, 2, len(GET)]):
+        _, index, _ = frame(bad, pieces, limits)
+        assert index.error is not None and "more than 2 empty lines" in index.error.message
+
+
+def test_connect_ends_the_stream_with_501() -> None:
+    stream = GET + b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n" + GET
+    _, index, rs = frame(stream)
+    assert len(rs) == 1
+    assert index.error is not None
+    assert (index.error.status_hint, index.error.message) == (
+        501,
+        "CONNECT: this server does not tunnel",
+    )
+    assert index.position == len(GET)
+    assert index.advance() == []  # the tunnel's bytes are never framed
+
+
 def test_offsets_of_pipelined_requests() -> None:
     stream = GET + post(b"hello") + chunked(b"abc", b"defg", trailers=b"T: v\r\n") + GET
     buf, index, rs = frame(stream)
@@ -120,13 +182,31 @@ def test_a_delimiter_split_across_writes_is_found() -> None:
         assert [(r.start, r.head_end, r.end) for r in rs] == expected, cut
 
 
-def test_incomplete_tail_is_ignored() -> None:
+def test_parse_requests_rejects_input_that_ends_inside_a_request() -> None:
     stream = GET + post(b"hello")
-    for cut in range(len(GET), len(stream)):
-        reqs = parse_requests(stream[:cut])
-        assert [r.method for r in reqs] == [b"GET"]
+    for cut in range(len(GET) + 1, len(stream)):
+        with pytest.raises(ProtocolError) as info:
+            parse_requests(stream[:cut])
+        assert info.value.status_hint == 400
+        assert info.value.message == (
+            f"the input ends inside a request ({cut - len(GET)} bytes from offset {len(GET)})"
+        )
+        assert [r.method for r in info.value.requests_before] == [b"GET"]
+        # Only when asked for, a partial request at the end is left out.
+        assert [r.method for r in parse_requests(stream[:cut], allow_partial=True)] == [b"GET"]
     assert parse_requests(b"") == []
-    assert parse_requests(b"GET / HTTP/1.1\r\nHost: a\r\n") == []
+    assert len(parse_requests(stream)) == 2
+    assert len(parse_requests(GET + b"\r\n")) == 1  # an empty line ends nothing
+    with pytest.raises(ProtocolError, match="ends inside a request"):
+        parse_requests(b"GET / HTTP/1.1\r\nHost: a\r\n")
+    with pytest.raises(ProtocolError, match="ends inside a request"):
+        parse_requests(GET + b"\r")  # half an empty line
+    with pytest.raises(TypeError):
+        parse_requests(GET, None, True)  # type: ignore[misc]  # keyword only
+
+
+def test_incomplete_tail_waits_in_the_index() -> None:
+    stream = GET + post(b"hello")
     # The index hands out a request once its head is complete; its body grows after.
     buf, index, rs = frame(stream[:-2])
     assert [r.complete for r in rs] == [True, False]
@@ -381,11 +461,14 @@ def test_trailer_section_of_exactly_the_head_limit() -> None:
         (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: x-custom\r\n\r\n",
          501, "unknown transfer coding b'x-custom'"),
         (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
-         400, "final transfer coding is b'gzip', not chunked"),
+         400, "chunked is not the final transfer coding"),
         (b"GET / HTTP/1.1\nHost: a\n\n", 400, "bare LF"),
         (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505, "HTTP version 2.0 not supported"),
         (b"GET / HTTP/1.1\r\n\r\n", 400, "missing Host"),
-        (b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", 400, "malformed request line b''"),
+        (b"\r\n" * 5 + b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 400, "more than 4 empty lines"),
+        (b"\r\nGET * HTTP/1.1\r\nHost: a\r\n\r\n", 400, "only for OPTIONS"),
+        (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400, "invalid Host b'a b'"),
+        (b"CONNECT a:1 HTTP/1.1\r\nHost: a:1\r\n\r\n", 501, "does not tunnel"),
     ],
 )  # fmt: skip
 def test_errors_carry_status_message_and_requests_before(

@@ -16,6 +16,7 @@ from ._head import RequestHead as RequestHead
 from ._head import parse_request_head as parse_request_head
 from ._index import FramedRequest as FramedRequest
 from ._index import RequestIndex as RequestIndex
+from ._kernel_seek import KernelSeekableSocket as KernelSeekableSocket
 from ._limits import KiB as KiB
 from ._limits import Limits as Limits
 from ._limits import MiB as MiB
@@ -54,6 +55,7 @@ __all__ = [
     "FramedResponse",
     "HttpDate",
     "HttpRequest",
+    "KernelSeekableSocket",
     "KiB",
     "Limits",
     "MiB",

@@ -38,34 +38,46 @@ def _save(plt: Any, fig: Any, path: Path) -> Path:
 
 
 def plot_seek(rows: Rows, path: Path) -> Path:
-    """Reduction % against message size (log x), one curve per N: the paper's Figure 3."""
+    """Reduction % against message size (log x), one curve per N: the paper's Figure 3.
+
+    One panel per seeking receiver (user space; the kernel's queue, when measured), each
+    against the copying receiver, with the ceiling (dashed) that no reordering receiver passes.
+    """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ceiling_label = "dashed: ceiling, if reordering were free (copy vs in-order floor)"
-    for n in sorted({r["n"] for r in rows}):
-        pts = sorted((r["size"], r["reduction_pct"]) for r in rows if r["n"] == n)
-        (line,) = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"N = {n}")
-        ceiling = sorted(
-            (r["size"], r["ceiling_pct"]) for r in rows if r["n"] == n and "ceiling_pct" in r
-        )
-        if ceiling:
-            ax.plot(
-                [p[0] for p in ceiling],
-                [p[1] for p in ceiling],
-                linestyle="--",
-                linewidth=0.9,
-                color=line.get_color(),
-                alpha=0.6,
-                label=ceiling_label,
+    panels = [("reduction_pct", "user-space seeking (SeekableBuffer)")]
+    if any("kernel_reduction_pct" in r for r in rows):
+        panels.append(("kernel_reduction_pct", "kernel seeking (SO_PEEK_OFF, MSG_TRUNC)"))
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(7 * len(panels), 4.5), sharey=True, squeeze=False
+    )
+    for ax, (key, title) in zip(axes[0], panels, strict=True):
+        ceiling_label = "dashed: ceiling, if reordering were free (copy vs in-order floor)"
+        for n in sorted({r["n"] for r in rows}):
+            pts = sorted((r["size"], r[key]) for r in rows if r["n"] == n and key in r)
+            (line,) = ax.plot(
+                [p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"N = {n}"
             )
-            ceiling_label = "_nolegend_"
-    ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_xscale("log")
-    ax.set_xlabel("message size (bytes, log scale)")
-    ax.set_ylabel("receiver CPU time reduced by seeking (%)")
-    ax.set_title("seek: seeking vs copying receiver (below 0: seeking costs more)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+            ceiling = sorted(
+                (r["size"], r["ceiling_pct"]) for r in rows if r["n"] == n and "ceiling_pct" in r
+            )
+            if ceiling:
+                ax.plot(
+                    [p[0] for p in ceiling],
+                    [p[1] for p in ceiling],
+                    linestyle="--",
+                    linewidth=0.9,
+                    color=line.get_color(),
+                    alpha=0.6,
+                    label=ceiling_label,
+                )
+                ceiling_label = "_nolegend_"
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("message size (bytes, log scale)")
+        ax.set_title(f"{title} vs copying (below 0: seeking costs more)", fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("receiver CPU time reduced by seeking (%)")
     return _save(plt, fig, path)
 
 

@@ -25,7 +25,15 @@ kernel plus a copy in user space. Here both receivers pay the kernel's copy (`re
 seeking saves only the user-space `memcpy` of the skipped messages, against its per-message
 bookkeeping in Python (hole list, views). It loses on small messages and gains on large ones.
 
-A third receiver, the *in-order* floor, does the same reads and delivers every message in stream
+The *kernel-seeking* receiver does what the paper's patched kernel did, with what stock Linux
+has now (`pipeparse.KernelSeekableSocket`): it peeks the wanted message at its offset in the
+kernel's receive queue (``SO_PEEK_OFF``), receives the skipped ones in one read, and the
+wanted message's bytes, now a hole at the head, are dropped in the kernel uncopied
+(``MSG_TRUNC``). Every byte is copied once, as in the in-order floor, but each group costs
+three or four system calls (set the peek offset, peek, receive, discard) where the in-order
+reads take 64 KiB a call: small messages pay for that, large ones gain the skipped copy.
+
+Another receiver, the *in-order* floor, does the same reads and delivers every message in stream
 order: no reordering receiver can beat it, so it shows how much of the copying receiver's time
 reordering costs at all (``ceiling_pct``), which bounds what seeking can save.
 
@@ -51,7 +59,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from pipeparse import KiB, MiB, SeekableBuffer
+from pipeparse import KernelSeekableSocket, KiB, MiB, SeekableBuffer
 
 from .bench_procs import available_cpus, can_pin, pinned, split_cpus
 from .bench_stats import median, reduction_pct
@@ -61,6 +69,7 @@ __all__ = [
     "FULL_SIZES",
     "CopyReceiver",
     "InOrderReceiver",
+    "KernelSeekReceiver",
     "SeekReceiver",
     "SeekSettings",
     "copy_receive",
@@ -262,6 +271,39 @@ class InOrderReceiver(_InOrderBuffer):
             r += size
 
 
+class KernelSeekReceiver:
+    """The kernel-seeking receiver: `seek_recv_into` the wanted message of a group straight
+    out of the kernel's queue, then `recv_into` the skipped ones in one read; the hole the
+    wanted message leaves is discarded in the kernel. Needs a real stream socket."""
+
+    def __init__(
+        self, n: int, size: int, capacity: int | None = None, chunk: int = RECV_CHUNK
+    ) -> None:
+        self.n, self.size = n, size
+        self.wanted = memoryview(bytearray(size))
+        self.skipped = memoryview(bytearray(n * size))
+
+    def receive(self, sock: RecvIntoSocket, count: int, sink: Sink) -> None:
+        if not isinstance(sock, socket.socket):
+            raise TypeError("kernel seeking needs a socket")
+        ks = KernelSeekableSocket(sock)
+        n, size, wanted, skipped = self.n, self.size, self.wanted, self.skipped
+        done = 0
+        while done < count:
+            g = min(n + 1, count - done)
+            ks.seek_recv_into(wanted, (g - 1) * size)
+            sink(wanted)
+            have, need = 0, (g - 1) * size
+            while have < need:  # stops at the wanted message's hole, then discards it
+                got = ks.recv_into(skipped[have:need])
+                if not got:
+                    raise EOFError(f"stream ended after {done} of {count} messages")
+                have += got
+            for i in range(g - 1):
+                sink(skipped[i * size : (i + 1) * size])
+            done += g
+
+
 def receive_with(
     kind: str,
     sock: RecvIntoSocket,
@@ -280,11 +322,30 @@ copy_receive = functools.partial(receive_with, "copy")
 seek_receive = functools.partial(receive_with, "seek")
 
 
-RECEIVERS: dict[str, type[CopyReceiver] | type[SeekReceiver] | type[InOrderReceiver]] = {
+RECEIVERS: dict[
+    str,
+    type[CopyReceiver] | type[SeekReceiver] | type[InOrderReceiver] | type[KernelSeekReceiver],
+] = {
     "copy": CopyReceiver,
     "seek": SeekReceiver,
+    "kernel": KernelSeekReceiver,
     "inorder": InOrderReceiver,
 }
+
+
+def kernel_seeking_unavailable() -> str | None:
+    """Why this machine cannot seek in a TCP socket's queue, or None when it can."""
+    with (
+        socket.create_server(("127.0.0.1", 0)) as lsock,
+        socket.create_connection(lsock.getsockname()),
+    ):
+        conn, _ = lsock.accept()
+        with conn:
+            try:
+                KernelSeekableSocket(conn)
+            except OSError as e:
+                return str(e)
+    return None
 
 
 # -- the sender process --------------------------------------------------------------------
@@ -389,11 +450,13 @@ def seek_row(
     copy_runs: Sequence[float],
     seek_runs: Sequence[float],
     inorder_runs: Sequence[float] | None = None,
+    kernel_runs: Sequence[float] | None = None,
 ) -> dict:
     """A `seek` row from the per-run CPU seconds of each receiver (medians).
 
     With the in-order floor's runs, the row also holds ``inorder_cpu_s`` and ``ceiling_pct``:
-    the reduction a seeking receiver of zero overhead would reach.
+    the reduction a seeking receiver of zero overhead would reach. With the kernel-seeking
+    receiver's runs, ``kernel_cpu_s`` and ``kernel_reduction_pct`` (against copying too).
     """
     copy_cpu = median(copy_runs)
     seek_cpu = median(seek_runs)
@@ -408,13 +471,22 @@ def seek_row(
         floor = median(inorder_runs)
         row["inorder_cpu_s"] = round(floor, 6)
         row["ceiling_pct"] = round(reduction_pct(copy_cpu, floor), 2)
+    if kernel_runs:
+        kernel = median(kernel_runs)
+        row["kernel_cpu_s"] = round(kernel, 6)
+        row["kernel_reduction_pct"] = round(reduction_pct(copy_cpu, kernel), 2)
     return row
 
 
 def run_seek_bench(settings: SeekSettings, step: Callable[[str], None] | None = None) -> list[dict]:
-    """Run the whole grid; `step(label)` is called after each (n, size) point."""
+    """Run the whole grid; `step(label)` is called after each (n, size) point.
+
+    The kernel-seeking receiver runs where the kernel allows it (rows then have its columns).
+    """
     mine, peer = split_cpus(available_cpus())
     receivers = ["copy", "seek", "inorder"]
+    if kernel_seeking_unavailable() is None:
+        receivers.append("kernel")
     rows: list[dict] = []
     with sender_process(peer if peer != mine else None) as port, pinned(mine):
         for n in settings.ns:
@@ -429,7 +501,11 @@ def run_seek_bench(settings: SeekSettings, step: Callable[[str], None] | None = 
                                 for _ in range(settings.connections)
                             )
                         )
-                rows.append(seek_row(n, size, runs["copy"], runs["seek"], runs["inorder"]))
+                rows.append(
+                    seek_row(
+                        n, size, runs["copy"], runs["seek"], runs["inorder"], runs.get("kernel")
+                    )
+                )
                 if step is not None:
                     step(f"n={n} size={size}")
     return rows

@@ -18,10 +18,16 @@ The kernel moves the peek offset itself: forward by what a peek read, back by wh
 consumed. `_peek_off` mirrors it, so a seek that reads where the last one stopped (a batch taken
 in order) saves the ``setsockopt`` call.
 
+Flow control: TCP opens its receive window as a reader *consumes*, not as it peeks, and a
+sender sends nothing while the window is below one segment (64 KiB on loopback). A reader that
+waits to peek bytes the window has not let in waits forever. So the socket's ``SO_RCVBUF`` is
+raised to `rcvbuf` (1 MiB by default; measured on loopback: with the kernel's usual cap of
+208 KiB, messages of 1 KiB to 64 KiB taken in groups of 3 to 17 stalled within 0.5 MiB, with
+1 MiB none did) and seeks should stay well inside it.
+
 Blocking and non-blocking use: on a blocking socket (or one with a timeout), `seek_recv` waits
-until all `n` bytes at `offset` have arrived (they must fit in the socket's receive buffer, or it
-waits forever: keep ``offset + n`` under ``SO_RCVBUF``), and `recv` waits for at least one byte,
-as ``socket.recv`` does. On a non-blocking socket both raise `BlockingIOError` when the bytes
+until all `n` bytes at `offset` have arrived, and `recv` waits for at least one byte, as
+``socket.recv`` does. On a non-blocking socket both raise `BlockingIOError` when the bytes
 are not there yet; `seek_recv` then takes nothing (a hole is recorded only once all `n` bytes
 were read), so it can be called again when the socket is readable.
 
@@ -42,6 +48,7 @@ __all__ = ["KernelSeekableSocket"]
 # Linux's value; Python's socket module does not name it.
 SO_PEEK_OFF: int = getattr(socket, "SO_PEEK_OFF", 42)
 _DISCARD_CHUNK = 64 * 1024  # bytes per MSG_TRUNC call (Python wants a buffer of that size)
+DEFAULT_RCVBUF = 1024 * 1024  # see "Flow control"
 
 
 class KernelSeekableSocket:
@@ -50,6 +57,8 @@ class KernelSeekableSocket:
     Args:
         sock: a connected ``SOCK_STREAM`` socket (TCP or Unix). Its other uses (``send``,
             ``close``) stay with the caller; receive only through this object.
+        rcvbuf: raise the socket's ``SO_RCVBUF`` to at least this many bytes (the kernel caps
+            it at ``net.core.rmem_max``); None leaves it. See "Flow control" above.
 
     Raises:
         ValueError: `sock` is not a stream socket.
@@ -58,7 +67,7 @@ class KernelSeekableSocket:
 
     __slots__ = ("_discard", "_head", "_holes", "_peek_off", "sock")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, *, rcvbuf: int | None = DEFAULT_RCVBUF) -> None:
         if sock.type != socket.SOCK_STREAM:
             raise ValueError(f"a stream socket is needed (SOCK_STREAM), got {sock.type!r}")
         if not sys.platform.startswith("linux"):
@@ -73,6 +82,8 @@ class KernelSeekableSocket:
                 f"this kernel has no SO_PEEK_OFF for {sock.family.name} stream sockets"
                 f" ({e.strerror}); TCP support was added to Linux in 2024",
             ) from None
+        if rcvbuf is not None and sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) < rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock = sock
         self._head = 0  # absolute offset of the first byte not consumed from the kernel
         self._holes: list[list[int]] = []  # taken ranges still queued: sorted, apart, > head
@@ -101,24 +112,40 @@ class KernelSeekableSocket:
         stream ends first, and `BlockingIOError` (non-blocking socket) if they have not all
         arrived yet: then nothing is taken.
         """
-        data = self.peek(offset, n)
-        self._add_hole(self._head + offset, self._head + offset + n)
-        return data
+        if n < 0:
+            raise ValueError("offset and n must not be negative")
+        out = memoryview(bytearray(n))
+        self.seek_recv_into(out, offset)
+        return out
+
+    def seek_recv_into(self, buffer: memoryview, offset: int) -> None:
+        """`seek_recv` into `buffer`: takes ``len(buffer)`` bytes at `offset` from the head."""
+        self.peek_into(buffer, offset)
+        start = self._head + offset
+        self._add_hole(start, start + len(buffer))
 
     def peek(self, offset: int, n: int) -> memoryview:
         """Read `n` bytes at `offset` from the head without taking them."""
-        if offset < 0 or n < 0:
+        if n < 0:
+            raise ValueError("offset and n must not be negative")
+        out = memoryview(bytearray(n))
+        self.peek_into(out, offset)
+        return out
+
+    def peek_into(self, buffer: memoryview, offset: int) -> None:
+        """`peek` into `buffer`: reads ``len(buffer)`` bytes at `offset` from the head."""
+        n = len(buffer)
+        if offset < 0:
             raise ValueError("offset and n must not be negative")
         start = self._head + offset
         self._check_untaken(start, start + n)
-        out = memoryview(bytearray(n))
         got = 0
         sock = self.sock
         while got < n:
             if self._peek_off != offset + got:
                 sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, offset + got)
                 self._peek_off = offset + got
-            k = sock.recv_into(out[got:], n - got, socket.MSG_PEEK)
+            k = sock.recv_into(buffer[got:], n - got, socket.MSG_PEEK)
             if k == 0:
                 raise EOFError(
                     f"the stream ended {offset + got} bytes after the head,"
@@ -126,21 +153,25 @@ class KernelSeekableSocket:
                 )
             self._peek_off += k
             got += k
-        return out
 
     def recv(self, n: int) -> memoryview:
         """Take up to `n` bytes from the head, up to the next hole (empty at end of stream)."""
         if n < 0:
             raise ValueError("n must not be negative")
+        out = memoryview(bytearray(n))
+        return out[: self.recv_into(out)]
+
+    def recv_into(self, buffer: memoryview, nbytes: int = 0) -> int:
+        """`recv` into `buffer` (at most `nbytes`, or its length): the count received."""
+        n = nbytes or len(buffer)
         holes = self._holes
         if holes:
             n = min(n, holes[0][0] - self._head)
-        out = memoryview(bytearray(n))
-        k = self.sock.recv_into(out, n) if n else 0
+        k = self.sock.recv_into(buffer, n) if n else 0
         self._consumed(k)
         if holes and holes[0][0] == self._head:
             self._discard_head_hole()
-        return out[:k]
+        return k
 
     # -- holes --------------------------------------------------------------------------------
 

@@ -24,8 +24,10 @@ from clients.bench_seek import (
     SeekSettings,
     copy_receive,
     delivery_order,
+    kernel_seeking_unavailable,
     make_message,
     measure_connection,
+    receive_with,
     seek_receive,
     seek_row,
     sender_process,
@@ -160,11 +162,20 @@ def test_in_order_receiver_delivers_the_stream_as_sent() -> None:
 
 
 def test_receivers_over_loopback_from_the_sender_process() -> None:
+    receivers = ["copy", "seek", "inorder"]
+    if kernel_seeking_unavailable() is None:
+        receivers.append("kernel")
     with sender_process(None) as port:
-        for receiver in ("copy", "seek", "inorder"):
-            for size in (10, 65536):
-                cpu = measure_connection(port, receiver, 40, size, 4)
+        for receiver in receivers:
+            for size in (10, 1000, 65536):
+                # (measure_connection checks the delivery order)
+                cpu = measure_connection(port, receiver, 103, size, 4)
                 assert cpu >= 0.0
+
+
+def test_kernel_receiver_needs_a_socket() -> None:
+    with pytest.raises(TypeError, match="kernel seeking needs a socket"):
+        receive_with("kernel", ChunkedSocket(b"", 0, 1), 1, 100, 2, lambda m: None)
 
 
 def test_seek_row_shape_and_medians() -> None:
@@ -178,6 +189,9 @@ def test_seek_row_shape_and_medians() -> None:
     }
     with_floor = seek_row(4, 1460, [2.0], [1.2], [1.5, 1.6, 1.4])
     assert with_floor["inorder_cpu_s"] == 1.5 and with_floor["ceiling_pct"] == 25.0
+    assert "kernel_cpu_s" not in with_floor
+    with_kernel = seek_row(4, 1460, [2.0], [1.2], None, [0.9, 1.0, 5.0])
+    assert with_kernel["kernel_cpu_s"] == 1.0 and with_kernel["kernel_reduction_pct"] == 50.0
 
 
 def test_seek_settings_validate() -> None:
@@ -438,13 +452,18 @@ def test_targets_read_off_the_rows() -> None:
             _server_row("pipeparse", "sleep10ms", 1100.0),
             _server_row("h11", "sleep10ms", 100.0),
         ],
-        "seek": [seek_row(16, 65536, [10.0], [5.0]), seek_row(2, 10, [1.0], [2.0])],
+        "seek": [
+            seek_row(16, 65536, [10.0], [5.0], None, [4.0]),
+            seek_row(2, 10, [1.0], [2.0], None, [3.0]),
+        ],
     }
     found = {t["target"]: t for t in bench.targets(sections)}
     assert found["server instant depth 16 native: pipeparse/h11"]["met"] is True
     assert found["server sleep10ms depth 16 native: pipeparse/h11"]["met"] is False
-    assert found["seek best reduction (n=16, size=65536)"]["value"] == 50.0
-    assert found["seek points where seeking loses"]["value"] == "1 of 2"
+    assert found["seek user-space: best reduction (n=16, size=65536)"]["value"] == 50.0
+    assert found["seek user-space: points where seeking loses"]["value"] == "1 of 2"
+    assert found["seek kernel: best reduction (n=16, size=65536)"]["value"] == 60.0
+    assert found["seek kernel: points where seeking loses"]["value"] == "1 of 2"
 
 
 def test_run_writes_results_and_reports_skips(

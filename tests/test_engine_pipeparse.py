@@ -452,3 +452,28 @@ async def test_many_tiny_chunks_stream_through_a_small_buffer() -> None:
     with trio.fail_after(30):
         out = await exchange(handler, data + get("/after"), config, chunk=8192)
     assert parse_responses(out) == [(200, b"%d" % n), (200, b"0")]
+
+
+@pytest.mark.parametrize("last", ["connection-close", "http10"])
+async def test_body_larger_than_the_buffer_streams_on_the_last_request(last: str) -> None:
+    """A closing request stops dispatching, not back-pressure: while its slow handler lags,
+    the leader waits for space instead of receiving into a full buffer (BufferFull)."""
+    body = bytes(range(256)) * 400  # 100 KiB through a 20 KiB buffer
+    config = ServerConfig(buffer_size=20 * 1024, limits=Limits(max_head_size=4096))
+    if last == "http10":
+        head = b"POST / HTTP/1.0\r\nContent-Length: %d\r\n\r\n" % len(body)
+    else:
+        head = b"POST / HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
+        head %= len(body)
+
+    async def handler(request: HttpRequest, sink: ResponseSink) -> None:
+        total = bytearray()
+        async for piece in request.stream():
+            total += piece
+            for _ in range(5):  # slower than the receives: the buffer fills up
+                await trio.lowlevel.checkpoint()
+        await text(sink, b"%d %d" % (len(total), total == body))
+
+    with trio.fail_after(30):
+        out = await exchange(handler, head + body, config, chunk=4096)
+    assert parse_responses(out) == [(200, b"102400 1")]

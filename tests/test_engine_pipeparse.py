@@ -7,6 +7,7 @@ started), never with timing. Responses are parsed with h11 as the client.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import h11
 import pytest
@@ -16,6 +17,7 @@ import trio.testing
 from pipeparse import HttpRequest, Limits
 from servers.config import ServerConfig
 from servers.engine_pipeparse import serve_connection
+from servers.handlers import asgi_handler
 from servers.protocol import ResponseSink
 
 Handler = Callable[[HttpRequest, ResponseSink], Awaitable[None]]
@@ -477,3 +479,36 @@ async def test_body_larger_than_the_buffer_streams_on_the_last_request(last: str
     with trio.fail_after(30):
         out = await exchange(handler, head + body, config, chunk=4096)
     assert parse_responses(out) == [(200, b"102400 1")]
+
+
+def _close_while_blocked_handlers(seen: list[str]) -> dict[str, Handler]:
+    """The same app twice: a plain sink handler, and an ASGI app through `asgi_handler`."""
+
+    async def sink_handler(request: HttpRequest, sink: ResponseSink) -> None:
+        seen.append(request.target.decode())
+        if request.target == b"/slow":
+            await trio.sleep(1)  # blocks: the leader role moves on while it sleeps
+        await text(sink, request.target)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(scope["path"])
+        if scope["path"] == "/slow":
+            await trio.sleep(1)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": scope["path"].encode()})
+
+    return {"sink": sink_handler, "asgi": asgi_handler(app)}
+
+
+@pytest.mark.parametrize("path", ["sink", "asgi"])
+async def test_nothing_after_a_blocked_closing_request_runs(
+    path: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """`Connection: close` on a request whose handler blocks: the request framed after it is
+    never dispatched while it sleeps (RFC 9112 §9.6), on the sink and ASGI paths too."""
+    seen: list[str] = []
+    handler = _close_while_blocked_handlers(seen)[path]
+    data = get("/a") + get("/slow", "Connection: close") + get("/never")
+    out = await exchange(handler, data)
+    assert parse_responses(out) == [(200, b"/a"), (200, b"/slow")]
+    assert seen == ["/a", "/slow"]

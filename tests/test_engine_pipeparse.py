@@ -512,3 +512,37 @@ async def test_nothing_after_a_blocked_closing_request_runs(
     out = await exchange(handler, data)
     assert parse_responses(out) == [(200, b"/a"), (200, b"/slow")]
     assert seen == ["/a", "/slow"]
+
+
+@pytest.mark.parametrize(
+    ("name", "pieces", "expected"),
+    [
+        ("length-one-receive", [post("/", b"hello")], memoryview),
+        ("length-two-receives", [post("/", b"hello")[:-2], b"lo"], bytes),
+        ("one-chunk", [b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       b"5\r\nhello\r\n0\r\n\r\n"], memoryview),
+        ("two-chunks", [b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        b"3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n"], bytes),
+    ],
+)  # fmt: skip
+async def test_request_body_is_a_view_only_when_it_is_one_piece(
+    name: str, pieces: list[bytes], expected: type
+) -> None:
+    """What the README promises: `request.body` is a view into the receive buffer when the
+    body is one piece, else a joined copy."""
+    seen: list[tuple[type, bytes]] = []
+
+    async def handler(request: HttpRequest, sink: ResponseSink) -> None:
+        seen.append((type(request.body), bytes(request.body)))
+        await text(sink, b"ok")
+
+    client, server = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_connection, server, handler, ServerConfig())
+        for piece in pieces:
+            await client.send_all(piece)
+            await trio.testing.wait_all_tasks_blocked()  # the engine receives each alone
+        await client.send_eof()
+        while await client.receive_some():
+            pass
+    assert seen == [(expected, b"hello")]

@@ -3,9 +3,9 @@
 The fast path. A handler gets the parsed head and, when the whole body had arrived before it
 started (the usual case), the body: no per-request channel. The pipeparse engine gives a body
 of one piece (one chunk at most, in one receive) as a view into the receive buffer, with no
-copy, and joins a body of several pieces into one `bytes`. A larger body streams through `stream()` /
-`read()`. Pick ASGI for frameworks and
-portability; pick native when per-request overhead matters (see the README).
+copy, and joins a body of several pieces into one `bytes`. A larger body streams through
+`stream()` / `read()`. Pick ASGI for frameworks and portability; pick native when per-request
+overhead matters (see the README).
 
 A view is valid while the handler runs; copy it (``bytes(view)``) to keep it longer.
 """

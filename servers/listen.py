@@ -561,8 +561,9 @@ def run(
     """Serve `app` until SIGINT/SIGTERM (blocking); returns the exit status, 0 when stopped.
 
     The first signal shuts down gracefully, a second one aborts. `on_listening` is called with
-    the `Server` once it listens (default: log its URL at INFO). With ``workers > 1``, `app`
-    must be a spec string (built-in name or ``module:attr``): see `run_workers`.
+    the `Server` once it listens (default: print the command line's listening line). With
+    ``workers > 1``, `app` must be a spec string (built-in name or ``module:attr``): see
+    `run_workers`.
     """
     config = make_config(config, **overrides)
     if config.workers > 1:
@@ -573,7 +574,7 @@ def run(
             )
         return run_workers(app, config, on_listening=on_listening, app_dir=app_dir)
     if on_listening is None:
-        on_listening = _log_listening
+        on_listening = _print_listening
     with gc_threshold(config.gc_threshold):
         _unwrap_run(_run_until_signalled, app, config, None, on_listening, None)
     return 0
@@ -595,13 +596,13 @@ def gc_threshold(threshold: int) -> Iterator[None]:
         gc.set_threshold(*before)
 
 
-def _log_listening(server: Server) -> None:
-    log.info(
-        "listening on %s (engine %s, interface %s)",
-        server.url,
-        server.config.engine,
-        server.interface,
-    )
+def _print_listening(server: Server) -> None:
+    """The default `on_listening`: the command line's listening line on stdout, so a caller of
+    `run` learns the address (the real port for ``port=0``)."""
+    from .cli import listening_line
+
+    config = server.config
+    print(listening_line(server.url, config.engine, server.interface, config.workers), flush=True)
 
 
 def _unwrap_run(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
@@ -715,7 +716,7 @@ async def _supervise(
 ) -> int:
     supervisor = _Supervisor(sock, app, config, app_dir)
     with trio.open_signal_receiver(*_SIGNALS) as signals:
-        (on_listening or _log_listening)(server)
+        (on_listening or _print_listening)(server)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(supervisor.forward_signals, signals)
             async with trio.open_nursery() as workers:

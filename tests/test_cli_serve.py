@@ -386,18 +386,20 @@ def test_workers_give_up_when_the_app_cannot_start(tmp_path: Path) -> None:
 
 
 RUN_SCRIPT = f"""
-import logging, pipeparse
-logging.basicConfig(level=logging.INFO)
+import pipeparse
 pipeparse.run("plaintext", port=0, engine={ENGINE!r})
 print("run returned", flush=True)
 """
 
 
-def test_pipeparse_run_blocks_until_sigterm() -> None:
+def test_pipeparse_run_prints_the_listening_line_and_blocks_until_sigterm() -> None:
+    """With ``port=0`` the caller learns the port from the same line as the command's, with
+    no logging set up."""
     log: list[str] = []
     with started([sys.executable, "-c", RUN_SCRIPT]) as proc:
-        match = wait_for(proc.stderr, re.compile(r"listening on http://127\.0\.0\.1:(\d+)"), log)
-        assert http_get(int(match.group(1))) == (200, b"Hello, World!")
+        match = listening(proc)
+        assert match.group(3, 4, 5) == (ENGINE, "native", "1")
+        assert http_get(int(match.group(2))) == (200, b"Hello, World!")
         proc.send_signal(signal.SIGTERM)
         assert read_line(proc.stdout, log) == "run returned\n"
         assert proc.wait(SAFETY) == 0

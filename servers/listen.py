@@ -13,9 +13,11 @@ doubles from 0.1 s up to 1 s, so running out of file descriptors slows the serve
 of killing it.
 
 Graceful shutdown, in three steps, whatever starts it (`Server.shutdown`, SIGINT/SIGTERM under
-`run`, or the caller cancelling `serve`): the accept loops stop and the listener closes; the
-server's `ShutdownSignal` is set; the connections get ``config.shutdown_timeout`` seconds to
-finish, then whatever is left is cancelled. `Server.abort` (a second signal) cancels at once.
+`run`, or the caller cancelling `serve`): the accept loops stop, the connections already
+waiting in the backlog are accepted without waiting (closing would reset them), and the
+listener closes; the server's `ShutdownSignal` is set; the connections get
+``config.shutdown_timeout`` seconds to finish, then whatever is left is cancelled.
+`Server.abort` (a second signal) cancels at once.
 
 Engines watch the shutdown through `current_shutdown()`, which returns the `ShutdownSignal` of
 the server running the calling task (a context variable that the connection tasks inherit), so
@@ -33,8 +35,12 @@ children (``python -c``, so nothing of the parent's trio run is forked) that inh
 listening socket (``pass_fds``) and accept on it; connections that arrive while a worker
 restarts wait in the shared backlog. Each child is in a session of its own, so a terminal's
 Ctrl-C reaches only the parent, which forwards SIGINT and SIGTERM to every child as SIGTERM
-(the children treat both alike, and a child still starting up just dies, without a
-KeyboardInterrupt traceback); a second signal is forwarded too, and the children abort. A child
+(the children treat both alike); a second signal is forwarded too, and the children abort.
+A child reports to the parent through a status pipe: ``s`` once its signal handler is
+installed (the parent holds signals back until then, since the default action would kill it)
+and ``r`` once it serves; the parent prints the listening line when every worker has served.
+A child signalled while it starts finishes starting, then shuts down gracefully, so the
+clients already waiting in the backlog are served, not reset. A child
 also holds the read end of a pipe from the parent: if the parent dies, the pipe's EOF shuts the
 child down gracefully. The parent restarts a worker that exits while no shutdown was asked for
 (after a doubling pause when it lived less than a second), gives up when one fails to start
@@ -440,9 +446,46 @@ async def _accept_all(
                         _accept_loop, listener, connections, handler, serve_connection, server
                     )
     finally:
+        if not server._aborted:  # a graceful stop: serve the clients already waiting too
+            config = server.config
+            for stream in _take_queued(listeners):
+                connections.start_soon(_connection, stream, handler, serve_connection, config)
         stopped.set()
         for listener in listeners:
             await trio.aclose_forcefully(listener)  # cancel-safe: closes even when cancelled
+
+
+def _take_queued(
+    listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
+) -> list[trio.SocketStream]:
+    """The connections already waiting in the listening sockets' backlogs, accepted without
+    waiting: closing the listener would reset them (a stop while workers start, say)."""
+    streams = []
+    for listener in listeners:
+        if not isinstance(listener, trio.SocketListener):
+            continue
+        listening = listener.socket
+        # Plain non-blocking accepts on a duplicate descriptor: this runs as the accept loops
+        # are cancelled, where a trio accept would raise Cancelled instead.
+        try:
+            dup = socket.fromfd(listening.fileno(), listening.family, listening.type)
+        except OSError:  # already closed
+            continue
+        with dup:
+            dup.setblocking(False)
+            while True:
+                try:
+                    conn, _ = dup.accept()
+                except BlockingIOError:  # none left
+                    break
+                except OSError as exc:
+                    if exc.errno == errno.ECONNABORTED:  # that client gave up: the next one
+                        continue
+                    break  # out of descriptors, say: the rest are reset, as before
+                streams.append(trio.SocketStream(trio.socket.from_stdlib_socket(conn)))
+    if streams:
+        log.info("shutdown: serving %d connection(s) that were already waiting", len(streams))
+    return streams
 
 
 async def _accept_loop(
@@ -622,12 +665,16 @@ async def _run_until_signalled(
     sock: socket.socket | None,
     on_listening: Callable[[Server], None] | None,
     parent_fd: int | None,
+    early_stop: _EarlyStop | None = None,
 ) -> None:
     with trio.open_signal_receiver(*_SIGNALS) as signals:
         async with trio.open_nursery() as nursery:
             server: Server = await nursery.start(_serve_then_stop, nursery, app, config, sock)
             if on_listening is not None:
                 on_listening(server)
+            if early_stop is not None and early_stop.requested:  # signalled while starting
+                log.info("stopped while starting: shutting down gracefully (again to abort)")
+                server.shutdown()
             nursery.start_soon(_stop_on_signals, server, signals)
             if parent_fd is not None:
                 nursery.start_soon(_stop_when_parent_exits, server, parent_fd)
@@ -714,9 +761,8 @@ async def _supervise(
     on_listening: Callable[[Server], None] | None,
     app_dir: str | None,
 ) -> int:
-    supervisor = _Supervisor(sock, app, config, app_dir)
+    supervisor = _Supervisor(sock, app, config, app_dir, server, on_listening or _print_listening)
     with trio.open_signal_receiver(*_SIGNALS) as signals:
-        (on_listening or _print_listening)(server)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(supervisor.forward_signals, signals)
             async with trio.open_nursery() as workers:
@@ -726,21 +772,74 @@ async def _supervise(
     return 1 if supervisor.failed else 0
 
 
+class _Worker:
+    """A worker process, and what it told the parent through its status pipe."""
+
+    __slots__ = ("held_signals", "proc", "takes_signals")
+
+    def __init__(self, proc: trio.Process) -> None:
+        self.proc = proc
+        self.takes_signals = False  # its stop handler is installed (status b"s")
+        self.held_signals = 0  # SIGTERMs to send once it does
+
+    def signal(self) -> None:
+        """SIGTERM now, or as soon as it can take it: before its handler is installed, the
+        default action would kill it, and the connections queued for it would be reset."""
+        if self.takes_signals:
+            _send_signal(self.proc, signal.SIGTERM)
+        else:
+            self.held_signals += 1
+
+    def now_takes_signals(self) -> None:
+        self.takes_signals = True
+        for _ in range(self.held_signals):
+            _send_signal(self.proc, signal.SIGTERM)
+        self.held_signals = 0
+
+
 class _Supervisor:
-    def __init__(self, sock: socket.socket, app: str, config: ServerConfig, app_dir: str | None):
+    def __init__(
+        self,
+        sock: socket.socket,
+        app: str,
+        config: ServerConfig,
+        app_dir: str | None,
+        server: Server,
+        on_listening: Callable[[Server], None],
+    ) -> None:
         self.sock = sock
         self.app = app
         self.config = config
         self.app_dir = app_dir
-        self.procs: dict[int, trio.Process] = {}
+        self.server = server
+        self.on_listening = on_listening
+        self.procs: dict[int, _Worker] = {}
+        self.ready: set[int] = set()  # workers that have served (reported status b"r")
         self.stopping = trio.Event()
         self.failed = False
 
     def stop(self) -> None:
         """Send every worker SIGTERM: the first one drains it, a second one aborts it."""
         self.stopping.set()
-        for proc in list(self.procs.values()):
-            _send_signal(proc, signal.SIGTERM)
+        for worker in list(self.procs.values()):
+            worker.signal()
+
+    def _worker_ready(self, index: int) -> None:
+        """Announce the address once every worker serves (not before: a client would wait in
+        the backlog, and a signal then would have nobody to serve it)."""
+        announced = len(self.ready) == self.config.workers
+        self.ready.add(index)
+        if not announced and len(self.ready) == self.config.workers and not self.stopping.is_set():
+            self.on_listening(self.server)
+
+    async def _follow_status(self, index: int, worker: _Worker, fd: int) -> None:
+        """Read what the worker reports: b"s" its stop handler is installed, b"r" it serves."""
+        async with trio.lowlevel.FdStream(fd) as stream:
+            while data := await stream.receive_some(16):
+                if b"s" in data:
+                    worker.now_takes_signals()
+                if b"r" in data:
+                    self._worker_ready(index)
 
     async def forward_signals(self, signals: Any) -> None:
         async for signum in signals:
@@ -784,25 +883,36 @@ class _Supervisor:
             "path": sys.path,
             "worker": index,
         }
-        read_end, write_end = os.pipe()
+        read_end, write_end = os.pipe()  # the parent's liveness: EOF when it dies
+        status_read, status_write = os.pipe()  # the worker's status reports (`_follow_status`)
         try:
             payload["parent_fd"] = read_end
+            payload["status_fd"] = status_write
             try:
                 proc = await trio.lowlevel.open_process(
                     [sys.executable, "-c", _CHILD_CODE, json.dumps(payload)],
-                    pass_fds=(self.sock.fileno(), read_end),
+                    pass_fds=(self.sock.fileno(), read_end, status_write),
                     start_new_session=True,
                 )
+            except BaseException:
+                os.close(status_read)
+                raise
             finally:
                 os.close(read_end)
-            self.procs[index] = proc
+                os.close(status_write)
+            worker = self.procs[index] = _Worker(proc)
             log.info("worker %d started (pid %d)", index, proc.pid)
             if self.stopping.is_set():  # a signal came while it was starting
-                _send_signal(proc, signal.SIGTERM)
+                worker.signal()
             try:
-                return await proc.wait()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._follow_status, index, worker, status_read)
+                    code = await proc.wait()
+                    nursery.cancel_scope.cancel()
+                return code
             finally:
                 del self.procs[index]
+                self.ready.discard(index)
         finally:
             os.close(write_end)
 
@@ -821,16 +931,42 @@ def _describe_exit(code: int) -> str:
     return f"exit code {code}"
 
 
+class _EarlyStop:
+    """A worker's SIGINT/SIGTERM handler outside trio's: the first signal is noted (the worker
+    starts anyway, then shuts down gracefully, serving the connections already queued), a
+    second one interrupts (KeyboardInterrupt: the worker exits at once)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+
 def _worker_main(payload: dict[str, Any]) -> int:
     """A worker process: serve on the inherited socket until a signal or the parent's exit."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    early_stop = _EarlyStop()
+    for signum in _SIGNALS:
+        signal.signal(signum, early_stop)
+    status_fd = payload["status_fd"]
     try:
-        return _worker_serve(payload)
-    except KeyboardInterrupt:  # a signal before or after trio's handling
+        _report(status_fd, b"s")  # the parent may signal it now (it held signals back)
+        return _worker_serve(payload, early_stop, status_fd)
+    except KeyboardInterrupt:  # a second signal outside trio's handling
         return 0
+    finally:
+        os.close(status_fd)
 
 
-def _worker_serve(payload: dict[str, Any]) -> int:
+def _report(status_fd: int, status: bytes) -> None:
+    """Tell the parent `status` (a parent that is gone is noticed through `parent_fd`)."""
+    with contextlib.suppress(OSError):
+        os.write(status_fd, status)
+
+
+def _worker_serve(payload: dict[str, Any], early_stop: _EarlyStop, status_fd: int) -> int:
     from .apps import AppLoadError, load_app
     from .handlers import LifespanError, resolve_app
 
@@ -847,7 +983,15 @@ def _worker_serve(payload: dict[str, Any]) -> int:
             return EXIT_STARTUP_FAILED
         try:
             with gc_threshold(config.gc_threshold):
-                _unwrap_run(_run_until_signalled, app, config, sock, None, payload["parent_fd"])
+                _unwrap_run(
+                    _run_until_signalled,
+                    app,
+                    config,
+                    sock,
+                    lambda server: _report(status_fd, b"r"),  # it serves: tell the parent
+                    payload["parent_fd"],
+                    early_stop,
+                )
         except LifespanError as exc:
             log.error("worker %d: %s", payload["worker"], exc)
             return EXIT_STARTUP_FAILED

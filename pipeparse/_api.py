@@ -65,9 +65,11 @@ async def serve(
 def run(app: object, *, config: ServerConfig | None = None, **overrides: Any) -> None:
     """Serve `app` until SIGINT or SIGTERM (blocking, in `trio.run`).
 
-    The first signal shuts down gracefully, a second one cancels the open connections. The
-    address is logged at INFO on ``pipeparse.server``. Takes the arguments of `serve`; with
-    ``workers=N`` (N > 1) `app` must be a string, and N processes share the port.
+    The first signal shuts down gracefully, a second one cancels the open connections. Once it
+    listens it prints the same line as ``pipeparse serve``: ``pipeparse: listening on
+    http://HOST:PORT (engine E, interface I, workers N)`` (the real port for ``port=0``).
+    Takes the arguments of `serve`; with ``workers=N`` (N > 1) `app` must be a string, and N
+    processes share the port.
 
     Raises:
         OSError: the address cannot be bound.

@@ -1,9 +1,11 @@
 """The native handler interface: ``async def handler(request: HttpRequest) -> Response``.
 
 The fast path. A handler gets the parsed head and, when the whole body had arrived before it
-started (the usual case), the body as a view into the receive buffer: no copy, no per-request
-channel. A larger body streams through `stream()` / `read()`. Pick ASGI for frameworks and
-portability; pick native when per-request overhead matters (see the README).
+started (the usual case), the body: no per-request channel. The pipeparse engine gives a body
+of one piece (one chunk at most, in one receive) as a view into the receive buffer, with no
+copy, and joins a body of several pieces into one `bytes`. A larger body streams through
+`stream()` / `read()`. Pick ASGI for frameworks and portability; pick native when per-request
+overhead matters (see the README).
 
 A view is valid while the handler runs; copy it (``bytes(view)``) to keep it longer.
 """
@@ -79,7 +81,8 @@ class HttpRequest:
 
     @property
     def body(self) -> bytes | memoryview:
-        """The whole body, without copying; only when `body_complete` (else use `read()`)."""
+        """The whole body, only when `body_complete` (else use `read()`): a view into the
+        receive buffer when it arrived in one piece, else a joined copy (see the module)."""
         if self._body is None:
             raise RuntimeError("the body is still arriving: use `await request.read()`")
         return self._body

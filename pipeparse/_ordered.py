@@ -101,7 +101,7 @@ class OrderedResponses:
         if slot.done:
             raise RuntimeError(f"response {slot.seq} is already complete")
         slots = self._slots
-        if not slots:
+        if self.closing or not slots:
             return  # a closing response went first: nothing after it is sent
         if slots[0] is slot:
             self._out.append(data)

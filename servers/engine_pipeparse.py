@@ -36,10 +36,11 @@ Adaptive batching (after the Oracle datagram paper's batch sizing):
   goes out as it is produced. `flush="each"` and a fixed `recv_size` turn both off (benchmarks).
 
 Back-pressure: the leader stops receiving while `max_in_flight` requests are framed and not yet
-answered, or the buffer is full; TCP then pushes back on the client. A body larger than the
-buffer streams to its handler piece by piece (chunk-size lines are released with the pieces)
-and never has to fit. A request whose body fits waits for all of it before it starts, so a
-framing error in its body is answered alone.
+answered, or the buffer is full; TCP then pushes back on the client. Every receive passes this
+one gate (`_receive_more`), the last request's body too (after `Connection: close`). A body
+larger than the buffer streams to its handler piece by piece (chunk-size lines are released
+with the pieces) and never has to fit. A request whose body fits waits for all of it before it
+starts, so a framing error in its body is answered alone.
 
 Request timeout: a handler that blocks gets `request_timeout` seconds (then its request gets a
 503). Its task notes the deadline (a plain attribute, `_TaskTimer`) and queues it for the
@@ -399,9 +400,8 @@ class _Connection:
                 streaming = self.streaming
                 if streaming is not None and streaming.waiting and not self.eof:
                     # The last request (Connection: close) streams its body: keep receiving
-                    # it (the index frames nothing past that request's end).
-                    await self.flush()
-                    await self._receive(idle=False)
+                    # it, under the same back-pressure as any other body.
+                    await self._receive_more(needs_body=True)
                     continue
                 await self._wait_progress()
                 continue
@@ -436,17 +436,23 @@ class _Connection:
                         return None
                     await self._wait_progress()
                     continue
-            framed_unanswered = len(self.responses) + len(queue)
             needs_body = body_pending or (self.streaming is not None and self.streaming.waiting)
-            if framed_unanswered >= policy.max_in_flight and not needs_body:
-                await self._wait_progress()
-                continue
-            if self.buf.writable() == 0:
-                await self._wait_progress()
-                continue
-            await self.flush()
-            await self._receive(idle=framed_unanswered == 0 and self.index.at_boundary)
+            await self._receive_more(needs_body)
         return None
+
+    async def _receive_more(self, needs_body: bool) -> None:
+        """The leader's one gate to the socket (back-pressure): receive once more, or wait
+        for progress while `max_in_flight` requests are unanswered (unless a body must come
+        in first: `needs_body`) or while the buffer is full (always: the handler of a
+        streaming body frees space as it takes the pieces)."""
+        framed_unanswered = len(self.responses) + len(self.queue)
+        if (
+            framed_unanswered >= self.policy.max_in_flight and not needs_body
+        ) or self.buf.writable() == 0:
+            await self._wait_progress()
+            return
+        await self.flush()
+        await self._receive(idle=framed_unanswered == 0 and self.index.at_boundary)
 
     async def _receive(self, idle: bool) -> None:
         """One receive into the buffer, then frame what it brought. Reads at once what is

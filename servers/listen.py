@@ -1,4 +1,4 @@
-"""Listeners, the connection nursery, graceful shutdown, worker processes and signals.
+"""Listeners, the connection nursery, graceful shutdown, and running under signals.
 
 Strategy
 --------
@@ -13,9 +13,11 @@ doubles from 0.1 s up to 1 s, so running out of file descriptors slows the serve
 of killing it.
 
 Graceful shutdown, in three steps, whatever starts it (`Server.shutdown`, SIGINT/SIGTERM under
-`run`, or the caller cancelling `serve`): the accept loops stop and the listener closes; the
-server's `ShutdownSignal` is set; the connections get ``config.shutdown_timeout`` seconds to
-finish, then whatever is left is cancelled. `Server.abort` (a second signal) cancels at once.
+`run`, or the caller cancelling `serve`): the accept loops stop, the connections already
+waiting in the backlog are accepted without waiting (closing would reset them), and the
+listener closes; the server's `ShutdownSignal` is set; the connections get
+``config.shutdown_timeout`` seconds to finish, then whatever is left is cancelled.
+`Server.abort` (a second signal) cancels at once.
 
 Engines watch the shutdown through `current_shutdown()`, which returns the `ShutdownSignal` of
 the server running the calling task (a context variable that the connection tasks inherit), so
@@ -28,18 +30,7 @@ Access log: engines call ``log_access(client, method, target, status, nbytes)`` 
 response when ``config.access_log`` is true; it logs one line at INFO on the ``pipeparse.access``
 logger. `configure_logging` (the command line's) sends every ``pipeparse.*`` logger to stderr.
 
-Workers (``workers > 1``, `run_workers`): the parent binds and listens once, then starts N
-children (``python -c``, so nothing of the parent's trio run is forked) that inherit the
-listening socket (``pass_fds``) and accept on it; connections that arrive while a worker
-restarts wait in the shared backlog. Each child is in a session of its own, so a terminal's
-Ctrl-C reaches only the parent, which forwards SIGINT and SIGTERM to every child as SIGTERM
-(the children treat both alike, and a child still starting up just dies, without a
-KeyboardInterrupt traceback); a second signal is forwarded too, and the children abort. A child
-also holds the read end of a pipe from the parent: if the parent dies, the pipe's EOF shuts the
-child down gracefully. The parent restarts a worker that exits while no shutdown was asked for
-(after a doubling pause when it lived less than a second), gives up when one fails to start
-(exit code 3: the app cannot be loaded, or its lifespan startup failed), and returns 0 once
-every child has exited after a signal.
+Workers (``workers > 1``, `run_workers`) are `servers.workers`'s.
 """
 
 from __future__ import annotations
@@ -49,10 +40,8 @@ import dataclasses
 import errno
 import gc
 import importlib
-import json
 import logging
 import math
-import os
 import signal
 import socket
 import sys
@@ -69,7 +58,6 @@ from .protocol import Handler
 
 __all__ = [
     "ACCESS_LOGGER",
-    "EXIT_STARTUP_FAILED",
     "ServeConnection",
     "Server",
     "ShutdownSignal",
@@ -90,14 +78,9 @@ log = logging.getLogger("pipeparse.server")
 ACCESS_LOGGER = "pipeparse.access"
 _access = logging.getLogger(ACCESS_LOGGER)
 
-EXIT_STARTUP_FAILED = 3  # a worker's exit code when its app cannot start (no restart)
-
 BACKLOG = 4096  # listen() backlog (the kernel caps it at net.core.somaxconn)
 ACCEPT_BACKOFF_MIN = 0.1  # seconds: first pause after an accept error ...
 ACCEPT_BACKOFF_MAX = 1.0  # ... doubling up to this
-RESTART_QUICK = 1.0  # seconds: a worker that exits sooner than this is restarted after ...
-RESTART_DELAY_MIN = 0.5  # ... a pause that starts here ...
-RESTART_DELAY_MAX = 8.0  # ... and doubles up to this
 
 _CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
@@ -440,9 +423,46 @@ async def _accept_all(
                         _accept_loop, listener, connections, handler, serve_connection, server
                     )
     finally:
+        if not server._aborted:  # a graceful stop: serve the clients already waiting too
+            config = server.config
+            for stream in _take_queued(listeners):
+                connections.start_soon(_connection, stream, handler, serve_connection, config)
         stopped.set()
         for listener in listeners:
             await trio.aclose_forcefully(listener)  # cancel-safe: closes even when cancelled
+
+
+def _take_queued(
+    listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
+) -> list[trio.SocketStream]:
+    """The connections already waiting in the listening sockets' backlogs, accepted without
+    waiting: closing the listener would reset them (a stop while workers start, say)."""
+    streams = []
+    for listener in listeners:
+        if not isinstance(listener, trio.SocketListener):
+            continue
+        listening = listener.socket
+        # Plain non-blocking accepts on a duplicate descriptor: this runs as the accept loops
+        # are cancelled, where a trio accept would raise Cancelled instead.
+        try:
+            dup = socket.fromfd(listening.fileno(), listening.family, listening.type)
+        except OSError:  # already closed
+            continue
+        with dup:
+            dup.setblocking(False)
+            while True:
+                try:
+                    conn, _ = dup.accept()
+                except BlockingIOError:  # none left
+                    break
+                except OSError as exc:
+                    if exc.errno == errno.ECONNABORTED:  # that client gave up: the next one
+                        continue
+                    break  # out of descriptors, say: the rest are reset, as before
+                streams.append(trio.SocketStream(trio.socket.from_stdlib_socket(conn)))
+    if streams:
+        log.info("shutdown: serving %d connection(s) that were already waiting", len(streams))
+    return streams
 
 
 async def _accept_loop(
@@ -561,8 +581,9 @@ def run(
     """Serve `app` until SIGINT/SIGTERM (blocking); returns the exit status, 0 when stopped.
 
     The first signal shuts down gracefully, a second one aborts. `on_listening` is called with
-    the `Server` once it listens (default: log its URL at INFO). With ``workers > 1``, `app`
-    must be a spec string (built-in name or ``module:attr``): see `run_workers`.
+    the `Server` once it listens (default: print the command line's listening line). With
+    ``workers > 1``, `app` must be a spec string (built-in name or ``module:attr``): see
+    `run_workers`.
     """
     config = make_config(config, **overrides)
     if config.workers > 1:
@@ -573,7 +594,7 @@ def run(
             )
         return run_workers(app, config, on_listening=on_listening, app_dir=app_dir)
     if on_listening is None:
-        on_listening = _log_listening
+        on_listening = _print_listening
     with gc_threshold(config.gc_threshold):
         _unwrap_run(_run_until_signalled, app, config, None, on_listening, None)
     return 0
@@ -595,13 +616,13 @@ def gc_threshold(threshold: int) -> Iterator[None]:
         gc.set_threshold(*before)
 
 
-def _log_listening(server: Server) -> None:
-    log.info(
-        "listening on %s (engine %s, interface %s)",
-        server.url,
-        server.config.engine,
-        server.interface,
-    )
+def _print_listening(server: Server) -> None:
+    """The default `on_listening`: the command line's listening line on stdout, so a caller of
+    `run` learns the address (the real port for ``port=0``)."""
+    from .cli import listening_line
+
+    config = server.config
+    print(listening_line(server.url, config.engine, server.interface, config.workers), flush=True)
 
 
 def _unwrap_run(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
@@ -621,12 +642,16 @@ async def _run_until_signalled(
     sock: socket.socket | None,
     on_listening: Callable[[Server], None] | None,
     parent_fd: int | None,
+    early_stop: _EarlyStop | None = None,
 ) -> None:
     with trio.open_signal_receiver(*_SIGNALS) as signals:
         async with trio.open_nursery() as nursery:
             server: Server = await nursery.start(_serve_then_stop, nursery, app, config, sock)
             if on_listening is not None:
                 on_listening(server)
+            if early_stop is not None and early_stop.requested:  # signalled while starting
+                log.info("stopped while starting: shutting down gracefully (again to abort)")
+                server.shutdown()
             nursery.start_soon(_stop_on_signals, server, signals)
             if parent_fd is not None:
                 nursery.start_soon(_stop_when_parent_exits, server, parent_fd)
@@ -663,15 +688,18 @@ async def _stop_when_parent_exits(server: Server, fd: int) -> None:
         server.shutdown()
 
 
-# --- worker processes -----------------------------------------------------------------------
+class _EarlyStop:
+    """A worker's SIGINT/SIGTERM handler outside trio's: the first signal is noted (the worker
+    starts anyway, then shuts down gracefully, serving the connections already queued), a
+    second one interrupts (KeyboardInterrupt: the worker exits at once)."""
 
-_CHILD_CODE = (
-    "import json, sys\n"
-    "p = json.loads(sys.argv[1])\n"
-    "sys.path[:0] = [e for e in p['path'] if e not in sys.path]\n"
-    "from servers.listen import _worker_main\n"
-    "sys.exit(_worker_main(p))\n"
-)
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
 
 
 def run_workers(
@@ -681,175 +709,7 @@ def run_workers(
     on_listening: Callable[[Server], None] | None = None,
     app_dir: str | None = None,
 ) -> int:
-    """Serve `app` from ``config.workers`` processes sharing one listening socket (blocking).
+    """Serve `app` from ``config.workers`` processes (blocking): see `servers.workers`."""
+    from .workers import run_workers as _run_workers
 
-    The parent binds (raising `OSError` if it cannot), reports the address through
-    `on_listening` (a `Server` that only carries the address), starts and supervises the
-    workers, and returns 0 once they exited after SIGINT/SIGTERM, 1 when a worker could not
-    start. See the module docstring.
-    """
-    sock = bind_socket(config.host, config.port, reuse_port=True)
-    try:
-        name = sock.getsockname()
-        server = Server(str(name[0]), int(name[1]), config, _interface_of(app, config, app_dir))
-        return int(_unwrap_run(_supervise, sock, app, config, server, on_listening, app_dir))
-    finally:
-        sock.close()
-
-
-def _interface_of(app: str, config: ServerConfig, app_dir: str | None) -> str:
-    """How the workers will serve `app`; loading it here also fails fast on a bad spec."""
-    from .apps import load_app
-    from .handlers import resolve_app
-
-    return resolve_app(load_app(app, app_dir), config.interface).interface
-
-
-async def _supervise(
-    sock: socket.socket,
-    app: str,
-    config: ServerConfig,
-    server: Server,
-    on_listening: Callable[[Server], None] | None,
-    app_dir: str | None,
-) -> int:
-    supervisor = _Supervisor(sock, app, config, app_dir)
-    with trio.open_signal_receiver(*_SIGNALS) as signals:
-        (on_listening or _log_listening)(server)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(supervisor.forward_signals, signals)
-            async with trio.open_nursery() as workers:
-                for index in range(1, config.workers + 1):
-                    workers.start_soon(supervisor.keep_worker, index)
-            nursery.cancel_scope.cancel()
-    return 1 if supervisor.failed else 0
-
-
-class _Supervisor:
-    def __init__(self, sock: socket.socket, app: str, config: ServerConfig, app_dir: str | None):
-        self.sock = sock
-        self.app = app
-        self.config = config
-        self.app_dir = app_dir
-        self.procs: dict[int, trio.Process] = {}
-        self.stopping = trio.Event()
-        self.failed = False
-
-    def stop(self) -> None:
-        """Send every worker SIGTERM: the first one drains it, a second one aborts it."""
-        self.stopping.set()
-        for proc in list(self.procs.values()):
-            _send_signal(proc, signal.SIGTERM)
-
-    async def forward_signals(self, signals: Any) -> None:
-        async for signum in signals:
-            again = " again: aborting" if self.stopping.is_set() else ": stopping"
-            log.info("%s%s %d worker(s)", signal.Signals(signum).name, again, len(self.procs))
-            self.stop()
-
-    async def keep_worker(self, index: int) -> None:
-        quick_exits = 0
-        while not self.stopping.is_set():
-            started = trio.current_time()
-            code = await self._run_worker(index)
-            if self.stopping.is_set():
-                return
-            if code == EXIT_STARTUP_FAILED:
-                log.error("worker %d could not start: stopping", index)
-                self.failed = True
-                self.stop()
-                return
-            quick_exits = quick_exits + 1 if trio.current_time() - started < RESTART_QUICK else 0
-            delay = (
-                min(RESTART_DELAY_MIN * 2 ** (quick_exits - 1), RESTART_DELAY_MAX)
-                if quick_exits
-                else 0.0
-            )
-            log.warning(
-                "worker %d exited (%s): restarting%s",
-                index,
-                _describe_exit(code),
-                f" in {delay:g}s" if delay else "",
-            )
-            with trio.move_on_after(delay):
-                await self.stopping.wait()
-
-    async def _run_worker(self, index: int) -> int:
-        payload = {
-            "app": self.app,
-            "app_dir": self.app_dir,
-            "config": _config_to_json(self.config),
-            "fd": self.sock.fileno(),
-            "path": sys.path,
-            "worker": index,
-        }
-        read_end, write_end = os.pipe()
-        try:
-            payload["parent_fd"] = read_end
-            try:
-                proc = await trio.lowlevel.open_process(
-                    [sys.executable, "-c", _CHILD_CODE, json.dumps(payload)],
-                    pass_fds=(self.sock.fileno(), read_end),
-                    start_new_session=True,
-                )
-            finally:
-                os.close(read_end)
-            self.procs[index] = proc
-            log.info("worker %d started (pid %d)", index, proc.pid)
-            if self.stopping.is_set():  # a signal came while it was starting
-                _send_signal(proc, signal.SIGTERM)
-            try:
-                return await proc.wait()
-            finally:
-                del self.procs[index]
-        finally:
-            os.close(write_end)
-
-
-def _send_signal(proc: trio.Process, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):  # it has just exited
-        proc.send_signal(signum)
-
-
-def _describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
-
-
-def _worker_main(payload: dict[str, Any]) -> int:
-    """A worker process: serve on the inherited socket until a signal or the parent's exit."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        return _worker_serve(payload)
-    except KeyboardInterrupt:  # a signal before or after trio's handling
-        return 0
-
-
-def _worker_serve(payload: dict[str, Any]) -> int:
-    from .apps import AppLoadError, load_app
-    from .handlers import LifespanError, resolve_app
-
-    config = _config_from_json(payload["config"])
-    configure_logging(config.log_level, config.access_log)
-    sock = socket.socket(fileno=payload["fd"])
-    try:
-        try:
-            app = load_app(payload["app"], payload["app_dir"])
-            resolve_app(app, config.interface)
-            load_engine(config.engine)
-        except (AppLoadError, ImportError, TypeError, ValueError) as exc:
-            log.error("worker %d cannot start: %s", payload["worker"], exc)
-            return EXIT_STARTUP_FAILED
-        try:
-            with gc_threshold(config.gc_threshold):
-                _unwrap_run(_run_until_signalled, app, config, sock, None, payload["parent_fd"])
-        except LifespanError as exc:
-            log.error("worker %d: %s", payload["worker"], exc)
-            return EXIT_STARTUP_FAILED
-    finally:
-        sock.close()
-    return 0
+    return _run_workers(app, config, on_listening=on_listening, app_dir=app_dir)

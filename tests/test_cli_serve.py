@@ -369,6 +369,65 @@ def test_workers_share_the_port_restart_when_killed_and_stop_on_sigterm(tmp_path
         assert not pid_exists(restarted) and not pid_exists(second)
 
 
+SLOW_START_APP = """
+import os
+import trio
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":  # the startup waits for the test's go-ahead
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                while not os.path.exists("go"):
+                    await trio.sleep(0.01)
+                open(f"started-{os.getpid()}", "w").close()
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"served by %d" % os.getpid()})
+"""
+
+
+def test_workers_announce_the_address_once_they_all_serve(tmp_path: Path) -> None:
+    (tmp_path / "slowapp.py").write_text(SLOW_START_APP)
+    (tmp_path / "go").touch()
+    with started(serve_command("slowapp:app", "--workers=2"), cwd=tmp_path) as proc:
+        port = int(listening(proc).group(2))
+        # Both workers had finished their startup before the line was printed.
+        assert len(list(tmp_path.glob("started-*"))) == 2
+        status, body = http_get(port, "/")
+        assert status == 200 and body.startswith(b"served by ")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(SAFETY) == 0
+
+
+def test_a_signal_while_workers_start_still_serves_the_waiting_clients(tmp_path: Path) -> None:
+    """A client that connected before any worker served waits in the backlog; a SIGTERM then
+    lets the workers start, serve it, and stop: it is answered, not reset."""
+    (tmp_path / "slowapp.py").write_text(SLOW_START_APP)
+    with socket.socket() as probe:  # a free port (the line comes only once workers serve)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log: list[str] = []
+    command = serve_command("slowapp:app", "--workers=2", f"--port={port}")
+    command.remove("--port=0")
+    with started(command, cwd=tmp_path) as proc:
+        wait_for(proc.stderr, re.compile(r"worker 2 started"), log)
+        with socket.create_connection(("127.0.0.1", port), timeout=SAFETY) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            proc.send_signal(signal.SIGTERM)
+            wait_for(proc.stderr, re.compile(r"SIGTERM: stopping"), log)
+            (tmp_path / "go").touch()  # now the workers may finish starting
+            response = b""
+            while data := sock.recv(65536):
+                response += data
+        assert proc.wait(SAFETY) == 0, log
+        assert proc.stdout is not None and proc.stdout.read() == b""  # never announced
+    assert response.startswith(b"HTTP/1.1 200 ") and b"served by " in response, response
+
+
 def test_workers_give_up_when_the_app_cannot_start(tmp_path: Path) -> None:
     # The parent can load the app; the workers fail their ASGI lifespan startup.
     (tmp_path / "badapp.py").write_text(
@@ -378,26 +437,28 @@ def test_workers_give_up_when_the_app_cannot_start(tmp_path: Path) -> None:
     )
     log: list[str] = []
     with started(serve_command("badapp:app", "--workers=2"), cwd=tmp_path) as proc:
-        listening(proc)
         assert proc.wait(SAFETY) == 1
-        assert proc.stderr is not None
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.read() == b""  # never announced: no worker ever served
         log.append(proc.stderr.read().decode())
     assert "no database" in log[-1] and "could not start" in log[-1]
 
 
 RUN_SCRIPT = f"""
-import logging, pipeparse
-logging.basicConfig(level=logging.INFO)
+import pipeparse
 pipeparse.run("plaintext", port=0, engine={ENGINE!r})
 print("run returned", flush=True)
 """
 
 
-def test_pipeparse_run_blocks_until_sigterm() -> None:
+def test_pipeparse_run_prints_the_listening_line_and_blocks_until_sigterm() -> None:
+    """With ``port=0`` the caller learns the port from the same line as the command's, with
+    no logging set up."""
     log: list[str] = []
     with started([sys.executable, "-c", RUN_SCRIPT]) as proc:
-        match = wait_for(proc.stderr, re.compile(r"listening on http://127\.0\.0\.1:(\d+)"), log)
-        assert http_get(int(match.group(1))) == (200, b"Hello, World!")
+        match = listening(proc)
+        assert match.group(3, 4, 5) == (ENGINE, "native", "1")
+        assert http_get(int(match.group(2))) == (200, b"Hello, World!")
         proc.send_signal(signal.SIGTERM)
         assert read_line(proc.stdout, log) == "run returned\n"
         assert proc.wait(SAFETY) == 0

@@ -311,6 +311,58 @@ async def test_app_content_length_that_lies_is_a_500(serve: Any) -> None:
     assert [r.status for r in responses] == [500, 500]
 
 
+def short_streams(blocking: bool) -> dict[str, Handler]:
+    """A response streamed shorter than its Content-Length (10 declared, 5 sent), for
+    ``/short``; any other target gets ``next``. As a sink handler and as an ASGI app."""
+    declared = [(b"content-length", b"10")]
+
+    async def pause() -> None:
+        if blocking:  # the handler suspends: later requests run (and answer) meanwhile
+            await trio.lowlevel.checkpoint()
+
+    async def sink_handler(request: HttpRequest, sink: ResponseSink) -> None:
+        if request.target != b"/short":
+            await sink.start(200, [])
+            await sink.send(b"next")
+            return
+        await sink.start(200, declared)
+        await sink.send(b"12345", more=True)
+        await pause()
+        await sink.send(b"", more=False)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"] != "/short":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"next"})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": declared})
+        await send({"type": "http.response.body", "body": b"12345", "more_body": True})
+        await pause()
+        await send({"type": "http.response.body", "body": b""})
+
+    return {"sink": sink_handler, "asgi": asgi(app)}
+
+
+@parametrize_engines
+@parametrize_chunkings
+@pytest.mark.parametrize("blocking", [False, True], ids=["instant", "blocking"])
+@pytest.mark.parametrize("path", ["sink", "asgi"])
+async def test_a_streamed_response_shorter_than_its_content_length_closes(
+    serve: Any, chunking: str, blocking: bool, path: str
+) -> None:
+    """Only closing can end it: a response sent after it would be read as the missing
+    bytes (response desync). So nothing at all follows its 5 bytes."""
+    handler = short_streams(blocking)[path]
+    data = request("GET", "/before") + request("GET", "/short") + request("GET", "/after")
+    raw = await exchange(serve, handler, data, chunking)
+    before = parse_responses(raw[: raw.index(b"HTTP/1.1", 1)])
+    assert [(r.status, r.body) for r in before] == [(200, b"next")]
+    short = raw[raw.index(b"HTTP/1.1", 1) :]
+    assert short.startswith(b"HTTP/1.1 200 ")
+    assert re.search(rb"\r\ncontent-length: 10\r\n", short, re.IGNORECASE)
+    assert short.endswith(b"\r\n\r\n12345")  # and nothing after it
+
+
 @parametrize_engines
 @parametrize_chunkings
 async def test_exception_after_start_closes_the_connection(serve: Any, chunking: str) -> None:

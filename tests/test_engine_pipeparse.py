@@ -7,6 +7,7 @@ started), never with timing. Responses are parsed with h11 as the client.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import h11
 import pytest
@@ -16,6 +17,7 @@ import trio.testing
 from pipeparse import HttpRequest, Limits
 from servers.config import ServerConfig
 from servers.engine_pipeparse import serve_connection
+from servers.handlers import asgi_handler
 from servers.protocol import ResponseSink
 
 Handler = Callable[[HttpRequest, ResponseSink], Awaitable[None]]
@@ -452,3 +454,95 @@ async def test_many_tiny_chunks_stream_through_a_small_buffer() -> None:
     with trio.fail_after(30):
         out = await exchange(handler, data + get("/after"), config, chunk=8192)
     assert parse_responses(out) == [(200, b"%d" % n), (200, b"0")]
+
+
+@pytest.mark.parametrize("last", ["connection-close", "http10"])
+async def test_body_larger_than_the_buffer_streams_on_the_last_request(last: str) -> None:
+    """A closing request stops dispatching, not back-pressure: while its slow handler lags,
+    the leader waits for space instead of receiving into a full buffer (BufferFull)."""
+    body = bytes(range(256)) * 400  # 100 KiB through a 20 KiB buffer
+    config = ServerConfig(buffer_size=20 * 1024, limits=Limits(max_head_size=4096))
+    if last == "http10":
+        head = b"POST / HTTP/1.0\r\nContent-Length: %d\r\n\r\n" % len(body)
+    else:
+        head = b"POST / HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
+        head %= len(body)
+
+    async def handler(request: HttpRequest, sink: ResponseSink) -> None:
+        total = bytearray()
+        async for piece in request.stream():
+            total += piece
+            for _ in range(5):  # slower than the receives: the buffer fills up
+                await trio.lowlevel.checkpoint()
+        await text(sink, b"%d %d" % (len(total), total == body))
+
+    with trio.fail_after(30):
+        out = await exchange(handler, head + body, config, chunk=4096)
+    assert parse_responses(out) == [(200, b"102400 1")]
+
+
+def _close_while_blocked_handlers(seen: list[str]) -> dict[str, Handler]:
+    """The same app twice: a plain sink handler, and an ASGI app through `asgi_handler`."""
+
+    async def sink_handler(request: HttpRequest, sink: ResponseSink) -> None:
+        seen.append(request.target.decode())
+        if request.target == b"/slow":
+            await trio.sleep(1)  # blocks: the leader role moves on while it sleeps
+        await text(sink, request.target)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(scope["path"])
+        if scope["path"] == "/slow":
+            await trio.sleep(1)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": scope["path"].encode()})
+
+    return {"sink": sink_handler, "asgi": asgi_handler(app)}
+
+
+@pytest.mark.parametrize("path", ["sink", "asgi"])
+async def test_nothing_after_a_blocked_closing_request_runs(
+    path: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """`Connection: close` on a request whose handler blocks: the request framed after it is
+    never dispatched while it sleeps (RFC 9112 §9.6), on the sink and ASGI paths too."""
+    seen: list[str] = []
+    handler = _close_while_blocked_handlers(seen)[path]
+    data = get("/a") + get("/slow", "Connection: close") + get("/never")
+    out = await exchange(handler, data)
+    assert parse_responses(out) == [(200, b"/a"), (200, b"/slow")]
+    assert seen == ["/a", "/slow"]
+
+
+@pytest.mark.parametrize(
+    ("name", "pieces", "expected"),
+    [
+        ("length-one-receive", [post("/", b"hello")], memoryview),
+        ("length-two-receives", [post("/", b"hello")[:-2], b"lo"], bytes),
+        ("one-chunk", [b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       b"5\r\nhello\r\n0\r\n\r\n"], memoryview),
+        ("two-chunks", [b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        b"3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n"], bytes),
+    ],
+)  # fmt: skip
+async def test_request_body_is_a_view_only_when_it_is_one_piece(
+    name: str, pieces: list[bytes], expected: type
+) -> None:
+    """What the README promises: `request.body` is a view into the receive buffer when the
+    body is one piece, else a joined copy."""
+    seen: list[tuple[type, bytes]] = []
+
+    async def handler(request: HttpRequest, sink: ResponseSink) -> None:
+        seen.append((type(request.body), bytes(request.body)))
+        await text(sink, b"ok")
+
+    client, server = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_connection, server, handler, ServerConfig())
+        for piece in pieces:
+            await client.send_all(piece)
+            await trio.testing.wait_all_tasks_blocked()  # the engine receives each alone
+        await client.send_eof()
+        while await client.receive_some():
+            pass
+    assert seen == [(expected, b"hello")]

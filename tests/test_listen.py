@@ -27,7 +27,9 @@ import trio.testing
 import pipeparse
 from pipeparse import Limits
 from servers import listen
+from servers.apps import plaintext
 from servers.config import ServerConfig
+from servers.handlers import resolve_app
 from servers.listen import Server, ShutdownSignal, current_shutdown, serve_listeners
 from servers.protocol import Handler, ResponseSink
 
@@ -409,6 +411,34 @@ async def test_accepted_sockets_get_tcp_nodelay() -> None:
         await stream.aclose()
         server.shutdown()
     assert seen == [1]
+
+
+async def test_a_graceful_stop_serves_the_connections_already_waiting() -> None:
+    """Clients that connected before the server accepted them wait in the backlog; a graceful
+    stop accepts them before closing the listener, which would reset them. (The pipeparse
+    engine reads what such a client already sent before it notices the stop; the h11 engine
+    closes a connection that starts during a shutdown without reading it.)"""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    clients = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(3)]  # queued
+    for client in clients:
+        await client.send_all(b"GET /plaintext HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    server = Server("127.0.0.1", port, CONFIG)
+    server.shutdown()  # before it ever accepts: only the stop's own accepts can serve them
+    handler = resolve_app(plaintext, "native").handler
+    serve_connection = listen.load_engine("pipeparse")
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                partial(
+                    serve_listeners, handler, listeners, serve_connection, CONFIG, server=server
+                )
+            )
+            for client in clients:
+                async with client:
+                    response = await receive_all(client)
+                assert response.startswith(b"HTTP/1.1 200 "), response
+                assert response.endswith(b"Hello, World!")
 
 
 async def http_get(port: int, target: str) -> bytes:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 from collections import deque
 from collections.abc import Sequence
@@ -212,6 +213,21 @@ class _Connection:
                 return None  # idle: close quietly
             return None  # ConnectionClosed (PAUSED cannot happen between cycles)
 
+    def take_what_was_sent(self) -> bool:
+        """A connection that starts during a graceful shutdown (it waited in the backlog): take
+        what the client already sent, without waiting, so its requests are answered rather
+        than dropped. False when there is nothing (or no socket to read without waiting)."""
+        sock = getattr(self.stream, "socket", None)
+        if sock is None:
+            return False
+        try:
+            data = os.read(sock.fileno(), self.receive_size)  # (trio's sockets never block)
+        except OSError:  # BlockingIOError: nothing sent yet; or the client is gone
+            return False
+        self.reads += 1
+        self.h11.receive_data(data)
+        return bool(data)
+
     async def watch_shutdown(self) -> None:
         """On the server's graceful shutdown, stop waiting for a next request."""
         await self.shutdown.wait()
@@ -291,7 +307,7 @@ class _Connection:
     # --- the request cycle -----------------------------------------------------------------
 
     async def run(self) -> None:
-        if self.shutdown.is_set():
+        if self.shutdown.is_set() and not self.take_what_was_sent():
             return
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.watch_shutdown)

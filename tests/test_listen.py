@@ -413,11 +413,11 @@ async def test_accepted_sockets_get_tcp_nodelay() -> None:
     assert seen == [1]
 
 
-async def test_a_graceful_stop_serves_the_connections_already_waiting() -> None:
+@pytest.mark.parametrize("engine", ["pipeparse", "h11"])
+async def test_a_graceful_stop_serves_the_connections_already_waiting(engine: str) -> None:
     """Clients that connected before the server accepted them wait in the backlog; a graceful
-    stop accepts them before closing the listener, which would reset them. (The pipeparse
-    engine reads what such a client already sent before it notices the stop; the h11 engine
-    closes a connection that starts during a shutdown without reading it.)"""
+    stop accepts them before closing the listener, which would reset them, and the engine
+    answers what they had already sent."""
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
     clients = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(3)]  # queued
@@ -426,7 +426,7 @@ async def test_a_graceful_stop_serves_the_connections_already_waiting() -> None:
     server = Server("127.0.0.1", port, CONFIG)
     server.shutdown()  # before it ever accepts: only the stop's own accepts can serve them
     handler = resolve_app(plaintext, "native").handler
-    serve_connection = listen.load_engine("pipeparse")
+    serve_connection = listen.load_engine(engine)
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(

@@ -26,7 +26,10 @@ Failures never stop a run: each is counted by kind and the connection reconnects
 sent is either answered (``requests``) or counted ``unanswered`` (the server closed, a read or
 write failed, a timeout, a bad response), so ``sent == requests + unanswered``. A run ends by
 time (``duration``, then in-flight requests drain) or by count (``requests`` sent and settled);
-a connection that cannot connect for ``timeout`` seconds in a row gives up.
+a connection that cannot connect for ``timeout`` seconds in a row gives up. A server that
+refuses every connection from the start is no run at all: if none of the first connections opens
+and none opens within `_CONNECT_GIVE_UP` seconds of retrying, the run raises `CannotConnect`
+(``cannot connect to HOST:PORT: connection refused``) instead of counting errors for its length.
 
 `run_load` is one process; `run_load_sync` runs `processes` processes (spawned), each with its
 share of connections, rate and requests, started together through a barrier, and merges their
@@ -60,10 +63,11 @@ from pipeparse import (
     SeekableBuffer,
 )
 
-from .load_request import Target, parse_url, render_request
+from .load_request import Target, parse_url
 from .load_result import LoadResult, LoadStats
+from .request_mix import Mix, RequestSpec
 
-__all__ = ["LoadConfig", "LoadResult", "Progress", "run_load", "run_load_sync"]
+__all__ = ["CannotConnect", "LoadConfig", "LoadResult", "Progress", "run_load", "run_load_sync"]
 
 SECONDS = 1.0
 MODES = ("window", "batch")
@@ -71,6 +75,7 @@ _RECV_SIZE = 64 * KiB  # the most one read takes (a large read frames many respo
 _BACKOFF_FIRST = 0.01 * SECONDS  # reconnect backoff after a failed connect, doubling ...
 _BACKOFF_MAX = 0.5 * SECONDS  # ... up to this
 _PROGRESS_EVERY = 0.25 * SECONDS
+_CONNECT_GIVE_UP = 2.0 * SECONDS  # no connection at all for this long: the run cannot start
 _ONLY_200 = {200: 0}.keys()
 
 
@@ -88,6 +93,8 @@ class LoadConfig:
         mode: ``window`` (sliding window) or ``batch`` (wrk-style batches of `depth`).
         rate: open loop at this many requests/s overall; None: closed loop, as fast as it goes.
         method, headers, body: the request. Content-Length comes from the body.
+        mix: several requests with weights (`request_mix`), sent in place of the URL's target,
+            `method` and `body`; `headers` are added to each. None: the one request.
         timeout: seconds without a response completing (with requests in flight) before a
             connection is dropped; also the connect timeout and the give-up time for a server
             that cannot be reached.
@@ -108,6 +115,7 @@ class LoadConfig:
     method: str = "GET"
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
+    mix: list[RequestSpec] | None = None
     timeout: float = 10.0
     warmup: float = 0.0
     verify: bool = False
@@ -150,8 +158,13 @@ class LoadConfig:
                 f"buffer_size ({self.buffer_size}) must be at least max_head_size "
                 f"({self.max_head_size})"
             )
-        # The URL and request are checked by rendering them.
-        render_request(self.method, parse_url(self.url), self.headers, self.body)
+        if self.mix is not None:
+            if not self.mix:
+                raise ValueError("the request mix is empty")
+            if self.body or self.method != "GET":
+                raise ValueError("a request mix gives each request's method and body")
+        # The URL and requests are checked by rendering them.
+        _mix_of(self)
 
 
 def _positive_int(name: str, value: int) -> None:
@@ -183,6 +196,19 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
+def _mix_of(config: LoadConfig) -> Mix:
+    """The run's requests, rendered: the mix, or the one request the URL and flags describe."""
+    target = parse_url(config.url)
+    if config.mix is not None:
+        return Mix(config.mix, target, config.depth, extra_headers=config.headers)
+    one = RequestSpec(target.target, config.method, tuple(config.headers), config.body)
+    return Mix([one], target, config.depth)
+
+
+class CannotConnect(RuntimeError):
+    """Not one connection to the server could be opened (the message says why, in one line)."""
+
+
 # -- the plan: what every connection shares ----------------------------------------------------
 
 
@@ -192,18 +218,24 @@ class _Plan:
     def __init__(self, config: LoadConfig) -> None:
         self.config = config
         self.target: Target = parse_url(config.url)
-        self.request = render_request(config.method, self.target, config.headers, config.body)
-        self.request_len = len(self.request)
-        self.method = config.method.encode("ascii")
+        mix = _mix_of(config)
+        self.mix = mix
         self.depth = config.depth
         self.batch = config.mode == "batch"
-        # One buffer of `depth` copies: sending k requests is one slice of it.
-        self.requests = memoryview(self.request * config.depth)
+        # The cycle of requests and `depth` more: sending k requests from position p of the
+        # cycle is one slice, ``requests[offsets[p]:offsets[p + k]]``.
+        self.requests = memoryview(mix.data)
+        self.offsets = mix.offsets
+        self.cycle_len = len(mix)
+        self.method = mix.one_method  # None: the mix has several methods
         self.timeout = config.timeout
         self.limits = Limits(max_head_size=config.max_head_size)
         self.verify = config.verify
-        self.body_len = len(config.body)
-        self.body_sha256 = hashlib.sha256(config.body).hexdigest()
+        # What the echo app reports for the request at each position of the cycle:
+        self.reports = [
+            (spec.target, spec.method, len(spec.body), hashlib.sha256(spec.body).hexdigest())
+            for spec in (mix.specs[i] for i in mix.cycle)
+        ]
         self.recv_size = min(_RECV_SIZE, config.buffer_size)
         # Open loop: seconds between two requests of one connection.
         self.interval = config.connections / config.rate if config.rate else 0.0
@@ -215,7 +247,7 @@ class _Plan:
             self.target.host, self.target.port, type=socket.SOCK_STREAM
         )
         if not infos:
-            raise OSError(f"cannot resolve {self.target.host!r}")
+            raise OSError("no address found")
         self.family, _, _, _, self.sockaddr = infos[0]
 
 
@@ -296,8 +328,10 @@ class _Connection:
         self.bad_statuses = 0  # responses of status >= 400 counted on this index
         self.groups: deque[list[Any]] = deque()  # [send time, count] per group sent
         self.inflight = 0
+        self.pos = 0  # the position in the plan's request cycle of the next request to send
         self.next_t: float | None = None  # open loop: the next intended send time
         self.gave_up = False
+        self.connect_error = ""  # why the last connect failed (for `CannotConnect`)
         # Open loop, shared by the sender and receiver tasks:
         self._room = trio.Event()
         self._sender_done = False
@@ -316,11 +350,13 @@ class _Connection:
         plan = self.plan
         try:
             sock = socket.socket(plan.family, socket.SOCK_STREAM)
-        except OSError:  # out of file descriptors, say
+        except OSError as e:  # out of file descriptors, say
+            self.connect_error = _reason(e)
             stats.error(trio.current_time(), "connect")
             return False
         sock.setblocking(False)
         ok = False
+        self.connect_error = f"no connection within {plan.timeout:g} s"
         try:
             with trio.move_on_after(plan.timeout):
                 try:
@@ -331,8 +367,8 @@ class _Connection:
                     if err:
                         raise OSError(err, os.strerror(err)) from None
                 ok = True
-        except OSError:
-            pass
+        except OSError as e:
+            self.connect_error = _reason(e)
         if not ok:
             trio.lowlevel.notify_closing(sock)
             sock.close()
@@ -346,6 +382,7 @@ class _Connection:
         self.bad_statuses = 0
         self.groups.clear()
         self.inflight = 0
+        self.pos = 0  # the response to request `seq` answers cycle position `seq % cycle_len`
         return True
 
     async def run(self, ph: _Phase) -> None:
@@ -422,7 +459,8 @@ class _Connection:
         depth = plan.depth
         batch = plan.batch
         reqs = plan.requests
-        size = plan.request_len
+        offsets = plan.offsets
+        cycle_len = plan.cycle_len
         method = plan.method
         groups = self.groups
         timeout = plan.timeout
@@ -444,13 +482,18 @@ class _Connection:
                     if k:
                         if not inflight:
                             self._last = now
-                        index.expect(method, k)
+                        pos = self.pos
+                        if method is not None:
+                            index.expect(method, k)
+                        else:
+                            self._expect_mixed(pos, k)
                         groups.append([now, k])
                         inflight += k
                         self.inflight = inflight
                         stats.sent += k
                         kind = "write"
-                        data = reqs[: k * size]
+                        data = reqs[offsets[pos] : offsets[pos + k]]
+                        self.pos = (pos + k) % cycle_len
                         try:
                             sent = sock.send(data)
                         except BlockingIOError:
@@ -500,6 +543,12 @@ class _Connection:
             raise _Failure(kind) from None
         finally:
             self.inflight = inflight
+
+    def _expect_mixed(self, pos: int, k: int) -> None:
+        """Tell the index the methods of the `k` requests from cycle position `pos`."""
+        expect = self.index.expect
+        for m in self.plan.mix.methods[pos : pos + k]:
+            expect(m)
 
     def _release(self) -> None:
         """Release what was framed (with `verify`, keep a response whose body is arriving)."""
@@ -560,6 +609,7 @@ class _Connection:
         plan = self.plan
         if r.head.status != 200:
             return False
+        target, method, body_len, body_sha256 = plan.reports[r.seq % plan.cycle_len]
         body = b"".join([self.buf.view(s, e) for s, e in r.body])
         try:
             report = json.loads(body)
@@ -568,10 +618,10 @@ class _Connection:
         return (
             isinstance(report, dict)
             and report.get("seq") == r.seq
-            and report.get("target") == plan.target.target
-            and report.get("method") == plan.config.method
-            and report.get("body_len") == plan.body_len
-            and report.get("body_sha256") == plan.body_sha256
+            and report.get("target") == target
+            and report.get("method") == method
+            and report.get("body_len") == body_len
+            and report.get("body_sha256") == body_sha256
         )
 
     # -- open loop ---------------------------------------------------------------------------
@@ -604,7 +654,8 @@ class _Connection:
         batch = plan.batch
         interval = plan.interval
         step = interval * depth if batch else interval
-        size = plan.request_len
+        offsets = plan.offsets
+        cycle_len = plan.cycle_len
         stats = ph.stats
         groups = self.groups
         if self.next_t is None:  # stagger the connections over one interval
@@ -638,12 +689,17 @@ class _Connection:
                 else:
                     groups.extend([[t + i * interval, 1] for i in range(k)])
                 self.next_t = t + (step if batch else k * interval)
-                self.index.expect(plan.method, k)
+                pos = self.pos
+                if plan.method is not None:
+                    self.index.expect(plan.method, k)
+                else:
+                    self._expect_mixed(pos, k)
                 if not inflight:
                     self._last = now
                 self.inflight = inflight + k
                 stats.sent += k
-                data = plan.requests[: k * size]
+                data = plan.requests[offsets[pos] : offsets[pos + k]]
+                self.pos = (pos + k) % cycle_len
                 try:
                     sent = sock.send(data)
                 except BlockingIOError:
@@ -729,6 +785,12 @@ class _Connection:
             raise _Failure(self._failure)
 
 
+def _reason(e: OSError) -> str:
+    """``connection refused`` from ``[Errno 111] Connection refused``."""
+    text = e.strerror or str(e) or type(e).__name__
+    return text[:1].lower() + text[1:]
+
+
 # -- a run -------------------------------------------------------------------------------------
 
 
@@ -753,14 +815,9 @@ async def run_load(
     try:
         try:
             await plan.resolve()
-        except OSError:
-            first.error(now, "connect", config.connections)
-            if start_gate is not None:
-                await start_gate()  # the other processes wait at the gate for this one too
-            return first.result(now, config.connections, config.depth)
-        async with trio.open_nursery() as nursery:
-            for c in conns:
-                nursery.start_soon(c.connect, first)
+        except OSError as e:
+            raise CannotConnect(f"cannot resolve {plan.target.host}: {_reason(e)}") from None
+        await _open_connections(plan, conns, first)
         if start_gate is not None:
             await start_gate()
         if config.warmup > 0:
@@ -778,6 +835,25 @@ async def run_load(
     finally:
         for c in conns:
             c.close()
+
+
+async def _open_connections(plan: _Plan, conns: list[_Connection], stats: LoadStats) -> None:
+    """Open every connection; if none opens, retry one (with backoff) for `_CONNECT_GIVE_UP`
+    seconds, then raise `CannotConnect`. Once one is open, the others reconnect as usual."""
+    async with trio.open_nursery() as nursery:
+        for c in conns:
+            nursery.start_soon(c.connect, stats)
+    first = conns[0]
+    give_up = trio.current_time() + _CONNECT_GIVE_UP
+    backoff = _BACKOFF_FIRST
+    while not any(c.sock is not None for c in conns):
+        if trio.current_time() >= give_up:
+            t = plan.target
+            host = f"[{t.host}]" if ":" in t.host else t.host
+            raise CannotConnect(f"cannot connect to {host}:{t.port}: {first.connect_error}")
+        await trio.sleep(backoff)
+        backoff = min(backoff * 2, _BACKOFF_MAX)
+        await first.connect(stats)
 
 
 async def _run_phase(
@@ -883,6 +959,8 @@ def _child(
         result = trio.run(_gated, share, publish, gate)
         counters[base] = _PHASES.index("done")
         results.put((number, "ok", result.to_wire()))
+    except CannotConnect as e:  # the parent raises it as it is
+        results.put((number, "connect", str(e)))
     except BaseException as e:  # the parent reports it
         results.put((number, "error", f"{type(e).__name__}: {e}"))
 
@@ -920,6 +998,8 @@ def _run_processes(config: LoadConfig, progress: ProgressCallback | None) -> Loa
                         f"a load process died (exit code {dead[0].exitcode})"
                     ) from None
             else:
+                if status == "connect":
+                    raise CannotConnect(payload)
                 if status != "ok":
                     raise RuntimeError(f"load process {number} failed: {payload}")
                 wires[number] = payload

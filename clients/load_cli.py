@@ -19,6 +19,7 @@ from pipeparse import KiB
 from .load import MODES, LoadConfig, run_load_sync
 from .load_report import LiveProgress, format_summary
 from .load_request import parse_header
+from .request_mix import load_mix
 
 __all__ = ["add_arguments", "config_from_args", "run"]
 
@@ -49,9 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help=f"seconds of load (default: {DEFAULT_DURATION:g})",
     )
-    how_long.add_argument(
-        "-n", "--requests", type=int, metavar="N", help="send N requests, then stop"
-    )
+    how_long.add_argument("-n", "--count", type=int, metavar="N", help="send N requests, then stop")
     parser.add_argument(
         "--mode",
         choices=MODES,
@@ -74,6 +73,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="headers",
         metavar="'Name: value'",
         help="add a request header (repeatable)",
+    )
+    parser.add_argument(
+        "--requests",
+        type=Path,
+        metavar="FILE",
+        dest="mix_file",
+        help="a request mix: JSON lines with method, target, headers, body or body_file, "
+        "weight (the URL then gives the server; -H headers are added to each request)",
     )
     body = parser.add_mutually_exclusive_group()
     body.add_argument("--body-size", type=int, metavar="N", help="send a body of N bytes")
@@ -128,21 +135,30 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         body = args.body_file.read_bytes()
     else:
         body = b""
-    if args.requests is not None:
+    if args.count is not None:
         duration = args.duration
     else:
         duration = args.duration if args.duration is not None else DEFAULT_DURATION
+    mix = None
+    if args.mix_file is not None:
+        if args.mix_file.name.isdigit() and not args.mix_file.exists():
+            raise ValueError(
+                f"--requests takes a request mix file; for a count of requests use "
+                f"-n/--count {args.mix_file.name}"
+            )
+        mix = load_mix(args.mix_file)
     return LoadConfig(
         url=args.url,
         connections=args.connections,
         depth=args.depth,
         duration=duration,
-        requests=args.requests,
+        requests=args.count,
         mode=args.mode,
         rate=args.rate,
         method=args.method,
         headers=[parse_header(h) for h in args.headers],
         body=body,
+        mix=mix,
         timeout=args.timeout,
         warmup=args.warmup,
         verify=args.verify,

@@ -529,8 +529,8 @@ class _Connection:
                     group = groups[0]
                     if group[1] > done and not verify:  # the common case, inline
                         group[1] -= done
-                        record(now - group[0], done)
                         stats.completed(now, done)
+                        record(now - group[0], done)
                         if index.statuses.keys() != _ONLY_200:
                             self._count_statuses(stats, now)
                     else:
@@ -575,6 +575,7 @@ class _Connection:
         """
         groups = self.groups
         left = done
+        stats.completed(now, done)  # first: it starts a new second of the timeline if need be
         record = stats.record_latency
         while left:
             group = groups[0]
@@ -587,7 +588,6 @@ class _Connection:
                 group[1] = count - left
                 record(now - group[0], left)
                 left = 0
-        stats.completed(now, done)
         if self.index.statuses.keys() != _ONLY_200:
             self._count_statuses(stats, now)
         if self.plan.verify and not isinstance(framed, int):

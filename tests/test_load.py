@@ -826,3 +826,34 @@ def test_nginx_processes_merge_and_cli_json(capsys: pytest.CaptureFixture[str]) 
         assert code == 0 and "requests     50 in" in text
         srv.stop()
         assert srv.answered() == 2001 + 300 + 50
+
+
+def test_cli_writes_an_hdr_log_and_merges_logs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    log = tmp_path / "run.hlog"
+
+    async def main() -> int:
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(trio.serve_tcp, Server(ok), 0)
+            port = listeners[0].socket.getsockname()[1]
+            argv = ["load", f"http://127.0.0.1:{port}/", "-n", "200", "-c", "2", "--json"]
+            code = await trio.to_thread.run_sync(cli_main, [*argv, "--hdr-log", str(log)])
+            nursery.cancel_scope.cancel()
+        return code
+
+    assert trio.run(main) == 0
+    run = json.loads(capsys.readouterr().out)
+    assert run["requests"] == 200
+    assert cli_main(["load", "--merge", str(log), str(log), "--json"]) == 0
+    merged = json.loads(capsys.readouterr().out)
+    # The same log twice: twice the count, the very same percentiles.
+    assert merged == {"requests": 400, "latency_ms": run["latency_ms"]}
+    assert cli_main(["load", "--merge", str(log)]) == 0
+    assert "  requests     200\n  latency ms   p50 " in capsys.readouterr().out
+    assert cli_main(["load", "http://127.0.0.1:1/", "--merge", str(log)]) == 2
+    assert "--merge takes no URL" in capsys.readouterr().err
+    assert cli_main(["load", "--merge", str(tmp_path / "absent.hlog")]) == 2
+    assert "absent.hlog: no such file" in capsys.readouterr().err
+    assert cli_main(["load"]) == 2
+    assert "give the URL" in capsys.readouterr().err

@@ -12,6 +12,7 @@ failure: every pipelined response was counted exactly once. The run is a few sec
 from __future__ import annotations
 
 import csv
+import json
 import re
 import signal
 import socket
@@ -156,3 +157,90 @@ def test_a_mix_over_two_connections_reports_status_errors_as_failures(tmp_path: 
     assert [(r["Method"], r["Name"], r["Error"]) for r in failures] == [
         ("HEAD", "/missing", "HttpStatusError('HTTP 404')")
     ]
+
+
+BROKEN_CONNECTIONS = r'''
+import json
+import socket
+
+import gevent
+import gevent.event
+from gevent.server import StreamServer
+from locust.env import Environment
+
+import pipeparse.locust as pl
+
+ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+served = {"connections": 0, "answered": 0}
+enough = gevent.event.Event()
+
+
+def handle(sock, address):
+    """Answer the first 5 requests, then end the connection with the rest unanswered."""
+    served["connections"] += 1
+    data = b""
+    while data.count(b"\r\n\r\n") < 5:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return
+        data += chunk
+    sock.sendall(ANSWER * 5)
+    served["answered"] += 5
+    sock.shutdown(socket.SHUT_WR)
+    while sock.recv(65536):  # until the client has seen the end and closed
+        pass
+    if served["connections"] >= 4:
+        enough.set()
+
+
+server = StreamServer(("127.0.0.1", 0), handle)
+server.start()
+sent = [0]
+send = pl._Pipe._send
+
+
+def counting_send(self, sock, index, k):
+    sent[0] += k
+    return send(self, sock, index, k)
+
+
+pl._Pipe._send = counting_send
+
+
+class Breaking(pl.PipelinedUser):
+    host = f"http://127.0.0.1:{server.server_port}"
+    depth = 8
+    paths = ["/a"]
+
+
+env = Environment(user_classes=[Breaking], stop_timeout=10)
+outcomes = []
+env.events.request.add_listener(
+    lambda exception=None, **kw: outcomes.append(None if exception is None else repr(exception))
+)
+runner = env.create_local_runner()
+runner.start(1, spawn_rate=10)
+enough.wait(60)
+runner.stop()
+server.stop()
+print(json.dumps({"served": served, "sent": sent[0], "outcomes": outcomes}))
+'''
+
+
+def test_a_broken_connection_reports_its_requests_in_flight_and_reconnects(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "broken.py"
+    script.write_text(BROKEN_CONNECTIONS)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=SAFETY, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    outcomes = report["outcomes"]
+    ok = outcomes.count(None)
+    failed = [o for o in outcomes if o is not None]
+    assert report["served"]["connections"] >= 4  # it reconnected after each break
+    assert ok == report["served"]["answered"]
+    assert report["sent"] == ok + len(failed)  # none dropped silently
+    assert failed and set(failed) == {"ConnectionLost('closed by the server')"}

@@ -31,9 +31,8 @@ refuses every connection from the start is no run at all: if none of the first c
 and none opens within `_CONNECT_GIVE_UP` seconds of retrying, the run raises `CannotConnect`
 (``cannot connect to HOST:PORT: connection refused``) instead of counting errors for its length.
 
-`run_load` is one process; `run_load_sync` runs `processes` processes (spawned), each with its
-share of connections, rate and requests, started together through a barrier, and merges their
-results exactly (HDR histograms through their encoded form).
+`run_load` is one process; `run_load_sync` runs it, or `processes` of them side by side
+(`load_processes`). What a run does is `LoadConfig` (`load_config`).
 """
 
 from __future__ import annotations
@@ -42,14 +41,10 @@ import contextlib
 import hashlib
 import json
 import math
-import multiprocessing
 import os
-import queue
 import socket
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 import trio
@@ -63,146 +58,27 @@ from pipeparse import (
     SeekableBuffer,
 )
 
+from .load_config import MODES, LoadConfig, Progress, ProgressCallback, requests_of
 from .load_request import Target, parse_url
 from .load_result import LoadResult, LoadStats
-from .request_mix import Mix, RequestSpec
 
-__all__ = ["CannotConnect", "LoadConfig", "LoadResult", "Progress", "run_load", "run_load_sync"]
+__all__ = [
+    "MODES",
+    "CannotConnect",
+    "LoadConfig",
+    "LoadResult",
+    "Progress",
+    "run_load",
+    "run_load_sync",
+]
 
 SECONDS = 1.0
-MODES = ("window", "batch")
 _RECV_SIZE = 64 * KiB  # the most one read takes (a large read frames many responses at once)
 _BACKOFF_FIRST = 0.01 * SECONDS  # reconnect backoff after a failed connect, doubling ...
 _BACKOFF_MAX = 0.5 * SECONDS  # ... up to this
-_PROGRESS_EVERY = 0.25 * SECONDS
+PROGRESS_EVERY = 0.25 * SECONDS  # (also the multi-process parent's, `load_processes`)
 _CONNECT_GIVE_UP = 2.0 * SECONDS  # no connection at all for this long: the run cannot start
 _ONLY_200 = {200: 0}.keys()
-
-
-@dataclass
-class LoadConfig:
-    """Everything a load run does (the `pipeparse load` flags).
-
-    Attributes:
-        url: ``http://host[:port]/target``.
-        connections: connections open at once (in all processes together).
-        depth: requests in flight per connection (window) or per batch (batch).
-        duration: seconds of load; None: run by count only.
-        requests: stop after this many requests are sent and settled; with `duration` too,
-            whichever comes first.
-        mode: ``window`` (sliding window) or ``batch`` (wrk-style batches of `depth`).
-        rate: open loop at this many requests/s overall; None: closed loop, as fast as it goes.
-        method, headers, body: the request. Content-Length comes from the body.
-        mix: several requests with weights (`request_mix`), sent in place of the URL's target,
-            `method` and `body`; `headers` are added to each. None: the one request.
-        timeout: seconds without a response completing (with requests in flight) before a
-            connection is dropped; also the connect timeout and the give-up time for a server
-            that cannot be reached.
-        warmup: seconds of load before measuring (not counted).
-        verify: check every response against the `echo` app's report of the request.
-        processes: OS processes sharing the connections (histograms merged exactly).
-        buffer_size: receive buffer per connection, bytes (with `verify`, the largest response).
-        max_head_size: largest response head (and trailer section), bytes.
-    """
-
-    url: str
-    connections: int = 10
-    depth: int = 16
-    duration: float | None = 10.0
-    requests: int | None = None
-    mode: str = "window"
-    rate: float | None = None
-    method: str = "GET"
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes = b""
-    mix: list[RequestSpec] | None = None
-    timeout: float = 10.0
-    warmup: float = 0.0
-    verify: bool = False
-    processes: int = 1
-    buffer_size: int = 256 * KiB
-    max_head_size: int = 16 * KiB
-
-    def __post_init__(self) -> None:
-        self.check()
-
-    def check(self) -> None:
-        """Raise ValueError naming the first setting that is out of range."""
-        _positive_int("connections", self.connections)
-        _positive_int("depth", self.depth)
-        _positive_int("processes", self.processes)
-        if self.duration is not None and not (self.duration > 0 and math.isfinite(self.duration)):
-            raise ValueError(f"duration must be a positive number of seconds, got {self.duration}")
-        if self.requests is not None:
-            _positive_int("requests", self.requests)
-        if self.duration is None and self.requests is None:
-            raise ValueError("give a duration or a number of requests (or both)")
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.rate is not None and not (self.rate > 0 and math.isfinite(self.rate)):
-            raise ValueError(f"rate must be a positive number of requests/s, got {self.rate}")
-        if not (self.timeout > 0 and math.isfinite(self.timeout)):
-            raise ValueError(f"timeout must be a positive number of seconds, got {self.timeout}")
-        if not (self.warmup >= 0 and math.isfinite(self.warmup)):
-            raise ValueError(f"warmup must be zero or more seconds, got {self.warmup}")
-        if self.processes > self.connections:
-            raise ValueError(
-                f"{self.processes} processes need at least as many connections "
-                f"(got {self.connections})"
-            )
-        if not isinstance(self.body, bytes):
-            raise ValueError("body must be bytes")
-        _positive_int("max_head_size", self.max_head_size)
-        if self.buffer_size < self.max_head_size:
-            raise ValueError(
-                f"buffer_size ({self.buffer_size}) must be at least max_head_size "
-                f"({self.max_head_size})"
-            )
-        if self.mix is not None:
-            if not self.mix:
-                raise ValueError("the request mix is empty")
-            if self.body or self.method != "GET":
-                raise ValueError("a request mix gives each request's method and body")
-        # The URL and requests are checked by rendering them.
-        _mix_of(self)
-
-
-def _positive_int(name: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """A snapshot for a live display, taken every quarter second.
-
-    Attributes:
-        phase: ``connect``, ``warmup`` or ``load`` (``drain`` once sending has stopped).
-        elapsed: seconds into the phase. planned: its planned length, if any.
-        requests, sent, errors, bytes_received: so far in the phase.
-        target_requests: the request count of the run, if it runs by count.
-    """
-
-    phase: str
-    elapsed: float
-    planned: float | None
-    requests: int
-    sent: int
-    errors: int
-    bytes_received: int
-    target_requests: int | None = None
-
-
-ProgressCallback = Callable[[Progress], None]
-
-
-def _mix_of(config: LoadConfig) -> Mix:
-    """The run's requests, rendered: the mix, or the one request the URL and flags describe."""
-    target = parse_url(config.url)
-    if config.mix is not None:
-        return Mix(config.mix, target, config.depth, extra_headers=config.headers)
-    one = RequestSpec(target.target, config.method, tuple(config.headers), config.body)
-    return Mix([one], target, config.depth)
 
 
 class CannotConnect(RuntimeError):
@@ -218,7 +94,7 @@ class _Plan:
     def __init__(self, config: LoadConfig) -> None:
         self.config = config
         self.target: Target = parse_url(config.url)
-        mix = _mix_of(config)
+        mix = requests_of(config)
         self.mix = mix
         self.depth = config.depth
         self.batch = config.mode == "batch"
@@ -887,7 +763,7 @@ async def _report(ph: _Phase, progress: ProgressCallback, config: LoadConfig) ->
                 target_requests=config.requests if ph.name == "load" else None,
             )
         )
-        await trio.sleep(_PROGRESS_EVERY)
+        await trio.sleep(PROGRESS_EVERY)
 
 
 # -- several processes -------------------------------------------------------------------------
@@ -898,135 +774,10 @@ def run_load_sync(config: LoadConfig, progress: ProgressCallback | None = None) 
     config.check()
     if config.processes == 1:
         return trio.run(_run_one, config, progress)
-    return _run_processes(config, progress)
+    from .load_processes import run_processes  # (it imports this module)
+
+    return run_processes(config, progress)
 
 
 async def _run_one(config: LoadConfig, progress: ProgressCallback | None) -> LoadResult:
     return await run_load(config, progress)
-
-
-def _shares(config: LoadConfig) -> list[LoadConfig]:
-    """Split connections, rate and requests over the processes (in proportion)."""
-    p = config.processes
-    conns = [config.connections // p + (i < config.connections % p) for i in range(p)]
-    requests: list[int | None] = [None] * p
-    if config.requests is not None:
-        if config.requests < p:
-            raise ValueError(f"{config.requests} requests cannot be shared by {p} processes")
-        base = [max(1, config.requests * c // config.connections) for c in conns]
-        for i in range(config.requests - sum(base)):
-            base[i % p] += 1
-        while sum(base) > config.requests:  # the minimum of 1 each overshot: take it back
-            base[base.index(max(base))] -= 1
-        requests = list(base)
-    return [
-        replace(
-            config,
-            connections=conns[i],
-            requests=requests[i],
-            rate=config.rate * conns[i] / config.connections if config.rate else None,
-            processes=1,
-        )
-        for i in range(p)
-    ]
-
-
-_SLOTS = 5  # per process in the shared progress array: phase, requests, sent, errors, bytes
-_PHASES = ("connect", "warmup", "load", "drain", "done")
-
-
-def _child(
-    share: LoadConfig,
-    number: int,
-    barrier: Any,
-    counters: Any,
-    results: Any,
-) -> None:
-    """A process's part of the run (spawned): run, then send the result home."""
-    base = number * _SLOTS
-
-    def publish(p: Progress) -> None:
-        counters[base] = _PHASES.index(p.phase)
-        counters[base + 1] = p.requests
-        counters[base + 2] = p.sent
-        counters[base + 3] = p.errors
-        counters[base + 4] = p.bytes_received
-
-    async def gate() -> None:
-        await trio.to_thread.run_sync(barrier.wait)
-
-    try:
-        result = trio.run(_gated, share, publish, gate)
-        counters[base] = _PHASES.index("done")
-        results.put((number, "ok", result.to_wire()))
-    except CannotConnect as e:  # the parent raises it as it is
-        results.put((number, "connect", str(e)))
-    except BaseException as e:  # the parent reports it
-        results.put((number, "error", f"{type(e).__name__}: {e}"))
-
-
-async def _gated(
-    share: LoadConfig, publish: ProgressCallback, gate: Callable[[], Awaitable[None]]
-) -> LoadResult:
-    return await run_load(share, publish, start_gate=gate)
-
-
-def _run_processes(config: LoadConfig, progress: ProgressCallback | None) -> LoadResult:
-    shares = _shares(config)
-    p = len(shares)
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(p)
-    counters = ctx.Array("q", p * _SLOTS, lock=False)
-    results = ctx.Queue()
-    procs = [
-        ctx.Process(target=_child, args=(shares[i], i, barrier, counters, results), daemon=True)
-        for i in range(p)
-    ]
-    for proc in procs:
-        proc.start()
-    wires: dict[int, dict[str, Any]] = {}
-    started: float | None = None
-    clock = time.monotonic
-    try:
-        while len(wires) < p:
-            try:
-                number, status, payload = results.get(timeout=_PROGRESS_EVERY)
-            except queue.Empty:
-                dead = [x for x in procs if x.exitcode not in (None, 0)]
-                if dead:
-                    raise RuntimeError(
-                        f"a load process died (exit code {dead[0].exitcode})"
-                    ) from None
-            else:
-                if status == "connect":
-                    raise CannotConnect(payload)
-                if status != "ok":
-                    raise RuntimeError(f"load process {number} failed: {payload}")
-                wires[number] = payload
-            if progress is not None:
-                phases = [counters[i * _SLOTS] for i in range(p)]
-                phase = _PHASES[min(phases)]
-                if phase in ("load", "drain") and started is None:
-                    started = clock()
-                sums = [sum(counters[i * _SLOTS + j] for i in range(p)) for j in range(1, 5)]
-                progress(
-                    Progress(
-                        phase=phase if phase != "done" else "drain",
-                        elapsed=clock() - started if started is not None else 0.0,
-                        planned=config.duration,
-                        requests=sums[0],
-                        sent=sums[1],
-                        errors=sums[2],
-                        bytes_received=sums[3],
-                        target_requests=config.requests,
-                    )
-                )
-    finally:
-        if len(wires) < p:
-            barrier.abort()
-        for proc in procs:
-            proc.join(timeout=config.timeout + 5 if len(wires) == p else 1)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join()
-    return LoadResult.merge([wires[i] for i in range(p)], config.depth)

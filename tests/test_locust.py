@@ -244,3 +244,59 @@ def test_a_broken_connection_reports_its_requests_in_flight_and_reconnects(
     assert ok == report["served"]["answered"]
     assert report["sent"] == ok + len(failed)  # none dropped silently
     assert failed and set(failed) == {"ConnectionLost('closed by the server')"}
+
+
+SETTINGS = r"""
+import json
+
+import pipeparse.locust as pl
+
+errors = {}
+cases = {
+    "https": ("https://127.0.0.1:8443", {}),
+    "path": ("http://127.0.0.1:8000/api", {}),
+    "depth": ("http://127.0.0.1:8000", {"depth": 0}),
+    "connections": ("http://127.0.0.1:8000", {"connections": True}),
+    "timeout": ("http://127.0.0.1:8000", {"timeout": 0}),
+    "paths": ("http://127.0.0.1:8000", {"paths": "/a"}),
+    "requests": ("http://127.0.0.1:8000", {"requests": [{"target": "/a"}, {"path": "/b"}]}),
+}
+for name, (host, attrs) in cases.items():
+    cls = type(name, (pl.PipelinedUser,), dict(attrs))
+    try:
+        pl._Plan(cls, host)
+    except ValueError as e:
+        errors[name] = str(e)
+good = type("Good", (pl.PipelinedUser,), {
+    "depth": 2,
+    "headers": [("X-All", "1")],
+    "requests": [{"target": "/a", "weight": 2}, {"target": "/b", "method": "POST", "body": "x"}],
+})
+plan = pl._Plan(good, "http://127.0.0.1:8000")
+print(json.dumps({"errors": errors, "data": plan.mix.data.decode(), "names": plan.names}))
+"""
+
+
+def test_user_settings_are_checked_with_clear_errors(tmp_path: Path) -> None:
+    script = tmp_path / "settings.py"
+    script.write_text(SETTINGS)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=SAFETY, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert report["errors"] == {
+        "https": "only http:// URLs are supported, got 'https://127.0.0.1:8443'",
+        "path": "host 'http://127.0.0.1:8000/api' has a path: give whole targets in `paths` or "
+        "`requests`",
+        "depth": "depth.depth must be a positive integer, got 0",
+        "connections": "connections.connections must be a positive integer, got True",
+        "timeout": "timeout.timeout must be positive seconds, got 0",
+        "paths": "paths.paths must be a non-empty list of paths",
+        "requests": "requests[1]: unknown key 'path' (keys: body, body_file, headers, method, "
+        "target, weight)",
+    }
+    a = "GET /a HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nX-All: 1\r\n\r\n"
+    b = "POST /b HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nX-All: 1\r\nContent-Length: 1\r\n\r\nx"
+    assert report["data"] == a + b + a + a + b  # the cycle a b a, then `depth` more
+    assert report["names"] == ["/a", "/b"]

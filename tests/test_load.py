@@ -30,6 +30,7 @@ from pipeparse import FramedRequest, RequestIndex, SeekableBuffer
 from pipeparse.cli import main as cli_main
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+SAFETY = 60.0  # seconds: only a hang gets near this
 Handler = Callable[[trio.SocketStream], Awaitable[None]]
 Answer = Callable[[FramedRequest, bytes, int], bytes]
 
@@ -339,17 +340,18 @@ async def test_a_server_that_goes_away_mid_run_is_counted_not_fatal() -> None:
         await listener.aclose()  # from now on, connections are refused
         await Server(ok, answer_limit=5)(stream)
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(serve_one_connection_then_go)
-        config = LoadConfig(
-            f"http://127.0.0.1:{port}/",
-            connections=1,
-            depth=4,
-            requests=40,
-            duration=None,
-            timeout=0.5,
-        )
-        result = await run_load(config)
+    with trio.fail_after(SAFETY):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve_one_connection_then_go)
+            config = LoadConfig(
+                f"http://127.0.0.1:{port}/",
+                connections=1,
+                depth=4,
+                requests=40,
+                duration=None,
+                timeout=0.5,
+            )
+            result = await run_load(config)
     accounted(result)
     assert result.requests == 5
     assert result.errors["connect"] >= 1
@@ -451,17 +453,18 @@ async def test_a_mix_is_sent_in_weighted_order_and_verifies(mode: str, rate: flo
         RequestSpec("/b?x=1", "POST", (("Content-Type", "text/plain"),), b"body \x00", 2),
         RequestSpec("/c", "PUT", body=b"", weight=1),
     ]
-    result = await load(
-        Server(recording_echo),
-        connections=1,
-        depth=5,
-        requests=60,
-        mode=mode,
-        rate=rate,
-        mix=mix,
-        headers=[("X-All", "1")],
-        verify=True,
-    )
+    with trio.fail_after(SAFETY):
+        result = await load(
+            Server(recording_echo),
+            connections=1,
+            depth=5,
+            requests=60,
+            mode=mode,
+            rate=rate,
+            mix=mix,
+            headers=[("X-All", "1")],
+            verify=True,
+        )
     no_errors(result)
     assert result.requests == 60
     # One connection: the cycle a b a c b a (smooth weighted round robin), ten times over.
@@ -475,7 +478,8 @@ async def test_a_mix_of_methods_frames_head_responses_without_a_body() -> None:
         return OK[: OK.index(b"hello")] if r.head.method == b"HEAD" else OK
 
     mix = [RequestSpec("/a"), RequestSpec("/h", "HEAD", weight=2)]
-    result = await load(Server(head_aware), connections=2, depth=7, requests=300, mix=mix)
+    with trio.fail_after(SAFETY):
+        result = await load(Server(head_aware), connections=2, depth=7, requests=300, mix=mix)
     no_errors(result)
     accounted(result)
     assert result.requests == 300
@@ -738,11 +742,17 @@ def test_cli_runs_a_mix_file(capsys: pytest.CaptureFixture[str], tmp_path: Path)
     mix.write_text('{"target": "/x", "weight": 2}\n\n{"target": "/y", "method": "POST"}\n')
 
     async def main() -> int:
+        with trio.fail_after(SAFETY):
+            return await served()
+
+    async def served() -> int:
         async with trio.open_nursery() as nursery:
             listeners = await nursery.start(trio.serve_tcp, Server(recording), 0)
             port = listeners[0].socket.getsockname()[1]
             argv = ["load", f"http://127.0.0.1:{port}/", "--requests", str(mix), "-n", "30"]
-            code = await trio.to_thread.run_sync(cli_main, [*argv, "-c", "1", "--json"])
+            code = await trio.to_thread.run_sync(
+                cli_main, [*argv, "-c", "1", "--json"], abandon_on_cancel=True
+            )
             nursery.cancel_scope.cancel()
         return code
 
@@ -834,11 +844,17 @@ def test_cli_writes_an_hdr_log_and_merges_logs(
     log = tmp_path / "run.hlog"
 
     async def main() -> int:
+        with trio.fail_after(SAFETY):
+            return await served()
+
+    async def served() -> int:
         async with trio.open_nursery() as nursery:
             listeners = await nursery.start(trio.serve_tcp, Server(ok), 0)
             port = listeners[0].socket.getsockname()[1]
             argv = ["load", f"http://127.0.0.1:{port}/", "-n", "200", "-c", "2", "--json"]
-            code = await trio.to_thread.run_sync(cli_main, [*argv, "--hdr-log", str(log)])
+            code = await trio.to_thread.run_sync(
+                cli_main, [*argv, "--hdr-log", str(log)], abandon_on_cancel=True
+            )
             nursery.cancel_scope.cancel()
         return code
 

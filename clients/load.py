@@ -28,8 +28,9 @@ write failed, a timeout, a bad response), so ``sent == requests + unanswered``. 
 time (``duration``, then in-flight requests drain) or by count (``requests`` sent and settled);
 a connection that cannot connect for ``timeout`` seconds in a row gives up. A server that
 refuses every connection from the start is no run at all: if none of the first connections opens
-and none opens within `_CONNECT_GIVE_UP` seconds of retrying, the run raises `CannotConnect`
-(``cannot connect to HOST:PORT: connection refused``) instead of counting errors for its length.
+and none opens within `_CONNECT_GIVE_UP` seconds (or `timeout`, if shorter) of retrying, the run
+raises `CannotConnect` (``cannot connect to HOST:PORT: connection refused``) instead of counting
+errors for its length.
 
 `run_load` is one process; `run_load_sync` runs it, or `processes` of them side by side
 (`load_processes`). What a run does is `LoadConfig` (`load_config`).
@@ -715,12 +716,13 @@ async def run_load(
 
 async def _open_connections(plan: _Plan, conns: list[_Connection], stats: LoadStats) -> None:
     """Open every connection; if none opens, retry one (with backoff) for `_CONNECT_GIVE_UP`
-    seconds, then raise `CannotConnect`. Once one is open, the others reconnect as usual."""
+    seconds (or the run's `timeout`, if shorter), then raise `CannotConnect`. Once one is open,
+    the others reconnect as usual."""
     async with trio.open_nursery() as nursery:
         for c in conns:
             nursery.start_soon(c.connect, stats)
     first = conns[0]
-    give_up = trio.current_time() + _CONNECT_GIVE_UP
+    give_up = trio.current_time() + min(_CONNECT_GIVE_UP, plan.timeout)
     backoff = _BACKOFF_FIRST
     while not any(c.sock is not None for c in conns):
         if trio.current_time() >= give_up:

@@ -85,7 +85,7 @@ def run_locust(tmp_path: Path, user: str, port: int) -> dict[tuple[str, str], di
         "--expect-workers-max-wait=30",
         "--users=4",
         "--spawn-rate=100",
-        "--run-time=3s",
+        "--run-time=2s",
         "--stop-timeout=10",  # users drain what they have in flight before stopping
         f"--host=http://127.0.0.1:{port}",
         f"--csv={tmp_path / 'run'}",

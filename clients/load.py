@@ -26,11 +26,14 @@ Failures never stop a run: each is counted by kind and the connection reconnects
 sent is either answered (``requests``) or counted ``unanswered`` (the server closed, a read or
 write failed, a timeout, a bad response), so ``sent == requests + unanswered``. A run ends by
 time (``duration``, then in-flight requests drain) or by count (``requests`` sent and settled);
-a connection that cannot connect for ``timeout`` seconds in a row gives up.
+a connection that cannot connect for ``timeout`` seconds in a row gives up. A server that
+refuses every connection from the start is no run at all: if none of the first connections opens
+and none opens within `_CONNECT_GIVE_UP` seconds (or `timeout`, if shorter) of retrying, the run
+raises `CannotConnect` (``cannot connect to HOST:PORT: connection refused``) instead of counting
+errors for its length.
 
-`run_load` is one process; `run_load_sync` runs `processes` processes (spawned), each with its
-share of connections, rate and requests, started together through a barrier, and merges their
-results exactly (HDR histograms through their encoded form).
+`run_load` is one process; `run_load_sync` runs it, or `processes` of them side by side
+(`load_processes`). What a run does is `LoadConfig` (`load_config`).
 """
 
 from __future__ import annotations
@@ -39,14 +42,10 @@ import contextlib
 import hashlib
 import json
 import math
-import multiprocessing
 import os
-import queue
 import socket
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 import trio
@@ -60,127 +59,31 @@ from pipeparse import (
     SeekableBuffer,
 )
 
-from .load_request import Target, parse_url, render_request
+from .load_config import MODES, LoadConfig, Progress, ProgressCallback, requests_of
+from .load_request import Target, parse_url
 from .load_result import LoadResult, LoadStats
 
-__all__ = ["LoadConfig", "LoadResult", "Progress", "run_load", "run_load_sync"]
+__all__ = [
+    "MODES",
+    "CannotConnect",
+    "LoadConfig",
+    "LoadResult",
+    "Progress",
+    "run_load",
+    "run_load_sync",
+]
 
 SECONDS = 1.0
-MODES = ("window", "batch")
 _RECV_SIZE = 64 * KiB  # the most one read takes (a large read frames many responses at once)
 _BACKOFF_FIRST = 0.01 * SECONDS  # reconnect backoff after a failed connect, doubling ...
 _BACKOFF_MAX = 0.5 * SECONDS  # ... up to this
-_PROGRESS_EVERY = 0.25 * SECONDS
+PROGRESS_EVERY = 0.25 * SECONDS  # (also the multi-process parent's, `load_processes`)
+_CONNECT_GIVE_UP = 2.0 * SECONDS  # no connection at all for this long: the run cannot start
 _ONLY_200 = {200: 0}.keys()
 
 
-@dataclass
-class LoadConfig:
-    """Everything a load run does (the `pipeparse load` flags).
-
-    Attributes:
-        url: ``http://host[:port]/target``.
-        connections: connections open at once (in all processes together).
-        depth: requests in flight per connection (window) or per batch (batch).
-        duration: seconds of load; None: run by count only.
-        requests: stop after this many requests are sent and settled; with `duration` too,
-            whichever comes first.
-        mode: ``window`` (sliding window) or ``batch`` (wrk-style batches of `depth`).
-        rate: open loop at this many requests/s overall; None: closed loop, as fast as it goes.
-        method, headers, body: the request. Content-Length comes from the body.
-        timeout: seconds without a response completing (with requests in flight) before a
-            connection is dropped; also the connect timeout and the give-up time for a server
-            that cannot be reached.
-        warmup: seconds of load before measuring (not counted).
-        verify: check every response against the `echo` app's report of the request.
-        processes: OS processes sharing the connections (histograms merged exactly).
-        buffer_size: receive buffer per connection, bytes (with `verify`, the largest response).
-        max_head_size: largest response head (and trailer section), bytes.
-    """
-
-    url: str
-    connections: int = 10
-    depth: int = 16
-    duration: float | None = 10.0
-    requests: int | None = None
-    mode: str = "window"
-    rate: float | None = None
-    method: str = "GET"
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes = b""
-    timeout: float = 10.0
-    warmup: float = 0.0
-    verify: bool = False
-    processes: int = 1
-    buffer_size: int = 256 * KiB
-    max_head_size: int = 16 * KiB
-
-    def __post_init__(self) -> None:
-        self.check()
-
-    def check(self) -> None:
-        """Raise ValueError naming the first setting that is out of range."""
-        _positive_int("connections", self.connections)
-        _positive_int("depth", self.depth)
-        _positive_int("processes", self.processes)
-        if self.duration is not None and not (self.duration > 0 and math.isfinite(self.duration)):
-            raise ValueError(f"duration must be a positive number of seconds, got {self.duration}")
-        if self.requests is not None:
-            _positive_int("requests", self.requests)
-        if self.duration is None and self.requests is None:
-            raise ValueError("give a duration or a number of requests (or both)")
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.rate is not None and not (self.rate > 0 and math.isfinite(self.rate)):
-            raise ValueError(f"rate must be a positive number of requests/s, got {self.rate}")
-        if not (self.timeout > 0 and math.isfinite(self.timeout)):
-            raise ValueError(f"timeout must be a positive number of seconds, got {self.timeout}")
-        if not (self.warmup >= 0 and math.isfinite(self.warmup)):
-            raise ValueError(f"warmup must be zero or more seconds, got {self.warmup}")
-        if self.processes > self.connections:
-            raise ValueError(
-                f"{self.processes} processes need at least as many connections "
-                f"(got {self.connections})"
-            )
-        if not isinstance(self.body, bytes):
-            raise ValueError("body must be bytes")
-        _positive_int("max_head_size", self.max_head_size)
-        if self.buffer_size < self.max_head_size:
-            raise ValueError(
-                f"buffer_size ({self.buffer_size}) must be at least max_head_size "
-                f"({self.max_head_size})"
-            )
-        # The URL and request are checked by rendering them.
-        render_request(self.method, parse_url(self.url), self.headers, self.body)
-
-
-def _positive_int(name: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """A snapshot for a live display, taken every quarter second.
-
-    Attributes:
-        phase: ``connect``, ``warmup`` or ``load`` (``drain`` once sending has stopped).
-        elapsed: seconds into the phase. planned: its planned length, if any.
-        requests, sent, errors, bytes_received: so far in the phase.
-        target_requests: the request count of the run, if it runs by count.
-    """
-
-    phase: str
-    elapsed: float
-    planned: float | None
-    requests: int
-    sent: int
-    errors: int
-    bytes_received: int
-    target_requests: int | None = None
-
-
-ProgressCallback = Callable[[Progress], None]
+class CannotConnect(RuntimeError):
+    """Not one connection to the server could be opened (the message says why, in one line)."""
 
 
 # -- the plan: what every connection shares ----------------------------------------------------
@@ -192,18 +95,24 @@ class _Plan:
     def __init__(self, config: LoadConfig) -> None:
         self.config = config
         self.target: Target = parse_url(config.url)
-        self.request = render_request(config.method, self.target, config.headers, config.body)
-        self.request_len = len(self.request)
-        self.method = config.method.encode("ascii")
+        mix = requests_of(config)
+        self.mix = mix
         self.depth = config.depth
         self.batch = config.mode == "batch"
-        # One buffer of `depth` copies: sending k requests is one slice of it.
-        self.requests = memoryview(self.request * config.depth)
+        # The cycle of requests and `depth` more: sending k requests from position p of the
+        # cycle is one slice, ``requests[offsets[p]:offsets[p + k]]``.
+        self.requests = memoryview(mix.data)
+        self.offsets = mix.offsets
+        self.cycle_len = len(mix)
+        self.method = mix.one_method  # None: the mix has several methods
         self.timeout = config.timeout
         self.limits = Limits(max_head_size=config.max_head_size)
         self.verify = config.verify
-        self.body_len = len(config.body)
-        self.body_sha256 = hashlib.sha256(config.body).hexdigest()
+        # What the echo app reports for the request at each position of the cycle:
+        self.reports = [
+            (spec.target, spec.method, len(spec.body), hashlib.sha256(spec.body).hexdigest())
+            for spec in (mix.specs[i] for i in mix.cycle)
+        ]
         self.recv_size = min(_RECV_SIZE, config.buffer_size)
         # Open loop: seconds between two requests of one connection.
         self.interval = config.connections / config.rate if config.rate else 0.0
@@ -215,7 +124,7 @@ class _Plan:
             self.target.host, self.target.port, type=socket.SOCK_STREAM
         )
         if not infos:
-            raise OSError(f"cannot resolve {self.target.host!r}")
+            raise OSError("no address found")
         self.family, _, _, _, self.sockaddr = infos[0]
 
 
@@ -296,8 +205,10 @@ class _Connection:
         self.bad_statuses = 0  # responses of status >= 400 counted on this index
         self.groups: deque[list[Any]] = deque()  # [send time, count] per group sent
         self.inflight = 0
+        self.pos = 0  # the position in the plan's request cycle of the next request to send
         self.next_t: float | None = None  # open loop: the next intended send time
         self.gave_up = False
+        self.connect_error = ""  # why the last connect failed (for `CannotConnect`)
         # Open loop, shared by the sender and receiver tasks:
         self._room = trio.Event()
         self._sender_done = False
@@ -316,11 +227,13 @@ class _Connection:
         plan = self.plan
         try:
             sock = socket.socket(plan.family, socket.SOCK_STREAM)
-        except OSError:  # out of file descriptors, say
+        except OSError as e:  # out of file descriptors, say
+            self.connect_error = _reason(e)
             stats.error(trio.current_time(), "connect")
             return False
         sock.setblocking(False)
         ok = False
+        self.connect_error = f"no connection within {plan.timeout:g} s"
         try:
             with trio.move_on_after(plan.timeout):
                 try:
@@ -331,8 +244,8 @@ class _Connection:
                     if err:
                         raise OSError(err, os.strerror(err)) from None
                 ok = True
-        except OSError:
-            pass
+        except OSError as e:
+            self.connect_error = _reason(e)
         if not ok:
             trio.lowlevel.notify_closing(sock)
             sock.close()
@@ -346,6 +259,7 @@ class _Connection:
         self.bad_statuses = 0
         self.groups.clear()
         self.inflight = 0
+        self.pos = 0  # the response to request `seq` answers cycle position `seq % cycle_len`
         return True
 
     async def run(self, ph: _Phase) -> None:
@@ -422,7 +336,8 @@ class _Connection:
         depth = plan.depth
         batch = plan.batch
         reqs = plan.requests
-        size = plan.request_len
+        offsets = plan.offsets
+        cycle_len = plan.cycle_len
         method = plan.method
         groups = self.groups
         timeout = plan.timeout
@@ -444,13 +359,18 @@ class _Connection:
                     if k:
                         if not inflight:
                             self._last = now
-                        index.expect(method, k)
+                        pos = self.pos
+                        if method is not None:
+                            index.expect(method, k)
+                        else:
+                            self._expect_mixed(pos, k)
                         groups.append([now, k])
                         inflight += k
                         self.inflight = inflight
                         stats.sent += k
                         kind = "write"
-                        data = reqs[: k * size]
+                        data = reqs[offsets[pos] : offsets[pos + k]]
+                        self.pos = (pos + k) % cycle_len
                         try:
                             sent = sock.send(data)
                         except BlockingIOError:
@@ -486,8 +406,8 @@ class _Connection:
                     group = groups[0]
                     if group[1] > done and not verify:  # the common case, inline
                         group[1] -= done
-                        record(now - group[0], done)
                         stats.completed(now, done)
+                        record(now - group[0], done)
                         if index.statuses.keys() != _ONLY_200:
                             self._count_statuses(stats, now)
                     else:
@@ -500,6 +420,12 @@ class _Connection:
             raise _Failure(kind) from None
         finally:
             self.inflight = inflight
+
+    def _expect_mixed(self, pos: int, k: int) -> None:
+        """Tell the index the methods of the `k` requests from cycle position `pos`."""
+        expect = self.index.expect
+        for m in self.plan.mix.methods[pos : pos + k]:
+            expect(m)
 
     def _release(self) -> None:
         """Release what was framed (with `verify`, keep a response whose body is arriving)."""
@@ -526,6 +452,7 @@ class _Connection:
         """
         groups = self.groups
         left = done
+        stats.completed(now, done)  # first: it starts a new second of the timeline if need be
         record = stats.record_latency
         while left:
             group = groups[0]
@@ -538,7 +465,6 @@ class _Connection:
                 group[1] = count - left
                 record(now - group[0], left)
                 left = 0
-        stats.completed(now, done)
         if self.index.statuses.keys() != _ONLY_200:
             self._count_statuses(stats, now)
         if self.plan.verify and not isinstance(framed, int):
@@ -560,6 +486,7 @@ class _Connection:
         plan = self.plan
         if r.head.status != 200:
             return False
+        target, method, body_len, body_sha256 = plan.reports[r.seq % plan.cycle_len]
         body = b"".join([self.buf.view(s, e) for s, e in r.body])
         try:
             report = json.loads(body)
@@ -568,10 +495,10 @@ class _Connection:
         return (
             isinstance(report, dict)
             and report.get("seq") == r.seq
-            and report.get("target") == plan.target.target
-            and report.get("method") == plan.config.method
-            and report.get("body_len") == plan.body_len
-            and report.get("body_sha256") == plan.body_sha256
+            and report.get("target") == target
+            and report.get("method") == method
+            and report.get("body_len") == body_len
+            and report.get("body_sha256") == body_sha256
         )
 
     # -- open loop ---------------------------------------------------------------------------
@@ -604,7 +531,8 @@ class _Connection:
         batch = plan.batch
         interval = plan.interval
         step = interval * depth if batch else interval
-        size = plan.request_len
+        offsets = plan.offsets
+        cycle_len = plan.cycle_len
         stats = ph.stats
         groups = self.groups
         if self.next_t is None:  # stagger the connections over one interval
@@ -638,12 +566,17 @@ class _Connection:
                 else:
                     groups.extend([[t + i * interval, 1] for i in range(k)])
                 self.next_t = t + (step if batch else k * interval)
-                self.index.expect(plan.method, k)
+                pos = self.pos
+                if plan.method is not None:
+                    self.index.expect(plan.method, k)
+                else:
+                    self._expect_mixed(pos, k)
                 if not inflight:
                     self._last = now
                 self.inflight = inflight + k
                 stats.sent += k
-                data = plan.requests[: k * size]
+                data = plan.requests[offsets[pos] : offsets[pos + k]]
+                self.pos = (pos + k) % cycle_len
                 try:
                     sent = sock.send(data)
                 except BlockingIOError:
@@ -729,6 +662,12 @@ class _Connection:
             raise _Failure(self._failure)
 
 
+def _reason(e: OSError) -> str:
+    """``connection refused`` from ``[Errno 111] Connection refused``."""
+    text = e.strerror or str(e) or type(e).__name__
+    return text[:1].lower() + text[1:]
+
+
 # -- a run -------------------------------------------------------------------------------------
 
 
@@ -753,14 +692,9 @@ async def run_load(
     try:
         try:
             await plan.resolve()
-        except OSError:
-            first.error(now, "connect", config.connections)
-            if start_gate is not None:
-                await start_gate()  # the other processes wait at the gate for this one too
-            return first.result(now, config.connections, config.depth)
-        async with trio.open_nursery() as nursery:
-            for c in conns:
-                nursery.start_soon(c.connect, first)
+        except OSError as e:
+            raise CannotConnect(f"cannot resolve {plan.target.host}: {_reason(e)}") from None
+        await _open_connections(plan, conns, first)
         if start_gate is not None:
             await start_gate()
         if config.warmup > 0:
@@ -778,6 +712,26 @@ async def run_load(
     finally:
         for c in conns:
             c.close()
+
+
+async def _open_connections(plan: _Plan, conns: list[_Connection], stats: LoadStats) -> None:
+    """Open every connection; if none opens, retry one (with backoff) for `_CONNECT_GIVE_UP`
+    seconds (or the run's `timeout`, if shorter), then raise `CannotConnect`. Once one is open,
+    the others reconnect as usual."""
+    async with trio.open_nursery() as nursery:
+        for c in conns:
+            nursery.start_soon(c.connect, stats)
+    first = conns[0]
+    give_up = trio.current_time() + min(_CONNECT_GIVE_UP, plan.timeout)
+    backoff = _BACKOFF_FIRST
+    while not any(c.sock is not None for c in conns):
+        if trio.current_time() >= give_up:
+            t = plan.target
+            host = f"[{t.host}]" if ":" in t.host else t.host
+            raise CannotConnect(f"cannot connect to {host}:{t.port}: {first.connect_error}")
+        await trio.sleep(backoff)
+        backoff = min(backoff * 2, _BACKOFF_MAX)
+        await first.connect(stats)
 
 
 async def _run_phase(
@@ -811,7 +765,7 @@ async def _report(ph: _Phase, progress: ProgressCallback, config: LoadConfig) ->
                 target_requests=config.requests if ph.name == "load" else None,
             )
         )
-        await trio.sleep(_PROGRESS_EVERY)
+        await trio.sleep(PROGRESS_EVERY)
 
 
 # -- several processes -------------------------------------------------------------------------
@@ -822,131 +776,10 @@ def run_load_sync(config: LoadConfig, progress: ProgressCallback | None = None) 
     config.check()
     if config.processes == 1:
         return trio.run(_run_one, config, progress)
-    return _run_processes(config, progress)
+    from .load_processes import run_processes  # (it imports this module)
+
+    return run_processes(config, progress)
 
 
 async def _run_one(config: LoadConfig, progress: ProgressCallback | None) -> LoadResult:
     return await run_load(config, progress)
-
-
-def _shares(config: LoadConfig) -> list[LoadConfig]:
-    """Split connections, rate and requests over the processes (in proportion)."""
-    p = config.processes
-    conns = [config.connections // p + (i < config.connections % p) for i in range(p)]
-    requests: list[int | None] = [None] * p
-    if config.requests is not None:
-        if config.requests < p:
-            raise ValueError(f"{config.requests} requests cannot be shared by {p} processes")
-        base = [max(1, config.requests * c // config.connections) for c in conns]
-        for i in range(config.requests - sum(base)):
-            base[i % p] += 1
-        while sum(base) > config.requests:  # the minimum of 1 each overshot: take it back
-            base[base.index(max(base))] -= 1
-        requests = list(base)
-    return [
-        replace(
-            config,
-            connections=conns[i],
-            requests=requests[i],
-            rate=config.rate * conns[i] / config.connections if config.rate else None,
-            processes=1,
-        )
-        for i in range(p)
-    ]
-
-
-_SLOTS = 5  # per process in the shared progress array: phase, requests, sent, errors, bytes
-_PHASES = ("connect", "warmup", "load", "drain", "done")
-
-
-def _child(
-    share: LoadConfig,
-    number: int,
-    barrier: Any,
-    counters: Any,
-    results: Any,
-) -> None:
-    """A process's part of the run (spawned): run, then send the result home."""
-    base = number * _SLOTS
-
-    def publish(p: Progress) -> None:
-        counters[base] = _PHASES.index(p.phase)
-        counters[base + 1] = p.requests
-        counters[base + 2] = p.sent
-        counters[base + 3] = p.errors
-        counters[base + 4] = p.bytes_received
-
-    async def gate() -> None:
-        await trio.to_thread.run_sync(barrier.wait)
-
-    try:
-        result = trio.run(_gated, share, publish, gate)
-        counters[base] = _PHASES.index("done")
-        results.put((number, "ok", result.to_wire()))
-    except BaseException as e:  # the parent reports it
-        results.put((number, "error", f"{type(e).__name__}: {e}"))
-
-
-async def _gated(
-    share: LoadConfig, publish: ProgressCallback, gate: Callable[[], Awaitable[None]]
-) -> LoadResult:
-    return await run_load(share, publish, start_gate=gate)
-
-
-def _run_processes(config: LoadConfig, progress: ProgressCallback | None) -> LoadResult:
-    shares = _shares(config)
-    p = len(shares)
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(p)
-    counters = ctx.Array("q", p * _SLOTS, lock=False)
-    results = ctx.Queue()
-    procs = [
-        ctx.Process(target=_child, args=(shares[i], i, barrier, counters, results), daemon=True)
-        for i in range(p)
-    ]
-    for proc in procs:
-        proc.start()
-    wires: dict[int, dict[str, Any]] = {}
-    started: float | None = None
-    clock = time.monotonic
-    try:
-        while len(wires) < p:
-            try:
-                number, status, payload = results.get(timeout=_PROGRESS_EVERY)
-            except queue.Empty:
-                dead = [x for x in procs if x.exitcode not in (None, 0)]
-                if dead:
-                    raise RuntimeError(
-                        f"a load process died (exit code {dead[0].exitcode})"
-                    ) from None
-            else:
-                if status != "ok":
-                    raise RuntimeError(f"load process {number} failed: {payload}")
-                wires[number] = payload
-            if progress is not None:
-                phases = [counters[i * _SLOTS] for i in range(p)]
-                phase = _PHASES[min(phases)]
-                if phase in ("load", "drain") and started is None:
-                    started = clock()
-                sums = [sum(counters[i * _SLOTS + j] for i in range(p)) for j in range(1, 5)]
-                progress(
-                    Progress(
-                        phase=phase if phase != "done" else "drain",
-                        elapsed=clock() - started if started is not None else 0.0,
-                        planned=config.duration,
-                        requests=sums[0],
-                        sent=sums[1],
-                        errors=sums[2],
-                        bytes_received=sums[3],
-                        target_requests=config.requests,
-                    )
-                )
-    finally:
-        if len(wires) < p:
-            barrier.abort()
-        for proc in procs:
-            proc.join(timeout=config.timeout + 5 if len(wires) == p else 1)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join()
-    return LoadResult.merge([wires[i] for i in range(p)], config.depth)

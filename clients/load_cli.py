@@ -3,8 +3,10 @@
 Strategy: argparse flags map one to one onto `LoadConfig` fields; `LoadConfig` checks them and
 any bad value is reported as ``pipeparse load: error: ...`` with exit status 2. The run shows a
 live line on a terminal (`LiveProgress`), then prints either the human summary or, with
-``--json``, exactly one JSON object. Exit status: 0 when requests were answered (errors are
-reported, not fatal), 1 when none was or when ``--verify`` found a mismatch.
+``--json``, exactly one JSON object; ``--hdr-log FILE`` also writes the latencies as an
+HdrHistogram interval log. ``--merge FILE...`` runs no load: it prints the percentiles of such
+logs merged. Exit status: 0 when requests were answered (errors are reported, not fatal), 1 when
+none was, when ``--verify`` found a mismatch, or when the server refused every connection.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ from pathlib import Path
 from pipeparse import KiB
 
 from .load import MODES, LoadConfig, run_load_sync
+from .load_hdr import format_merged, merge_hdr_logs, write_hdr_log
 from .load_report import LiveProgress, format_summary
 from .load_request import parse_header
+from .load_result import latency_ms
+from .request_mix import load_mix
 
 __all__ = ["add_arguments", "config_from_args", "run"]
 
@@ -31,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Drive an HTTP/1.1 server with pipelined requests and measure every request: "
         "throughput, latency percentiles (HDR histogram), errors by kind."
     )
-    parser.add_argument("url", metavar="URL", help="http://host[:port]/target")
+    parser.add_argument("url", metavar="URL", nargs="?", help="http://host[:port]/target")
     parser.add_argument(
         "-c", "--connections", type=int, default=10, help="connections (default: 10)"
     )
@@ -49,9 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help=f"seconds of load (default: {DEFAULT_DURATION:g})",
     )
-    how_long.add_argument(
-        "-n", "--requests", type=int, metavar="N", help="send N requests, then stop"
-    )
+    how_long.add_argument("-n", "--count", type=int, metavar="N", help="send N requests, then stop")
     parser.add_argument(
         "--mode",
         choices=MODES,
@@ -74,6 +77,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="headers",
         metavar="'Name: value'",
         help="add a request header (repeatable)",
+    )
+    parser.add_argument(
+        "--requests",
+        type=Path,
+        metavar="FILE",
+        dest="mix_file",
+        help="a request mix: JSON lines with method, target, headers, body or body_file, "
+        "weight (the URL then gives the server; -H headers are added to each request)",
     )
     body = parser.add_mutually_exclusive_group()
     body.add_argument("--body-size", type=int, metavar="N", help="send a body of N bytes")
@@ -98,6 +109,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="check each response of the echo app against the request sent",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--hdr-log",
+        type=Path,
+        metavar="FILE",
+        help="write the latency histogram of each second to FILE (HdrHistogram interval log)",
+    )
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="no load: print the percentiles of these HDR interval logs merged (runs from "
+        "several machines), exactly",
+    )
     parser.add_argument(
         "--processes", type=int, default=1, metavar="P", help="client processes (default: 1)"
     )
@@ -128,21 +153,30 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         body = args.body_file.read_bytes()
     else:
         body = b""
-    if args.requests is not None:
+    if args.count is not None:
         duration = args.duration
     else:
         duration = args.duration if args.duration is not None else DEFAULT_DURATION
+    mix = None
+    if args.mix_file is not None:
+        if args.mix_file.name.isdigit() and not args.mix_file.exists():
+            raise ValueError(
+                f"--requests takes a request mix file; for a count of requests use "
+                f"-n/--count {args.mix_file.name}"
+            )
+        mix = load_mix(args.mix_file)
     return LoadConfig(
         url=args.url,
         connections=args.connections,
         depth=args.depth,
         duration=duration,
-        requests=args.requests,
+        requests=args.count,
         mode=args.mode,
         rate=args.rate,
         method=args.method,
         headers=[parse_header(h) for h in args.headers],
         body=body,
+        mix=mix,
         timeout=args.timeout,
         warmup=args.warmup,
         verify=args.verify,
@@ -153,7 +187,11 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.merge:
+        return _merge(args)
     try:
+        if args.url is None:
+            raise ValueError("give the URL to load (or --merge FILE... to merge HDR logs)")
         config = config_from_args(args)
     except (ValueError, OSError) as e:
         print(f"pipeparse load: error: {e}", file=sys.stderr)
@@ -167,10 +205,35 @@ def run(args: argparse.Namespace) -> int:
     except (RuntimeError, ValueError) as e:  # a load process failed, or a bad split
         print(f"pipeparse load: error: {e}", file=sys.stderr)
         return 1
+    if args.hdr_log is not None:
+        try:
+            write_hdr_log(result, args.hdr_log, f"pipeparse load {config.url}")
+        except OSError as e:
+            print(
+                f"pipeparse load: error: cannot write {args.hdr_log}: {e.strerror}", file=sys.stderr
+            )
+            return 1
     if args.json:
         print(json.dumps(result.to_json()))
     else:
         print(format_summary(config, result))
     if result.requests == 0 or result.errors.get("verify", 0):
         return 1
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    """``--merge FILE...``: the merged percentiles of HDR interval logs (no load is run)."""
+    if args.url is not None:
+        print(f"pipeparse load: error: --merge takes no URL (got {args.url!r})", file=sys.stderr)
+        return 2
+    try:
+        h = merge_hdr_logs(args.merge)
+    except ValueError as e:
+        print(f"pipeparse load: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"requests": h.get_total_count(), "latency_ms": latency_ms(h)}))
+    else:
+        print(format_merged(args.merge, h))
     return 0

@@ -42,6 +42,10 @@ def format_summary(config: LoadConfig, result: LoadResult) -> str:
         f"  {result.connections} connections, depth {result.depth}, {how}"
         + (f", {config.processes} processes" if config.processes > 1 else ""),
     ]
+    if config.mix:
+        weights = ", ".join(f"{m.method} {m.target} x{m.weight}" for m in config.mix[:4])
+        more = f", ... ({len(config.mix)} requests)" if len(config.mix) > 4 else ""
+        lines.append(f"  mix          {weights}{more}")
     d = result.duration_s
     lines.append(f"  requests     {result.requests:,} in {d:.2f} s   {result.rps:,.1f} req/s")
     lines.append(

@@ -3,18 +3,21 @@
 Strategy: the engine records into one `LoadStats` per process and phase, in bulk: requests sent
 together complete together, so a read that completes k of them records one value with count k
 (`record_latency`). Latencies are integer microseconds in an HDR histogram (`hdrhistogram`, 3
-significant figures, 1 us to 1 hour). A `LoadResult` is the frozen outcome; results of several
-processes merge exactly, the histograms through their encoded form (`encode` / `decode_and_add`).
+significant figures, 1 us to 1 hour), kept per second of the run as well (`intervals`, for
+HdrHistogram's interval log, `load_hdr`): the pending latencies are handed to the histograms
+when a new second begins. A `LoadResult` is the frozen outcome; results of several processes
+merge exactly, the histograms through their encoded form (`encode` / `decode_and_add`).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-__all__ = ["ERROR_KINDS", "LoadResult", "LoadStats", "new_histogram"]
+__all__ = ["ERROR_KINDS", "LoadResult", "LoadStats", "latency_ms", "new_histogram"]
 
 ERROR_KINDS = ("connect", "read", "write", "timeout", "status", "framing", "unanswered")
 _LOWEST_US = 1
@@ -50,6 +53,7 @@ class LoadStats:
         bytes_received: bytes read from sockets.
         errors: counts by kind (`ERROR_KINDS`, plus ``verify`` when verifying).
         histogram: per-request latency, microseconds.
+        intervals: the same, one histogram per second of the timeline (None: no latency).
         tl_requests, tl_errors, tl_bytes: the per-second timeline.
     """
 
@@ -58,6 +62,7 @@ class LoadStats:
         "bytes_received",
         "errors",
         "histogram",
+        "intervals",
         "requests",
         "sent",
         "start",
@@ -75,6 +80,7 @@ class LoadStats:
         if verify:
             self.errors["verify"] = 0
         self.histogram = new_histogram()
+        self.intervals: list[HdrHistogram | None] = []
         self._pending: dict[int, int] = {}  # latency (us, rounded) -> count, not yet recorded
         self.tl_requests: list[int] = []
         self.tl_errors: list[int] = []
@@ -85,11 +91,18 @@ class LoadStats:
         if i < 0:
             i = 0
         tl = self.tl_requests
+        if len(tl) <= i:
+            self._new_second(i)
+        return i
+
+    def _new_second(self, i: int) -> None:
+        if self._pending:
+            self.flush()  # what is pending was recorded in the second that ends
+        tl = self.tl_requests
         while len(tl) <= i:
             tl.append(0)
             self.tl_errors.append(0)
             self.tl_bytes.append(0)
-        return i
 
     def received(self, now: float, n: int) -> None:
         """`n` bytes were read at `now`."""
@@ -127,10 +140,25 @@ class LoadStats:
             self.flush()
 
     def flush(self) -> None:
-        """Record the pending latencies in the histogram."""
+        """Record the pending latencies in the histogram and the current second's interval.
+
+        Callers record a latency after the ``received``/``completed`` call of the same moment,
+        so pending latencies always belong to the last second of the timeline.
+        """
+        if not self._pending:
+            return
+        i = max(len(self.tl_requests) - 1, 0)
+        intervals = self.intervals
+        while len(intervals) <= i:
+            intervals.append(None)
+        interval = intervals[i]
+        if interval is None:
+            interval = intervals[i] = new_histogram()
         record = self.histogram.record_value
+        record_interval = interval.record_value
         for us, count in self._pending.items():
             record(us, count)
+            record_interval(us, count)
         self._pending.clear()
 
     @property
@@ -148,6 +176,8 @@ class LoadStats:
             connections=connections,
             depth=depth,
             histogram=self.histogram,
+            intervals=list(self.intervals),
+            start_epoch=time.time() - max(end - self.start, 0.0),
             timeline_requests=list(self.tl_requests),
             timeline_errors=list(self.tl_errors),
             timeline_bytes=list(self.tl_bytes),
@@ -170,6 +200,8 @@ class LoadResult:
     connections: int
     depth: int
     histogram: HdrHistogram = field(default_factory=new_histogram, repr=False)
+    intervals: list[HdrHistogram | None] = field(default_factory=list, repr=False)
+    start_epoch: float = 0.0  # when the measurement began, seconds since the epoch
     timeline_requests: list[int] = field(default_factory=list)
     timeline_errors: list[int] = field(default_factory=list)
     timeline_bytes: list[int] = field(default_factory=list)
@@ -184,14 +216,7 @@ class LoadResult:
 
     def latency_ms(self) -> dict[str, float | None]:
         """p50, p90, p99, p99.9 and max, milliseconds; None for each when nothing completed."""
-        h = self.histogram
-        if h.get_total_count() == 0:
-            return {name: None for name, _ in _PERCENTILES} | {"max": None}
-        out: dict[str, float | None] = {
-            name: h.get_value_at_percentile(p) / 1000.0 for name, p in _PERCENTILES
-        }
-        out["max"] = h.get_max_value() / 1000.0
-        return out
+        return latency_ms(self.histogram)
 
     def timeline(self) -> list[dict[str, int]]:
         """One entry per second of the run: ``t`` (seconds from the start), ``requests``
@@ -229,7 +254,9 @@ class LoadResult:
             "bytes_received": self.bytes_received,
             "connections": self.connections,
             "depth": self.depth,
-            "histogram": self.histogram.encode() if self.histogram.get_total_count() else b"",
+            "histogram": _encode(self.histogram),
+            "intervals": [_encode(h) for h in self.intervals],
+            "start_epoch": self.start_epoch,
             "timeline_requests": self.timeline_requests,
             "timeline_errors": self.timeline_errors,
             "timeline_bytes": self.timeline_bytes,
@@ -239,10 +266,19 @@ class LoadResult:
     def merge(cls, wires: list[dict[str, Any]], depth: int) -> LoadResult:
         """Merge results of processes that ran side by side (started together)."""
         hist = new_histogram()
+        intervals: list[HdrHistogram | None] = []
         errors: dict[str, int] = {}
         for w in wires:
             if w["histogram"]:
                 hist.decode_and_add(w["histogram"])
+            for i, encoded in enumerate(w["intervals"]):
+                while len(intervals) <= i:
+                    intervals.append(None)
+                if encoded:
+                    h = intervals[i]
+                    if h is None:
+                        h = intervals[i] = new_histogram()
+                    h.decode_and_add(encoded)
             for k, v in w["errors"].items():
                 errors[k] = errors.get(k, 0) + v
         return cls(
@@ -254,10 +290,28 @@ class LoadResult:
             connections=sum(w["connections"] for w in wires),
             depth=depth,
             histogram=hist,
+            intervals=intervals,
+            start_epoch=min((w["start_epoch"] for w in wires), default=0.0),
             timeline_requests=_sum_lists([w["timeline_requests"] for w in wires]),
             timeline_errors=_sum_lists([w["timeline_errors"] for w in wires]),
             timeline_bytes=_sum_lists([w["timeline_bytes"] for w in wires]),
         )
+
+
+def latency_ms(h: HdrHistogram) -> dict[str, float | None]:
+    """p50, p90, p99, p99.9 and max of a histogram of microseconds, in milliseconds; None for
+    each when it is empty."""
+    if h.get_total_count() == 0:
+        return {name: None for name, _ in _PERCENTILES} | {"max": None}
+    out: dict[str, float | None] = {
+        name: h.get_value_at_percentile(p) / 1000.0 for name, p in _PERCENTILES
+    }
+    out["max"] = h.get_max_value() / 1000.0
+    return out
+
+
+def _encode(h: HdrHistogram | None) -> bytes:
+    return h.encode() if h is not None and h.get_total_count() else b""
 
 
 def _sum_lists(lists: list[list[int]]) -> list[int]:

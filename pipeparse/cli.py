@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from . import __version__
+
 __all__ = ["main"]
 
 _COMMANDS = {
@@ -22,6 +24,7 @@ _COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="pipeparse", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"pipeparse {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     wanted = argv[0] if argv and argv[0] in _COMMANDS else None
     modules = {}

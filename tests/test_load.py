@@ -14,20 +14,23 @@ import json
 import socket
 import struct
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import trio
 from nginx_fixture import nginx_or_skip
 
-from clients.load import LoadConfig, Progress, run_load, run_load_sync
+from clients.load import CannotConnect, LoadConfig, Progress, run_load, run_load_sync
 from clients.load_report import LiveProgress, format_summary
 from clients.load_request import parse_header, parse_url, render_request
 from clients.load_result import ERROR_KINDS, LoadResult, LoadStats
+from clients.request_mix import RequestSpec
 from pipeparse import FramedRequest, RequestIndex, SeekableBuffer
 from pipeparse.cli import main as cli_main
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+SAFETY = 60.0  # seconds: only a hang gets near this
 Handler = Callable[[trio.SocketStream], Awaitable[None]]
 Answer = Callable[[FramedRequest, bytes, int], bytes]
 
@@ -298,17 +301,63 @@ async def test_a_server_that_never_answers_times_out(autojump_clock: trio.abc.Cl
     assert result.errors["unanswered"] == 8
 
 
-async def test_nothing_listening_counts_connect_errors_and_gives_up(
-    autojump_clock: trio.abc.Clock,
+@pytest.mark.parametrize(("timeout", "give_up"), [(10.0, 2.0), (0.5, 0.5)])
+async def test_nothing_listening_stops_the_run_with_one_clear_reason(
+    autojump_clock: trio.abc.Clock, timeout: float, give_up: float
 ) -> None:
     with trio.socket.socket() as s:  # a port nothing listens on
         await s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    config = LoadConfig(f"http://127.0.0.1:{port}/", connections=2, duration=30.0, timeout=1.0)
-    result = await run_load(config)
-    assert result.requests == result.sent == 0
-    assert result.errors["connect"] >= 4
-    assert result.error_total == result.errors["connect"]
+    config = LoadConfig(f"http://127.0.0.1:{port}/", connections=2, duration=30.0, timeout=timeout)
+    started = trio.current_time()
+    with pytest.raises(CannotConnect) as info:
+        await run_load(config)
+    assert str(info.value) == f"cannot connect to 127.0.0.1:{port}: connection refused"
+    # It gives up after 2 s, or the run's timeout if shorter: never the run's 30 s.
+    assert give_up <= trio.current_time() - started <= give_up + 0.5
+
+
+def test_the_cli_reports_a_refused_target_in_one_line_quickly(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for processes in (1, 2):
+        argv = ["load", f"http://127.0.0.1:{port}/", "--duration", "60", "-c", "2"]
+        code = cli_main([*argv, "--processes", str(processes), "--timeout", "0.5"])
+        assert code == 1
+        out, err = capsys.readouterr()
+        assert out == ""
+        reason = f"cannot connect to 127.0.0.1:{port}: connection refused"
+        assert err == f"pipeparse load: error: {reason}\n"
+
+
+async def test_a_server_that_goes_away_mid_run_is_counted_not_fatal() -> None:
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = listener.socket.getsockname()[1]
+
+    async def serve_one_connection_then_go() -> None:
+        stream = await listener.accept()
+        await listener.aclose()  # from now on, connections are refused
+        await Server(ok, answer_limit=5)(stream)
+
+    with trio.fail_after(SAFETY):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve_one_connection_then_go)
+            config = LoadConfig(
+                f"http://127.0.0.1:{port}/",
+                connections=1,
+                depth=4,
+                requests=40,
+                duration=None,
+                timeout=0.5,
+            )
+            result = await run_load(config)
+    accounted(result)
+    assert result.requests == 5
+    assert result.errors["connect"] >= 1
+    assert result.errors["unanswered"] == result.sent - 5
 
 
 def resetting_server(batch: int) -> Handler:
@@ -390,6 +439,59 @@ async def test_verify_passes_against_an_echo_server(mode: str) -> None:
     no_errors(result)
     assert result.requests == 200
     assert result.errors["verify"] == 0
+
+
+@pytest.mark.parametrize("rate", [None, 5000.0])
+@pytest.mark.parametrize("mode", ["window", "batch"])
+async def test_a_mix_is_sent_in_weighted_order_and_verifies(mode: str, rate: float | None) -> None:
+    seen: list[tuple[bytes, bytes]] = []
+
+    def recording_echo(r: FramedRequest, body: bytes, seq: int) -> bytes:
+        seen.append((r.head.method, r.head.target))
+        return echo(r, body, seq)
+
+    mix = [
+        RequestSpec("/a", weight=3),
+        RequestSpec("/b?x=1", "POST", (("Content-Type", "text/plain"),), b"body \x00", 2),
+        RequestSpec("/c", "PUT", body=b"", weight=1),
+    ]
+    with trio.fail_after(SAFETY):
+        result = await load(
+            Server(recording_echo),
+            connections=1,
+            depth=5,
+            requests=60,
+            mode=mode,
+            rate=rate,
+            mix=mix,
+            headers=[("X-All", "1")],
+            verify=True,
+        )
+    no_errors(result)
+    assert result.requests == 60
+    # One connection: the cycle a b a c b a (smooth weighted round robin), ten times over.
+    cycle = [(b"GET", b"/a"), (b"POST", b"/b?x=1"), (b"GET", b"/a"), (b"PUT", b"/c")]
+    cycle += [(b"POST", b"/b?x=1"), (b"GET", b"/a")]
+    assert seen == cycle * 10
+
+
+async def test_a_mix_of_methods_frames_head_responses_without_a_body() -> None:
+    def head_aware(r: FramedRequest, body: bytes, seq: int) -> bytes:
+        return OK[: OK.index(b"hello")] if r.head.method == b"HEAD" else OK
+
+    mix = [RequestSpec("/a"), RequestSpec("/h", "HEAD", weight=2)]
+    with trio.fail_after(SAFETY):
+        result = await load(Server(head_aware), connections=2, depth=7, requests=300, mix=mix)
+    no_errors(result)
+    accounted(result)
+    assert result.requests == 300
+
+
+def test_a_mix_replaces_the_method_and_body() -> None:
+    with pytest.raises(ValueError, match="gives each request's method and body"):
+        LoadConfig("http://h/", method="POST", mix=[RequestSpec("/a")])
+    with pytest.raises(ValueError, match="mix is empty"):
+        LoadConfig("http://h/", mix=[])
 
 
 async def test_verify_catches_reordered_and_wrong_responses() -> None:
@@ -583,6 +685,10 @@ def test_summary_and_progress_lines() -> None:
     text = format_summary(config, stats.result(1.0, 10, 16))
     assert "requests     5 in 1.00 s" in text
     assert "unanswered 2" in text and "sent         7 = 5 answered + 2 unanswered" in text
+    assert "mix" not in text
+    mix = [RequestSpec("/a", weight=3), RequestSpec("/b", "POST")]
+    text = format_summary(replace(config, mix=mix), stats.result(1.0, 10, 16))
+    assert "  mix          GET /a x3, POST /b x1\n" in text
     live = LiveProgress(io.StringIO())
     assert not live.enabled  # not a terminal: nothing drawn
     with live:
@@ -617,6 +723,44 @@ def test_cli_rejects_bad_flags(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert cli_main(["load", "http://127.0.0.1:1/", "--body-size", "-1"]) == 2
     with pytest.raises(SystemExit):
         cli_main(["load", "http://127.0.0.1:1/", "--body-size", "3", "--body-file", "x"])
+    assert cli_main(["load", "http://127.0.0.1:1/", "--requests", "100"]) == 2
+    assert "use -n/--count 100" in capsys.readouterr().err
+    bad = tmp_path / "mix.jsonl"
+    bad.write_text('{"target": "/a"}\n{"target": "/b", "weight": -1}\n')
+    assert cli_main(["load", "http://127.0.0.1:1/", "--requests", str(bad)]) == 2
+    assert capsys.readouterr().err == (
+        f"pipeparse load: error: {bad}:2: 'weight' must be a positive integer, got -1\n"
+    )
+
+
+def test_cli_runs_a_mix_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    seen: list[bytes] = []
+
+    def recording(r: FramedRequest, body: bytes, seq: int) -> bytes:
+        seen.append(r.head.target)
+        return OK
+
+    mix = tmp_path / "mix.jsonl"
+    mix.write_text('{"target": "/x", "weight": 2}\n\n{"target": "/y", "method": "POST"}\n')
+
+    async def main() -> int:
+        with trio.fail_after(SAFETY):
+            return await served()
+
+    async def served() -> int:
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(trio.serve_tcp, Server(recording), 0)
+            port = listeners[0].socket.getsockname()[1]
+            argv = ["load", f"http://127.0.0.1:{port}/", "--requests", str(mix), "-n", "30"]
+            code = await trio.to_thread.run_sync(
+                cli_main, [*argv, "-c", "1", "--json"], abandon_on_cancel=True
+            )
+            nursery.cancel_scope.cancel()
+        return code
+
+    assert trio.run(main) == 0
+    assert json.loads(capsys.readouterr().out)["requests"] == 30
+    assert seen == [b"/x", b"/y", b"/x"] * 10
 
 
 # -- nginx: a real third-party server ----------------------------------------------------------
@@ -694,3 +838,40 @@ def test_nginx_processes_merge_and_cli_json(capsys: pytest.CaptureFixture[str]) 
         assert code == 0 and "requests     50 in" in text
         srv.stop()
         assert srv.answered() == 2001 + 300 + 50
+
+
+def test_cli_writes_an_hdr_log_and_merges_logs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    log = tmp_path / "run.hlog"
+
+    async def main() -> int:
+        with trio.fail_after(SAFETY):
+            return await served()
+
+    async def served() -> int:
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(trio.serve_tcp, Server(ok), 0)
+            port = listeners[0].socket.getsockname()[1]
+            argv = ["load", f"http://127.0.0.1:{port}/", "-n", "200", "-c", "2", "--json"]
+            code = await trio.to_thread.run_sync(
+                cli_main, [*argv, "--hdr-log", str(log)], abandon_on_cancel=True
+            )
+            nursery.cancel_scope.cancel()
+        return code
+
+    assert trio.run(main) == 0
+    run = json.loads(capsys.readouterr().out)
+    assert run["requests"] == 200
+    assert cli_main(["load", "--merge", str(log), str(log), "--json"]) == 0
+    merged = json.loads(capsys.readouterr().out)
+    # The same log twice: twice the count, the very same percentiles.
+    assert merged == {"requests": 400, "latency_ms": run["latency_ms"]}
+    assert cli_main(["load", "--merge", str(log)]) == 0
+    assert "  requests     200\n  latency ms   p50 " in capsys.readouterr().out
+    assert cli_main(["load", "http://127.0.0.1:1/", "--merge", str(log)]) == 2
+    assert "--merge takes no URL" in capsys.readouterr().err
+    assert cli_main(["load", "--merge", str(tmp_path / "absent.hlog")]) == 2
+    assert "absent.hlog: no such file" in capsys.readouterr().err
+    assert cli_main(["load"]) == 2
+    assert "give the URL" in capsys.readouterr().err

@@ -1,0 +1,7 @@
+"""``python -m pipeparse``: the `pipeparse` command (`pipeparse.cli`)."""
+
+from __future__ import annotations
+
+from .cli import main
+
+raise SystemExit(main())

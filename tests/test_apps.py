@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from server_harness import RecordingSink, ScriptedSource, make_request
 
 from servers.apps import BUILTIN_APPS, AppLoadError, EchoError, echo, load_app, plaintext
 from servers.handlers import resolve_app
+from tests.server_harness import RecordingSink, ScriptedSource, make_request
 
 INTERFACES = ["native", "asgi"]
 

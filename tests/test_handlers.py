@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from server_harness import RecordingSink, ScriptedSource, make_request
 
 from pipeparse import HttpRequest, ProtocolError, Response
 from servers.handlers import (
@@ -21,6 +20,7 @@ from servers.handlers import (
     resolve_app,
     split_target,
 )
+from tests.server_harness import RecordingSink, ScriptedSource, make_request
 
 # --- native ---------------------------------------------------------------------------------
 

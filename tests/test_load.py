@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import trio
-from nginx_fixture import nginx_or_skip
 
 from clients.load import LoadConfig, Progress, run_load, run_load_sync
 from clients.load_report import LiveProgress, format_summary
@@ -26,6 +25,7 @@ from clients.load_request import parse_header, parse_url, render_request
 from clients.load_result import ERROR_KINDS, LoadResult, LoadStats
 from pipeparse import FramedRequest, RequestIndex, SeekableBuffer
 from pipeparse.cli import main as cli_main
+from tests.nginx_fixture import nginx_or_skip
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
 Handler = Callable[[trio.SocketStream], Awaitable[None]]

@@ -30,6 +30,7 @@ from .bench_server import (
     run_wall_bench,
     server_steps,
 )
+from .bench_stats import Row
 
 __all__ = ["SECTIONS", "add_arguments", "run", "targets"]
 
@@ -126,7 +127,7 @@ def server_settings(args: argparse.Namespace) -> ServerSettings:
 # -- sections ------------------------------------------------------------------------------
 
 
-def _run_parse(args: argparse.Namespace, progress: Progress, warnings: list[str]) -> list[dict]:
+def _run_parse(args: argparse.Namespace, progress: Progress, warnings: list[str]) -> list[Row]:
     try:
         from .parsebench import run_parse_bench
     except ImportError as exc:
@@ -140,7 +141,7 @@ def _run_parse(args: argparse.Namespace, progress: Progress, warnings: list[str]
     return rows
 
 
-def _run_seek(args: argparse.Namespace, progress: Progress, warnings: list[str]) -> list[dict]:
+def _run_seek(args: argparse.Namespace, progress: Progress, warnings: list[str]) -> list[Row]:
     settings = seek_settings(args)
     progress.start("seek", len(settings.ns) * len(settings.sizes))
     return run_seek_bench(settings, progress.step)
@@ -153,28 +154,28 @@ def _need_load_client() -> None:
         raise SectionUnavailable(f"the load client clients.load is not available ({exc})") from None
 
 
-def _run_server(args: argparse.Namespace, progress: Progress, warnings: list[str]) -> list[dict]:
+def _run_server(args: argparse.Namespace, progress: Progress, warnings: list[str]) -> list[Row]:
     _need_load_client()
     settings = server_settings(args)
     progress.start("server", server_steps(settings))
     return run_server_bench(settings, warnings, progress.step)
 
 
-def _run_wall(args: argparse.Namespace, progress: Progress, warnings: list[str]) -> list[dict]:
+def _run_wall(args: argparse.Namespace, progress: Progress, warnings: list[str]) -> list[Row]:
     _need_load_client()
     settings = server_settings(args)
     progress.start("wall", len(settings.wall_connections))
     return run_wall_bench(settings, warnings, progress.step)
 
 
-def _run_batching(args: argparse.Namespace, progress: Progress, warnings: list[str]) -> list[dict]:
+def _run_batching(args: argparse.Namespace, progress: Progress, warnings: list[str]) -> list[Row]:
     _need_load_client()
     settings = server_settings(args)
     progress.start("batching", len(settings.batching_depths))
     return run_batching_bench(settings, warnings, progress.step)
 
 
-Runner = Callable[[argparse.Namespace, Progress, list[str]], list[dict]]
+Runner = Callable[[argparse.Namespace, Progress, list[str]], list[Row]]
 RUNNERS: dict[str, Runner] = {
     "parse": _run_parse,
     "seek": _run_seek,
@@ -194,9 +195,9 @@ def _rps(rows: Sequence[Mapping[str, Any]], **match: Any) -> float | None:
     return None
 
 
-def targets(sections: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[dict]:
+def targets(sections: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[Row]:
     """The issue's targets, read off the rows: name, measured value, goal, met."""
-    out: list[dict] = []
+    out: list[Row] = []
     server = sections.get("server") or []
     for handler, goal in (("instant", 20.0), ("sleep10ms", 12.0)):
         for interface in ("native", "asgi"):
@@ -285,7 +286,7 @@ def run(args: argparse.Namespace) -> int:
     results_path = out / "results.json"
     machine = machine_info()
     settings = _settings_doc(args, names)
-    sections: dict[str, list[dict]] = {}
+    sections: dict[str, list[Row]] = {}
     skipped: dict[str, str] = {}
     warnings: list[str] = []
     t0 = time.monotonic()

@@ -54,7 +54,7 @@ from typing import Protocol
 from pipeparse import KiB, MiB, SeekableBuffer
 
 from .bench_procs import available_cpus, can_pin, pinned, split_cpus
-from .bench_stats import median, reduction_pct
+from .bench_stats import Row, median, reduction_pct
 
 __all__ = [
     "FULL_NS",
@@ -389,7 +389,7 @@ def seek_row(
     copy_runs: Sequence[float],
     seek_runs: Sequence[float],
     inorder_runs: Sequence[float] | None = None,
-) -> dict:
+) -> Row:
     """A `seek` row from the per-run CPU seconds of each receiver (medians).
 
     With the in-order floor's runs, the row also holds ``inorder_cpu_s`` and ``ceiling_pct``:
@@ -397,7 +397,7 @@ def seek_row(
     """
     copy_cpu = median(copy_runs)
     seek_cpu = median(seek_runs)
-    row: dict = {
+    row: Row = {
         "n": n,
         "size": size,
         "copy_cpu_s": round(copy_cpu, 6),
@@ -411,11 +411,11 @@ def seek_row(
     return row
 
 
-def run_seek_bench(settings: SeekSettings, step: Callable[[str], None] | None = None) -> list[dict]:
+def run_seek_bench(settings: SeekSettings, step: Callable[[str], None] | None = None) -> list[Row]:
     """Run the whole grid; `step(label)` is called after each (n, size) point."""
     mine, peer = split_cpus(available_cpus())
     receivers = ["copy", "seek", "inorder"]
-    rows: list[dict] = []
+    rows: list[Row] = []
     with sender_process(peer if peer != mine else None) as port, pinned(mine):
         for n in settings.ns:
             for size in settings.sizes:

@@ -31,7 +31,7 @@ from .bench_servers import (
     installed_peers,
     running_servers,
 )
-from .bench_stats import median, safe_ratio
+from .bench_stats import Row, median, safe_ratio
 
 __all__ = [
     "BATCHING_CONFIGS",
@@ -248,11 +248,11 @@ def server_steps(settings: ServerSettings) -> int:
 
 def run_server_bench(
     settings: ServerSettings, warnings: list[str], step: Step | None = None
-) -> list[dict]:
+) -> list[Row]:
     """engines x interface x handler x depth; rows as the issue names them."""
     mine, peer = _cpu_sides()
     specs = server_specs(settings)
-    rows: list[dict] = []
+    rows: list[Row] = []
     with running_servers(specs, peer) as servers, pinned(mine):
         for handler, depth in settings.pairs():
             for interface in settings.interfaces:
@@ -281,11 +281,11 @@ def wall_specs(settings: ServerSettings) -> list[ServerSpec]:
 
 def run_wall_bench(
     settings: ServerSettings, warnings: list[str], step: Step | None = None
-) -> list[dict]:
+) -> list[Row]:
     """Depth 16, instant handler, ASGI: rps and latency as connections grow."""
     mine, peer = _cpu_sides()
     specs = wall_specs(settings)
-    rows: list[dict] = []
+    rows: list[Row] = []
     with running_servers(specs, peer) as servers, pinned(mine):
         group = [servers[s] for s in specs]
         for connections in settings.wall_connections:
@@ -313,7 +313,7 @@ def batching_flags(recv_size: int | str, flush: str) -> tuple[str, ...]:
 
 def run_batching_bench(
     settings: ServerSettings, warnings: list[str], step: Step | None = None
-) -> list[dict]:
+) -> list[Row]:
     """The pipeparse engine's adaptive batching against fixed settings, side by side.
 
     Rows: ``{"recv_size", "flush", "handler", "depth", "connections", "rps", "p50_ms",
@@ -322,7 +322,7 @@ def run_batching_bench(
     mine, peer = _cpu_sides()
     configs = list(settings.batching_configs)
     specs = [ServerSpec("pipeparse", "native", extra=batching_flags(*c)) for c in configs]
-    rows: list[dict] = []
+    rows: list[Row] = []
     with running_servers(specs, peer) as servers, pinned(mine):
         group = [servers[s] for s in specs]
         for depth in settings.batching_depths:

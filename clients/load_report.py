@@ -60,10 +60,10 @@ def format_summary(config: LoadConfig, result: LoadResult) -> str:
     else:
         lines.append("  errors       none")
     if "verify" in result.errors:
-        wrong = result.errors["verify"]
+        mismatched = result.errors["verify"]
         lines.append(
-            f"  verify       {result.requests - wrong:,} of {result.requests:,} responses match "
-            "the requests sent" + (f" ({wrong:,} do not)" if wrong else "")
+            f"  verify       {result.requests - mismatched:,} of {result.requests:,} responses "
+            "match the requests sent" + (f" ({mismatched:,} do not)" if mismatched else "")
         )
     unanswered = result.errors.get("unanswered", 0)
     if unanswered:

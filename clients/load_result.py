@@ -186,7 +186,8 @@ class LoadResult:
         """p50, p90, p99, p99.9 and max, milliseconds; None for each when nothing completed."""
         h = self.histogram
         if h.get_total_count() == 0:
-            return {name: None for name, _ in _PERCENTILES} | {"max": None}
+            nothing: dict[str, float | None] = {name: None for name, _ in _PERCENTILES}
+            return nothing | {"max": None}
         out: dict[str, float | None] = {
             name: h.get_value_at_percentile(p) / 1000.0 for name, p in _PERCENTILES
         }

@@ -120,7 +120,8 @@ class Response:
     """What a native handler returns.
 
     Args:
-        body: bytes, or an async iterable of bytes to stream (sent chunked on HTTP/1.1).
+        body: bytes (or a bytearray or memoryview, sent without a copy), or an async iterable
+            of bytes to stream (sent chunked on HTTP/1.1).
         status: the status code.
         headers: ``(name, value)`` bytes pairs; Date, Server and the framing headers
             (Content-Length, Transfer-Encoding) are the server's to add.
@@ -130,7 +131,7 @@ class Response:
 
     def __init__(
         self,
-        body: bytes | memoryview | AsyncIterable[bytes] = b"",
+        body: bytes | bytearray | memoryview | AsyncIterable[bytes] = b"",
         status: int = 200,
         headers: Headers = (),
     ) -> None:

@@ -500,7 +500,7 @@ def resolve_app(
         raise TypeError(
             f"{app!r} is a class: pass an instance (ASGI 2 'double callable' apps are not served)"
         )
-    asgi_app: AsgiApp = app  # type: ignore[assignment]
+    asgi_app: AsgiApp = app
     state: dict[str, Any] = {}
     handler = asgi_handler(asgi_app, server=server, state=state)
     return ServedApp(app, "asgi", handler, asgi_app, state)

@@ -39,7 +39,7 @@ from clients.bench_server import (
     summarize_runs,
 )
 from clients.bench_servers import ServerSpec, parse_listening_line, server_command
-from clients.bench_stats import median, median_of, reduction_pct, safe_ratio
+from clients.bench_stats import Row, median, median_of, reduction_pct, safe_ratio
 from pipeparse import cli
 
 # -- medians -------------------------------------------------------------------------------
@@ -107,18 +107,15 @@ def test_receivers_deliver_the_same_messages_in_the_same_order(
 ) -> None:
     data = _stream(count, size)
     expected = [make_message(i, size) for i in delivery_order(count, n)]
-    for receiver in (copy_receive, seek_receive):
+    for name, receiver in (("copy", copy_receive), ("seek", seek_receive)):
         for seed, max_chunk in ((1, size // 3 + 1), (2, 3000), (3, 1 << 20)):
             got: list[bytes] = []
-            receiver(
-                ChunkedSocket(data, seed, max_chunk),
-                count,
-                size,
-                n,
-                lambda m, got=got: got.append(bytes(m)),
-                chunk=4096,
-            )
-            assert got == expected, (receiver.__name__, seed)
+
+            def keep(m: memoryview, got: list[bytes] = got) -> None:
+                got.append(bytes(m))
+
+            receiver(ChunkedSocket(data, seed, max_chunk), count, size, n, keep, chunk=4096)
+            assert got == expected, (name, seed)
 
 
 @pytest.mark.parametrize("receiver", [copy_receive, seek_receive])
@@ -258,7 +255,7 @@ def test_side_by_side_alternates_and_reports_errors() -> None:
     calls: list[str] = []
     rps = {"pipeparse": [1000.0, 3000.0, 2000.0], "h11": [10.0, 30.0, 20.0]}
 
-    def measure(url: str, shape: LoadShape, settings: ServerSettings) -> dict[str, float]:
+    def measure(url: str, shape: LoadShape, settings: ServerSettings) -> Row:
         engine = url.split("//")[1].split(".")[0]
         calls.append(engine)
         value = rps[engine][sum(1 for c in calls if c == engine) - 1]
@@ -286,7 +283,7 @@ def test_side_by_side_alternates_and_reports_errors() -> None:
 
 
 def test_runs_without_latency_give_none_not_zero() -> None:
-    runs = [
+    runs: list[Row] = [
         {"rps": 0.0, "p50_ms": None, "p99_ms": None},
         {"rps": 10.0, "p50_ms": 4.0, "p99_ms": 8.0},
         {"rps": 20.0, "p50_ms": 2.0, "p99_ms": 6.0},
@@ -450,12 +447,12 @@ def test_targets_read_off_the_rows() -> None:
 def test_run_writes_results_and_reports_skips(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def fake_seek(args: argparse.Namespace, progress: Any, warnings: list[str]) -> list[dict]:
+    def fake_seek(args: argparse.Namespace, progress: Any, warnings: list[str]) -> list[Row]:
         progress.start("seek", 1)
         progress.step("n=2")
         return [seek_row(2, 65536, [2.0], [1.0])]
 
-    def unavailable(args: argparse.Namespace, progress: Any, warnings: list[str]) -> list[dict]:
+    def unavailable(args: argparse.Namespace, progress: Any, warnings: list[str]) -> list[Row]:
         raise bench.SectionUnavailable("not here")
 
     monkeypatch.setitem(bench.RUNNERS, "seek", fake_seek)

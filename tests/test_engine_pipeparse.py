@@ -6,8 +6,6 @@ started), never with timing. Responses are parsed with h11 as the client.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import h11
 import pytest
 import trio
@@ -16,9 +14,7 @@ import trio.testing
 from pipeparse import HttpRequest, Limits
 from servers.config import ServerConfig
 from servers.engine_pipeparse import serve_connection
-from servers.protocol import ResponseSink
-
-Handler = Callable[[HttpRequest, ResponseSink], Awaitable[None]]
+from servers.protocol import Handler, ResponseSink
 
 
 def get(target: str, *extra: str) -> bytes:
@@ -275,7 +271,7 @@ async def test_expect_100_continue() -> None:
         assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
         await client.send_all(b"abc")
         await client.send_eof()
-        rest = interim[len(b"HTTP/1.1 100 Continue\r\n\r\n") :]
+        rest = bytes(interim[len(b"HTTP/1.1 100 Continue\r\n\r\n") :])
         while data := await client.receive_some():
             rest += data
     assert parse_responses(rest) == [(200, b"abc")]
@@ -433,7 +429,7 @@ async def test_streamed_body_of_a_closing_request_is_still_received() -> None:
         interim = await client.receive_some()
         assert interim.startswith(b"HTTP/1.1 100 Continue")
         await client.send_all(b"hello")
-        rest = interim[len(b"HTTP/1.1 100 Continue\r\n\r\n") :]
+        rest = bytes(interim[len(b"HTTP/1.1 100 Continue\r\n\r\n") :])
         while data := await client.receive_some():
             rest += data
     assert parse_responses(rest) == [(200, b"5")]

@@ -90,7 +90,7 @@ async def test_native_stream_is_closed_when_sending_fails() -> None:
             closed.append(True)
 
     class FailingSink(RecordingSink):
-        async def send(self, data: bytes | memoryview, more: bool = False) -> None:
+        async def send(self, data: bytes | bytearray | memoryview, more: bool = False) -> None:
             raise trio.BrokenResourceError("client gone")
 
     async def handler(request: HttpRequest) -> Response:

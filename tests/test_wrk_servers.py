@@ -7,6 +7,7 @@ fakes returning given numbers.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -225,9 +226,9 @@ def test_unavailable_nginx(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_unavailable_uvicorn(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = ws.importlib.util.find_spec
+    real = importlib.util.find_spec
     monkeypatch.setattr(
-        ws.importlib.util, "find_spec", lambda name: None if name == "httptools" else real(name)
+        importlib.util, "find_spec", lambda name: None if name == "httptools" else real(name)
     )
     uv = next(c for c in _plaintext().contenders if c.kind == "uvicorn")
     reason = ws.unavailable(uv)

@@ -99,7 +99,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--peers",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="include uvicorn and hypercorn when installed (default: yes, but no with --quick)",
+        help=(
+            "include the peer servers that are installed (the `peers` extra): uvicorn "
+            "(httptools, uvloop), hypercorn, granian ASGI with and without "
+            "--http1-pipeline-flush (default: yes, but no with --quick)"
+        ),
     )
     parser.add_argument(
         "--no-plots", dest="plots", action="store_false", help="do not draw PNG plots"
@@ -195,6 +199,18 @@ def _rps(rows: Sequence[Mapping[str, Any]], **match: Any) -> float | None:
     return None
 
 
+# Against peers (ASGI only): (handler, depth, pipeparse's interface, peer, goal).
+PEER_TARGETS: tuple[tuple[str, int, str, str, float], ...] = (
+    ("instant", 1, "native", "uvicorn", 1.2),
+    ("instant", 1, "asgi", "uvicorn", 1.0),
+    ("instant", 16, "asgi", "granian-flush", 1.1),
+)
+
+
+def _target(name: str, ratio: float, goal: float) -> Row:
+    return {"target": name, "value": round(ratio, 3), "goal": f">= {goal:g}", "met": ratio >= goal}
+
+
 def targets(sections: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[Row]:
     """The issue's targets, read off the rows: name, measured value, goal, met."""
     out: list[Row] = []
@@ -205,15 +221,15 @@ def targets(sections: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[Row]:
             h11 = _rps(server, engine="h11", handler=handler, depth=16, interface=interface)
             if pp is None or not h11:
                 continue
-            ratio = pp / h11
-            out.append(
-                {
-                    "target": f"server {handler} depth 16 {interface}: pipeparse/h11",
-                    "value": round(ratio, 2),
-                    "goal": f">= {goal:g}",
-                    "met": ratio >= goal,
-                }
-            )
+            name = f"server {handler} depth 16 {interface}: pipeparse/h11"
+            out.append(_target(name, pp / h11, goal))
+    for handler, depth, interface, peer, goal in PEER_TARGETS:
+        pp = _rps(server, engine="pipeparse", handler=handler, depth=depth, interface=interface)
+        other = _rps(server, engine=peer, handler=handler, depth=depth, interface="asgi")
+        if pp is None or not other:
+            continue
+        name = f"server {handler} depth {depth} {interface}: pipeparse/{peer} (asgi)"
+        out.append(_target(name, pp / other, goal))
     seek = sections.get("seek") or []
     if seek:
         best = max(seek, key=lambda r: r["reduction_pct"])

@@ -11,7 +11,9 @@ others, so on a 2-core machine the client and the server each own a core.
 
 The `server` and `batching` sections use one connection by default: they measure what an engine
 does with the requests of one pipelined connection (the subject of pipeparse); the `wall`
-section is the one that adds connections, up to where each engine saturates.
+section is the one that adds connections, up to where each engine saturates. The `server`
+section has depth-1 rows too (also in `--quick`): keep-alive without pipelining, the way most
+real clients send.
 
 Handlers: the built-in `echo` app at ``/`` (`instant`), ``/?sleep_ms=1`` (`sleep1ms`) and
 ``/?sleep_ms=10`` (`sleep10ms`); peers serve the same app's ASGI form.
@@ -62,6 +64,8 @@ BATCHING_CONFIGS: tuple[tuple[int | str, str], ...] = (
     ("adaptive", "each"),
     (4096, "each"),
 )
+# The quick `server` grid: the targets' rows at depth 16, and instant handlers at depth 1.
+QUICK_GRID: tuple[tuple[str, int], ...] = (("instant", 16), ("instant", 1), ("sleep10ms", 16))
 QUICK_BATCHING_CONFIGS: tuple[tuple[int | str, str], ...] = (
     ("adaptive", "adaptive"),
     (4096, "adaptive"),
@@ -96,7 +100,7 @@ class ServerSettings:
             raise ValueError("duration must be positive and warmup not negative")
         if self.repeats < 1 or self.connections < 1:
             raise ValueError("repeats and connections must be at least 1")
-        for h in self.handlers:
+        for h in (*self.handlers, *(h for h, _ in self.grid or ())):
             if h not in HANDLER_PATHS:
                 raise ValueError(f"unknown handler {h!r}")
 
@@ -110,8 +114,7 @@ class ServerSettings:
             duration=0.3,
             warmup=0.1,
             repeats=3,
-            depths=(16,),
-            handlers=("instant", "sleep10ms"),
+            grid=QUICK_GRID,
             peers=tuple(installed_peers()) if peers else (),
             wall_connections=(1, 8, 64),
             batching_configs=QUICK_BATCHING_CONFIGS,

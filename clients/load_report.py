@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import sys
 from types import TracebackType
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from .load import LoadConfig, Progress
 from .load_result import LoadResult
+
+if TYPE_CHECKING:
+    from rich.live import Live
 
 __all__ = ["LiveProgress", "format_summary"]
 
@@ -86,7 +89,7 @@ class LiveProgress:
 
     def __init__(self, stream: IO[str] | None = None) -> None:
         self._stream = stream if stream is not None else sys.stderr
-        self._live: object | None = None
+        self._live: Live | None = None
         self._last: tuple[float, int] | None = None
         self._rate = 0.0
         self.enabled = bool(getattr(self._stream, "isatty", lambda: False)())
@@ -113,7 +116,7 @@ class LiveProgress:
         tb: TracebackType | None,
     ) -> None:
         if self._live is not None:
-            self._live.stop()  # type: ignore[attr-defined]
+            self._live.stop()
             self._live = None
 
     def line(self, p: Progress) -> str:
@@ -139,4 +142,4 @@ class LiveProgress:
         if self._live is not None:
             from rich.text import Text
 
-            self._live.update(Text(line), refresh=True)  # type: ignore[attr-defined]
+            self._live.update(Text(line), refresh=True)

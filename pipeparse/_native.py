@@ -10,7 +10,7 @@ A view is valid while the handler runs; copy it (``bytes(view)``) to keep it lon
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 __all__ = ["NATIVE_MARK", "BodySource", "HttpRequest", "Response", "native"]
@@ -92,7 +92,7 @@ class HttpRequest:
         self._body = b"".join(parts)
         return self._body
 
-    async def stream(self) -> AsyncIterator[bytes | memoryview]:
+    async def stream(self) -> AsyncGenerator[bytes | memoryview, None]:
         """The body piece by piece, as it arrives (each piece once)."""
         if self._body is not None:
             if self._body:

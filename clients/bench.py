@@ -30,6 +30,7 @@ from .bench_server import (
     run_wall_bench,
     server_steps,
 )
+from .bench_stats import Row
 
 __all__ = ["SECTIONS", "add_arguments", "run", "targets"]
 
@@ -98,7 +99,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--peers",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="include uvicorn and hypercorn when installed (default: yes, but no with --quick)",
+        help=(
+            "include the peer servers that are installed (the `peers` extra): uvicorn "
+            "(httptools, uvloop), hypercorn, granian ASGI with and without "
+            "--http1-pipeline-flush (default: yes, but no with --quick)"
+        ),
     )
     parser.add_argument(
         "--no-plots", dest="plots", action="store_false", help="do not draw PNG plots"
@@ -126,7 +131,7 @@ def server_settings(args: argparse.Namespace) -> ServerSettings:
 # -- sections ------------------------------------------------------------------------------
 
 
-def _run_parse(args: argparse.Namespace, progress: Progress, warnings: list[str]) -> list[dict]:
+def _run_parse(args: argparse.Namespace, progress: Progress, warnings: list[str]) -> list[Row]:
     try:
         from .parsebench import run_parse_bench
     except ImportError as exc:
@@ -140,7 +145,7 @@ def _run_parse(args: argparse.Namespace, progress: Progress, warnings: list[str]
     return rows
 
 
-def _run_seek(args: argparse.Namespace, progress: Progress, warnings: list[str]) -> list[dict]:
+def _run_seek(args: argparse.Namespace, progress: Progress, warnings: list[str]) -> list[Row]:
     settings = seek_settings(args)
     progress.start("seek", len(settings.ns) * len(settings.sizes))
     return run_seek_bench(settings, progress.step)
@@ -153,28 +158,28 @@ def _need_load_client() -> None:
         raise SectionUnavailable(f"the load client clients.load is not available ({exc})") from None
 
 
-def _run_server(args: argparse.Namespace, progress: Progress, warnings: list[str]) -> list[dict]:
+def _run_server(args: argparse.Namespace, progress: Progress, warnings: list[str]) -> list[Row]:
     _need_load_client()
     settings = server_settings(args)
     progress.start("server", server_steps(settings))
     return run_server_bench(settings, warnings, progress.step)
 
 
-def _run_wall(args: argparse.Namespace, progress: Progress, warnings: list[str]) -> list[dict]:
+def _run_wall(args: argparse.Namespace, progress: Progress, warnings: list[str]) -> list[Row]:
     _need_load_client()
     settings = server_settings(args)
     progress.start("wall", len(settings.wall_connections))
     return run_wall_bench(settings, warnings, progress.step)
 
 
-def _run_batching(args: argparse.Namespace, progress: Progress, warnings: list[str]) -> list[dict]:
+def _run_batching(args: argparse.Namespace, progress: Progress, warnings: list[str]) -> list[Row]:
     _need_load_client()
     settings = server_settings(args)
     progress.start("batching", len(settings.batching_depths))
     return run_batching_bench(settings, warnings, progress.step)
 
 
-Runner = Callable[[argparse.Namespace, Progress, list[str]], list[dict]]
+Runner = Callable[[argparse.Namespace, Progress, list[str]], list[Row]]
 RUNNERS: dict[str, Runner] = {
     "parse": _run_parse,
     "seek": _run_seek,
@@ -194,9 +199,21 @@ def _rps(rows: Sequence[Mapping[str, Any]], **match: Any) -> float | None:
     return None
 
 
-def targets(sections: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[dict]:
+# Against peers (ASGI only): (handler, depth, pipeparse's interface, peer, goal).
+PEER_TARGETS: tuple[tuple[str, int, str, str, float], ...] = (
+    ("instant", 1, "native", "uvicorn", 1.2),
+    ("instant", 1, "asgi", "uvicorn", 1.0),
+    ("instant", 16, "asgi", "granian-flush", 1.1),
+)
+
+
+def _target(name: str, ratio: float, goal: float) -> Row:
+    return {"target": name, "value": round(ratio, 3), "goal": f">= {goal:g}", "met": ratio >= goal}
+
+
+def targets(sections: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[Row]:
     """The issue's targets, read off the rows: name, measured value, goal, met."""
-    out: list[dict] = []
+    out: list[Row] = []
     server = sections.get("server") or []
     for handler, goal in (("instant", 20.0), ("sleep10ms", 12.0)):
         for interface in ("native", "asgi"):
@@ -204,15 +221,15 @@ def targets(sections: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[dict]:
             h11 = _rps(server, engine="h11", handler=handler, depth=16, interface=interface)
             if pp is None or not h11:
                 continue
-            ratio = pp / h11
-            out.append(
-                {
-                    "target": f"server {handler} depth 16 {interface}: pipeparse/h11",
-                    "value": round(ratio, 2),
-                    "goal": f">= {goal:g}",
-                    "met": ratio >= goal,
-                }
-            )
+            name = f"server {handler} depth 16 {interface}: pipeparse/h11"
+            out.append(_target(name, pp / h11, goal))
+    for handler, depth, interface, peer, goal in PEER_TARGETS:
+        pp = _rps(server, engine="pipeparse", handler=handler, depth=depth, interface=interface)
+        other = _rps(server, engine=peer, handler=handler, depth=depth, interface="asgi")
+        if pp is None or not other:
+            continue
+        name = f"server {handler} depth {depth} {interface}: pipeparse/{peer} (asgi)"
+        out.append(_target(name, pp / other, goal))
     seek = sections.get("seek") or []
     for key, what in (("reduction_pct", "user-space"), ("kernel_reduction_pct", "kernel")):
         rows = [r for r in seek if key in r]
@@ -288,7 +305,7 @@ def run(args: argparse.Namespace) -> int:
     results_path = out / "results.json"
     machine = machine_info()
     settings = _settings_doc(args, names)
-    sections: dict[str, list[dict]] = {}
+    sections: dict[str, list[Row]] = {}
     skipped: dict[str, str] = {}
     warnings: list[str] = []
     t0 = time.monotonic()

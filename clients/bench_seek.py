@@ -62,7 +62,7 @@ from typing import Protocol
 from pipeparse import KernelSeekableSocket, KiB, MiB, SeekableBuffer
 
 from .bench_procs import available_cpus, can_pin, pinned, split_cpus
-from .bench_stats import median, reduction_pct
+from .bench_stats import Row, median, reduction_pct
 
 __all__ = [
     "FULL_NS",
@@ -451,7 +451,7 @@ def seek_row(
     seek_runs: Sequence[float],
     inorder_runs: Sequence[float] | None = None,
     kernel_runs: Sequence[float] | None = None,
-) -> dict:
+) -> Row:
     """A `seek` row from the per-run CPU seconds of each receiver (medians).
 
     With the in-order floor's runs, the row also holds ``inorder_cpu_s`` and ``ceiling_pct``:
@@ -460,7 +460,7 @@ def seek_row(
     """
     copy_cpu = median(copy_runs)
     seek_cpu = median(seek_runs)
-    row: dict = {
+    row: Row = {
         "n": n,
         "size": size,
         "copy_cpu_s": round(copy_cpu, 6),
@@ -478,7 +478,7 @@ def seek_row(
     return row
 
 
-def run_seek_bench(settings: SeekSettings, step: Callable[[str], None] | None = None) -> list[dict]:
+def run_seek_bench(settings: SeekSettings, step: Callable[[str], None] | None = None) -> list[Row]:
     """Run the whole grid; `step(label)` is called after each (n, size) point.
 
     The kernel-seeking receiver runs where the kernel allows it (rows then have its columns).
@@ -487,7 +487,7 @@ def run_seek_bench(settings: SeekSettings, step: Callable[[str], None] | None = 
     receivers = ["copy", "seek", "inorder"]
     if kernel_seeking_unavailable() is None:
         receivers.append("kernel")
-    rows: list[dict] = []
+    rows: list[Row] = []
     with sender_process(peer if peer != mine else None) as port, pinned(mine):
         for n in settings.ns:
             for size in settings.sizes:

@@ -11,7 +11,9 @@ others, so on a 2-core machine the client and the server each own a core.
 
 The `server` and `batching` sections use one connection by default: they measure what an engine
 does with the requests of one pipelined connection (the subject of pipeparse); the `wall`
-section is the one that adds connections, up to where each engine saturates.
+section is the one that adds connections, up to where each engine saturates. The `server`
+section has depth-1 rows too (also in `--quick`): keep-alive without pipelining, the way most
+real clients send.
 
 Handlers: the built-in `echo` app at ``/`` (`instant`), ``/?sleep_ms=1`` (`sleep1ms`) and
 ``/?sleep_ms=10`` (`sleep10ms`); peers serve the same app's ASGI form.
@@ -31,7 +33,7 @@ from .bench_servers import (
     installed_peers,
     running_servers,
 )
-from .bench_stats import median, safe_ratio
+from .bench_stats import Row, median, safe_ratio
 
 __all__ = [
     "BATCHING_CONFIGS",
@@ -62,6 +64,8 @@ BATCHING_CONFIGS: tuple[tuple[int | str, str], ...] = (
     ("adaptive", "each"),
     (4096, "each"),
 )
+# The quick `server` grid: the targets' rows at depth 16, and instant handlers at depth 1.
+QUICK_GRID: tuple[tuple[str, int], ...] = (("instant", 16), ("instant", 1), ("sleep10ms", 16))
 QUICK_BATCHING_CONFIGS: tuple[tuple[int | str, str], ...] = (
     ("adaptive", "adaptive"),
     (4096, "adaptive"),
@@ -96,7 +100,7 @@ class ServerSettings:
             raise ValueError("duration must be positive and warmup not negative")
         if self.repeats < 1 or self.connections < 1:
             raise ValueError("repeats and connections must be at least 1")
-        for h in self.handlers:
+        for h in (*self.handlers, *(h for h, _ in self.grid or ())):
             if h not in HANDLER_PATHS:
                 raise ValueError(f"unknown handler {h!r}")
 
@@ -110,8 +114,7 @@ class ServerSettings:
             duration=0.3,
             warmup=0.1,
             repeats=3,
-            depths=(16,),
-            handlers=("instant", "sleep10ms"),
+            grid=QUICK_GRID,
             peers=tuple(installed_peers()) if peers else (),
             wall_connections=(1, 8, 64),
             batching_configs=QUICK_BATCHING_CONFIGS,
@@ -248,11 +251,11 @@ def server_steps(settings: ServerSettings) -> int:
 
 def run_server_bench(
     settings: ServerSettings, warnings: list[str], step: Step | None = None
-) -> list[dict]:
+) -> list[Row]:
     """engines x interface x handler x depth; rows as the issue names them."""
     mine, peer = _cpu_sides()
     specs = server_specs(settings)
-    rows: list[dict] = []
+    rows: list[Row] = []
     with running_servers(specs, peer) as servers, pinned(mine):
         for handler, depth in settings.pairs():
             for interface in settings.interfaces:
@@ -281,11 +284,11 @@ def wall_specs(settings: ServerSettings) -> list[ServerSpec]:
 
 def run_wall_bench(
     settings: ServerSettings, warnings: list[str], step: Step | None = None
-) -> list[dict]:
+) -> list[Row]:
     """Depth 16, instant handler, ASGI: rps and latency as connections grow."""
     mine, peer = _cpu_sides()
     specs = wall_specs(settings)
-    rows: list[dict] = []
+    rows: list[Row] = []
     with running_servers(specs, peer) as servers, pinned(mine):
         group = [servers[s] for s in specs]
         for connections in settings.wall_connections:
@@ -313,7 +316,7 @@ def batching_flags(recv_size: int | str, flush: str) -> tuple[str, ...]:
 
 def run_batching_bench(
     settings: ServerSettings, warnings: list[str], step: Step | None = None
-) -> list[dict]:
+) -> list[Row]:
     """The pipeparse engine's adaptive batching against fixed settings, side by side.
 
     Rows: ``{"recv_size", "flush", "handler", "depth", "connections", "rps", "p50_ms",
@@ -322,7 +325,7 @@ def run_batching_bench(
     mine, peer = _cpu_sides()
     configs = list(settings.batching_configs)
     specs = [ServerSpec("pipeparse", "native", extra=batching_flags(*c)) for c in configs]
-    rows: list[dict] = []
+    rows: list[Row] = []
     with running_servers(specs, peer) as servers, pinned(mine):
         group = [servers[s] for s in specs]
         for depth in settings.batching_depths:

@@ -3,7 +3,8 @@
 Strategy: the bench never serves in its own process. pipeparse's engines run as
 ``python -m pipeparse.cli serve APP --engine E --interface I --port 0``; the server prints
 ``pipeparse: listening on http://HOST:PORT (...)`` as its first stdout line, and the bench reads
-the port from it. Peer servers (uvicorn, hypercorn; the `peers` extra) serve the same ASGI app
+the port from it. Peer servers (the `peers` extra: uvicorn with httptools and uvloop, hypercorn,
+granian's ASGI interface without and with ``--http1-pipeline-flush``) serve the same ASGI app
 from `servers.apps` on a port the bench picks, and are ready once a TCP connect succeeds
 (polled, bounded in time). Each server is pinned to the peer CPUs when there are two or more,
 and stopped with SIGTERM (then killed if it lingers).
@@ -30,9 +31,11 @@ from .bench_procs import can_pin
 __all__ = [
     "ENGINES",
     "PEER_ENGINES",
+    "PEER_MODULES",
     "ServerSpec",
     "StartedServer",
     "installed_peers",
+    "missing_modules",
     "parse_listening_line",
     "peer_asgi_app",
     "running_servers",
@@ -40,7 +43,15 @@ __all__ = [
 ]
 
 ENGINES = ("pipeparse", "h11")
-PEER_ENGINES = ("uvicorn", "hypercorn")
+# granian-flush: granian with --http1-pipeline-flush (it aggregates pipelined responses' writes).
+PEER_ENGINES = ("uvicorn", "hypercorn", "granian", "granian-flush")
+# What a peer needs importable: uvicorn is measured at its fastest, with httptools and uvloop.
+PEER_MODULES: dict[str, tuple[str, ...]] = {
+    "uvicorn": ("uvicorn", "httptools", "uvloop"),
+    "hypercorn": ("hypercorn",),
+    "granian": ("granian",),
+    "granian-flush": ("granian",),
+}
 HOST = "127.0.0.1"
 
 
@@ -66,9 +77,14 @@ def parse_listening_line(line: str) -> tuple[str, int]:
     return m["host"].strip("[]"), int(m["port"])
 
 
+def missing_modules(peer: str) -> list[str]:
+    """The modules `peer` needs that are not installed here (none: it can run)."""
+    return [m for m in PEER_MODULES[peer] if importlib.util.find_spec(m) is None]
+
+
 def installed_peers() -> list[str]:
-    """The peer servers importable here (the `peers` extra)."""
-    return [name for name in PEER_ENGINES if importlib.util.find_spec(name) is not None]
+    """The peer servers that can run here (the `peers` extra installs them all)."""
+    return [name for name in PEER_ENGINES if not missing_modules(name)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +92,10 @@ class ServerSpec:
     """One server to start.
 
     Attributes:
-        engine: ``pipeparse``, ``h11``, or a peer (``uvicorn``, ``hypercorn``).
+        engine: ``pipeparse``, ``h11``, or a peer (`PEER_ENGINES`).
         interface: ``native`` or ``asgi`` (peers: ``asgi`` only).
         app: the built-in app to serve (``echo``); peers serve its ASGI form.
-        extra: more flags for the server's command line (``--flush each``, ``--http
-            httptools``).
+        extra: more flags for the server's command line (``--flush each``).
     """
 
     engine: str
@@ -131,6 +146,10 @@ def server_command(spec: ServerSpec, port: int = 0) -> list[str]:
             "-m",
             "uvicorn",
             peer_asgi_app(spec.app),
+            "--http",
+            "httptools",
+            "--loop",
+            "uvloop",
             "--host",
             HOST,
             "--port",
@@ -139,6 +158,28 @@ def server_command(spec: ServerSpec, port: int = 0) -> list[str]:
             "warning",
             "--no-access-log",
             *spec.extra,
+        ]
+    if spec.engine in ("granian", "granian-flush"):
+        flush = ["--http1-pipeline-flush"] if spec.engine == "granian-flush" else []
+        return [
+            sys.executable,
+            "-m",
+            "granian",
+            "--interface",
+            "asgi",
+            "--http",
+            "1",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--log-level",
+            "warning",
+            *flush,
+            *spec.extra,
+            peer_asgi_app(spec.app),
         ]
     return [
         sys.executable,

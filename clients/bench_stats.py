@@ -10,7 +10,9 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["median", "median_of", "reduction_pct", "safe_ratio"]
+__all__ = ["Row", "median", "median_of", "reduction_pct", "safe_ratio"]
+
+Row = dict[str, Any]  # one row of a section's results (a JSON object in results.json)
 
 
 def median(values: Iterable[float]) -> float:

@@ -99,7 +99,8 @@ def run_pipeparse(url: str, a: argparse.Namespace, requests: int | None = None) 
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=a.duration + 120)
     if out.returncode not in (0, 1):
         raise RuntimeError(f"pipeparse load failed:\n{out.stderr}")
-    return json.loads(out.stdout)
+    doc: dict[str, Any] = json.loads(out.stdout)
+    return doc
 
 
 def compare(url: str, wrk: str, a: argparse.Namespace) -> dict[str, Any]:

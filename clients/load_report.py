@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import sys
 from types import TracebackType
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from .load import LoadConfig, Progress
 from .load_result import LoadResult
+
+if TYPE_CHECKING:
+    from rich.live import Live
 
 __all__ = ["LiveProgress", "format_summary"]
 
@@ -64,10 +67,10 @@ def format_summary(config: LoadConfig, result: LoadResult) -> str:
     else:
         lines.append("  errors       none")
     if "verify" in result.errors:
-        wrong = result.errors["verify"]
+        mismatched = result.errors["verify"]
         lines.append(
-            f"  verify       {result.requests - wrong:,} of {result.requests:,} responses match "
-            "the requests sent" + (f" ({wrong:,} do not)" if wrong else "")
+            f"  verify       {result.requests - mismatched:,} of {result.requests:,} responses "
+            "match the requests sent" + (f" ({mismatched:,} do not)" if mismatched else "")
         )
     unanswered = result.errors.get("unanswered", 0)
     if unanswered:
@@ -90,7 +93,7 @@ class LiveProgress:
 
     def __init__(self, stream: IO[str] | None = None) -> None:
         self._stream = stream if stream is not None else sys.stderr
-        self._live: object | None = None
+        self._live: Live | None = None
         self._last: tuple[float, int] | None = None
         self._rate = 0.0
         self.enabled = bool(getattr(self._stream, "isatty", lambda: False)())
@@ -117,7 +120,7 @@ class LiveProgress:
         tb: TracebackType | None,
     ) -> None:
         if self._live is not None:
-            self._live.stop()  # type: ignore[attr-defined]
+            self._live.stop()
             self._live = None
 
     def line(self, p: Progress) -> str:
@@ -143,4 +146,4 @@ class LiveProgress:
         if self._live is not None:
             from rich.text import Text
 
-            self._live.update(Text(line), refresh=True)  # type: ignore[attr-defined]
+            self._live.update(Text(line), refresh=True)

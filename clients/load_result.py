@@ -302,7 +302,8 @@ def latency_ms(h: HdrHistogram) -> dict[str, float | None]:
     """p50, p90, p99, p99.9 and max of a histogram of microseconds, in milliseconds; None for
     each when it is empty."""
     if h.get_total_count() == 0:
-        return {name: None for name, _ in _PERCENTILES} | {"max": None}
+        nothing: dict[str, float | None] = {name: None for name, _ in _PERCENTILES}
+        return nothing | {"max": None}
     out: dict[str, float | None] = {
         name: h.get_value_at_percentile(p) / 1000.0 for name, p in _PERCENTILES
     }

@@ -34,6 +34,8 @@ import h11
 
 from pipeparse import KiB, MiB, RequestIndex, SeekableBuffer, parse_requests
 
+from .bench_stats import Row
+
 __all__ = ["PARSERS", "WORKLOADS", "Workload", "main", "run_parse_bench"]
 
 READ = 64 * KiB  # bytes per simulated socket read
@@ -236,9 +238,9 @@ def measure(parse: Callable[[bytes], tuple[int, int]], work: Workload, repeats: 
     return work.count / statistics.median(times)
 
 
-def run_parse_bench(repeats: int = 5, quick: bool = False) -> list[dict]:
+def run_parse_bench(repeats: int = 5, quick: bool = False) -> list[Row]:
     """Rows of ``{"workload", "parser", "requests_per_s", "ratio_vs_h11"}``, h11 first."""
-    rows: list[dict] = []
+    rows: list[Row] = []
     order = ["h11", *(p for p in PARSERS if p != "h11")]
     for work in workloads(quick):
         rps = {name: measure(PARSERS[name], work, repeats) for name in order}

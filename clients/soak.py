@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from clients.bench_servers import ServerSpec, running_servers
 from clients.load import LoadConfig, run_load_sync
 
 __all__ = ["main"]
 
-_MIXES = [
+_MIXES: list[tuple[str, dict[str, Any]]] = [
     ("get depth 16", dict(depth=16, connections=16)),
     ("post 4 KiB", dict(depth=8, connections=8, method="POST", body=b"x" * 4096)),
     ("sleep 1 ms", dict(depth=16, connections=16, path="/?sleep_ms=1")),
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             i += 1
             options = dict(mix)
             path = str(options.pop("path", "/"))
-            config = LoadConfig(url=server.url(path), duration=args.interval, **options)  # type: ignore[arg-type]
+            config = LoadConfig(url=server.url(path), duration=args.interval, **options)
             result = run_load_sync(config)
             r = Round(
                 name, result.requests, result.error_total, result.rps, rss_mib(server.proc.pid)

@@ -1,14 +1,21 @@
 """The server issue's performance targets, measured with wrk: one script, reproducible.
 
-Strategy: two matrices of servers, each loaded by wrk (1 thread, pipelining depth 16 through
-`clients/wrk_pipeline.lua`), one server at a time:
+Strategy: three matrices of servers, each loaded by wrk (1 thread, through
+`clients/wrk_pipeline.lua`, which keeps DEPTH requests in flight per connection), one server at
+a time:
 
-- ``plaintext``: 64 connections on ``/plaintext`` against `pipeparse serve plaintext` (pipeparse
-  engine native, h11 engine native, pipeparse engine ASGI), uvicorn with httptools serving the
-  same ASGI app, and nginx with one worker answering ``/plaintext`` from its configuration
-  (``return 200``: no file to open, nginx's fastest way to say it);
-- ``sleep``: 16 connections on ``/?sleep_ms=10`` against `pipeparse serve echo` (pipeparse and
-  h11 engines, native).
+- ``plaintext``: 64 connections at depth 16 on ``/plaintext`` against `pipeparse serve
+  plaintext` (pipeparse engine native, h11 engine native, pipeparse engine ASGI), the peers
+  serving the same ASGI app (uvicorn with httptools and uvloop; granian's ASGI interface, and
+  granian with ``--http1-pipeline-flush``), and nginx with one worker answering ``/plaintext``
+  from its configuration (``return 200``: no file to open, nginx's fastest way to say it);
+- ``plaintext-depth1``: the same at depth 1 (keep-alive without pipelining, as browsers send),
+  without granian's pipeline flush (nothing to aggregate);
+- ``sleep``: 16 connections at depth 16 on ``/?sleep_ms=10`` against `pipeparse serve echo`
+  (pipeparse and h11 engines, native).
+
+Peers that are not installed (the `peers` extra) are skipped, and so are the targets against
+them.
 
 Each measurement starts a fresh server process, waits until it answers one GET with 200, runs
 wrk, and stops the server, so no two servers ever run during a measurement. Rounds are taken in
@@ -23,20 +30,23 @@ each target is the ratio of two medians against its goal (also shown per round).
 The exact commands (P: a free port; the pipeparse servers pick their own)::
 
     wrk -t1 -c64 -d5s -s clients/wrk_pipeline.lua http://127.0.0.1:P/plaintext -- 16
+    wrk -t1 -c64 -d5s -s clients/wrk_pipeline.lua http://127.0.0.1:P/plaintext -- 1
     wrk -t1 -c16 -d5s -s clients/wrk_pipeline.lua 'http://127.0.0.1:P/?sleep_ms=10' -- 16
     python -m pipeparse.cli serve plaintext --engine pipeparse --interface native --port 0
     python -m pipeparse.cli serve plaintext --engine h11 --interface native --port 0
     python -m pipeparse.cli serve plaintext --engine pipeparse --interface asgi --port 0
-    python -m uvicorn servers.apps:plaintext --http httptools --host 127.0.0.1 --port P \\
-        --log-level warning --no-access-log
+    python -m uvicorn servers.apps:plaintext --http httptools --loop uvloop \\
+        --host 127.0.0.1 --port P --log-level warning --no-access-log
+    python -m granian --interface asgi --http 1 --host 127.0.0.1 --port P --workers 1 \\
+        --log-level warning [--http1-pipeline-flush] servers.apps:plaintext
     nginx, worker_processes 1, location = /plaintext { return 200 "Hello, World!"; }
         (clients.load_nginx.nginx_server)
     python -m pipeparse.cli serve echo --engine pipeparse --interface native --port 0
     python -m pipeparse.cli serve echo --engine h11 --interface native --port 0
 
 Run it as ``python -m clients.wrk_servers [--rounds 3] [--duration 5] [--json]
-[--only plaintext|sleep ...]``. Exit status 0 when it ran (a missed target is not an error),
-2 when wrk is unavailable.
+[--only plaintext|plaintext-depth1|sleep ...]``. Exit status 0 when it ran (a missed target is
+not an error), 2 when wrk is unavailable.
 """
 
 from __future__ import annotations
@@ -44,7 +54,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
-import importlib.util
 import json
 import os
 import re
@@ -57,7 +66,7 @@ from typing import Any, Literal
 from .bench_procs import available_cpus, can_pin, machine_info, pinned, split_cpus
 from .bench_report import format_table
 from .bench_server import rotated
-from .bench_servers import ServerSpec, running_servers, server_command
+from .bench_servers import ServerSpec, missing_modules, running_servers, server_command
 from .bench_stats import median, safe_ratio
 from .compare_wrk import WRK_PIPELINE_LUA, WRK_RPS, WRK_TOTAL, ensure_wrk
 from .load_nginx import ensure_nginx, nginx_server
@@ -80,7 +89,10 @@ __all__ = [
 
 WRK_THREADS = 1
 DEPTH = 16
-UVICORN_HTTPTOOLS = ServerSpec("uvicorn", "asgi", "plaintext", ("--http", "httptools"))
+# Peers at their fastest: uvicorn with httptools and uvloop (`bench_servers.server_command`).
+UVICORN_HTTPTOOLS = ServerSpec("uvicorn", "asgi", "plaintext")
+GRANIAN_ASGI = ServerSpec("granian", "asgi", "plaintext")
+GRANIAN_ASGI_FLUSH = ServerSpec("granian-flush", "asgi", "plaintext")
 NGINX_PLAINTEXT = 'location = /plaintext { return 200 "Hello, World!"; }'
 WRK_GRACE = 60.0  # seconds wrk may run past its duration before it is given up on
 PROBE_TIMEOUT = 10.0  # seconds the one GET before each measurement may take
@@ -91,7 +103,7 @@ _SOCKET_ERRORS = re.compile(
 )
 _SOCKET_KINDS = ("connect", "read", "write", "timeout")
 
-Kind = Literal["pipeparse", "uvicorn", "nginx"]
+Kind = Literal["pipeparse", "uvicorn", "granian", "nginx"]
 
 
 # -- what is measured ----------------------------------------------------------------------
@@ -103,8 +115,9 @@ class Contender:
 
     Attributes:
         label: its name in tables and targets.
-        kind: ``pipeparse`` (either engine, via `pipeparse serve`), ``uvicorn`` or ``nginx``.
-        spec: how `clients.bench_servers` starts it (pipeparse and uvicorn; not nginx).
+        kind: ``pipeparse`` (either engine, via `pipeparse serve`), a peer (``uvicorn``,
+            ``granian``) or ``nginx``.
+        spec: how `clients.bench_servers` starts it (every kind but nginx).
     """
 
     label: str
@@ -113,17 +126,19 @@ class Contender:
 
     def __post_init__(self) -> None:
         if (self.kind != "nginx") != (self.spec is not None):
-            raise ValueError("a spec is given for pipeparse and uvicorn servers, and only them")
+            raise ValueError("a spec is given for every server but nginx, and only for them")
 
 
 @dataclass(frozen=True, slots=True)
 class Matrix:
-    """Servers loaded alike: wrk with `connections` connections on `path`."""
+    """Servers loaded alike: wrk with `connections` connections on `path`, `depth` requests in
+    flight on each."""
 
     name: str
     path: str
     connections: int
     contenders: tuple[Contender, ...]
+    depth: int = DEPTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,8 +169,24 @@ MATRICES: tuple[Matrix, ...] = (
             _pp("h11/native", "h11", "native", "plaintext"),
             _pp("pipeparse/asgi", "pipeparse", "asgi", "plaintext"),
             Contender("uvicorn-httptools", "uvicorn", UVICORN_HTTPTOOLS),
+            Contender("granian-asgi", "granian", GRANIAN_ASGI),
+            Contender("granian-asgi-flush", "granian", GRANIAN_ASGI_FLUSH),
             Contender("nginx-1-worker", "nginx"),
         ),
+    ),
+    Matrix(
+        "plaintext-depth1",
+        "/plaintext",
+        64,
+        (
+            _pp("pipeparse/native", "pipeparse", "native", "plaintext"),
+            _pp("h11/native", "h11", "native", "plaintext"),
+            _pp("pipeparse/asgi", "pipeparse", "asgi", "plaintext"),
+            Contender("uvicorn-httptools", "uvicorn", UVICORN_HTTPTOOLS),
+            Contender("granian-asgi", "granian", GRANIAN_ASGI),
+            Contender("nginx-1-worker", "nginx"),
+        ),
+        depth=1,
     ),
     Matrix(
         "sleep",
@@ -172,6 +203,9 @@ TARGETS: tuple[Target, ...] = (
     Target("plaintext", "pipeparse/native", "h11/native", 20.0),
     Target("plaintext", "pipeparse/asgi", "uvicorn-httptools", 8.0),
     Target("plaintext", "pipeparse/native", "nginx-1-worker", 1.0),
+    Target("plaintext", "pipeparse/asgi", "granian-asgi-flush", 1.1),
+    Target("plaintext-depth1", "pipeparse/native", "uvicorn-httptools", 1.2),
+    Target("plaintext-depth1", "pipeparse/asgi", "uvicorn-httptools", 1.0),
     Target("sleep", "pipeparse/native", "h11/native", 12.0),
 )
 
@@ -201,7 +235,7 @@ def describe(contender: Contender) -> str:
     if contender.spec is None:
         return f"nginx, worker_processes 1, {NGINX_PLAINTEXT} (clients.load_nginx.nginx_server)"
     cmd = server_command(contender.spec, 0)
-    if contender.kind == "uvicorn":
+    if contender.kind != "pipeparse":
         cmd[cmd.index("--port") + 1] = "P"  # a free port, chosen when it starts
     cmd[0] = "python"
     return " ".join(cmd)
@@ -209,8 +243,9 @@ def describe(contender: Contender) -> str:
 
 def unavailable(contender: Contender) -> str | None:
     """Why `contender` cannot run here (None: it can)."""
-    if contender.kind == "uvicorn":
-        missing = [m for m in ("uvicorn", "httptools") if importlib.util.find_spec(m) is None]
+    if contender.kind in ("uvicorn", "granian"):
+        assert contender.spec is not None
+        missing = missing_modules(contender.spec.engine)
         if missing:
             return f"skipped: {' and '.join(missing)} not installed (the `peers` extra)"
     elif contender.kind == "nginx" and ensure_nginx() is None:
@@ -414,9 +449,11 @@ def _probe(url: str) -> str | None:
         conn.close()
 
 
-def run_wrk(wrk: str, url: str, connections: int, duration: int, cpus: set[int] | None) -> WrkRun:
+def run_wrk(
+    wrk: str, url: str, connections: int, duration: int, depth: int, cpus: set[int] | None
+) -> WrkRun:
     """Run wrk once (pinned to `cpus`) and parse its report."""
-    cmd = wrk_command(wrk, url, connections, duration)
+    cmd = wrk_command(wrk, url, connections, duration, depth)
     try:
         out = subprocess.run(
             cmd,
@@ -451,7 +488,7 @@ def measure_with(
                 problem = _probe(url)
                 if problem is not None:
                     return WrkRun(error=problem)
-                return run_wrk(wrk, url, matrix.connections, duration, wrk_cpus)
+                return run_wrk(wrk, url, matrix.connections, duration, matrix.depth, wrk_cpus)
         except (RuntimeError, OSError) as exc:
             return WrkRun(error=f"server failed: {exc}")
 
@@ -499,7 +536,7 @@ def format_report(report: Mapping[str, Any]) -> str:
     for name, matrix in report["matrices"].items():
         lines.append(
             f"\n## {name}: wrk -t{WRK_THREADS} -c{matrix['connections']} -d"
-            f"{report['settings']['duration_s']}s, depth {DEPTH}, {matrix['path']}"
+            f"{report['settings']['duration_s']}s, depth {matrix['depth']}, {matrix['path']}"
         )
         rows: list[dict[str, Any]] = []
         notes: list[str] = []
@@ -561,7 +598,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="extend",
         choices=[m.name for m in MATRICES],
         metavar="MATRIX",
-        help="run only these matrices: plaintext, sleep (default: both)",
+        help="run only these matrices: " + ", ".join(m.name for m in MATRICES) + " (default: all)",
     )
     parser.add_argument("--json", action="store_true", help="print everything as JSON")
     a = parser.parse_args(argv)
@@ -606,7 +643,12 @@ def build_report(
                     "median": meds[m.name][c.label],
                 }
             servers[c.label] = entry
-        out_matrices[m.name] = {"path": m.path, "connections": m.connections, "servers": servers}
+        out_matrices[m.name] = {
+            "path": m.path,
+            "connections": m.connections,
+            "depth": m.depth,
+            "servers": servers,
+        }
     return {
         "settings": dict(settings),
         "pinning": pinning,
@@ -637,9 +679,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = {
         "rounds": a.rounds,
         "duration_s": a.duration,
-        "depth": DEPTH,
         "wrk_threads": WRK_THREADS,
-        "wrk": f"wrk -t{WRK_THREADS} -cC -d{a.duration}s -s {WRK_PIPELINE_LUA} URL -- {DEPTH}",
+        "wrk": f"wrk -t{WRK_THREADS} -cC -d{a.duration}s -s {WRK_PIPELINE_LUA} URL -- DEPTH",
     }
     report = build_report(matrices, results, skipped, settings, pinning)
     if a.json:

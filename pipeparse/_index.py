@@ -170,7 +170,8 @@ class RequestIndex(BodyFramer[FramedRequest]):
                 if last_raw is not None and blk.startswith(last_raw, start - d, tail - d):
                     # The same bytes as the last head, whose only CRLFCRLF is its end: the
                     # same head (the scan from `search` > `start` found no earlier one).
-                    head: RequestHead = last_head  # type: ignore[assignment]
+                    assert last_head is not None  # set with last_raw
+                    head = last_head
                     head_end = start + len(last_raw)
                 else:
                     # (A head never starts with CR, so the repeat test above misses nothing.)
@@ -188,12 +189,13 @@ class RequestIndex(BodyFramer[FramedRequest]):
                         return False
                     head_end = e + 4 + d
                     raw = mv[start - d : e + 4].tobytes()
-                    head = cache.get(raw)
-                    if head is None:
-                        head = parse_request_head(raw, self.limits)
-                        if head.method == b"CONNECT":
+                    cached = cache.get(raw)
+                    if cached is None:
+                        cached = parse_request_head(raw, self.limits)
+                        if cached.method == b"CONNECT":
                             raise ProtocolError("CONNECT: this server does not tunnel", 501)
-                        remember(cache, raw, head, _HEAD_CACHE_SIZE)
+                        remember(cache, raw, cached, _HEAD_CACHE_SIZE)
+                    head = cached
                     self._last_raw = last_raw = raw
                     self._last_head = last_head = head
                 if head.chunked or head.content_length:
@@ -206,6 +208,7 @@ class RequestIndex(BodyFramer[FramedRequest]):
                     if head.chunked:
                         self._state = CHUNK_SIZE
                     else:
+                        assert head.content_length  # the condition above: not chunked
                         self._remaining = head.content_length
                         self._state = LENGTH
                     return True

@@ -12,7 +12,7 @@ A view is valid while the handler runs; copy it (``bytes(view)``) to keep it lon
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 __all__ = ["NATIVE_MARK", "BodySource", "HttpRequest", "Response", "native"]
@@ -95,7 +95,7 @@ class HttpRequest:
         self._body = b"".join(parts)
         return self._body
 
-    async def stream(self) -> AsyncIterator[bytes | memoryview]:
+    async def stream(self) -> AsyncGenerator[bytes | memoryview, None]:
         """The body piece by piece, as it arrives (each piece once)."""
         if self._body is not None:
             if self._body:
@@ -123,7 +123,8 @@ class Response:
     """What a native handler returns.
 
     Args:
-        body: bytes, or an async iterable of bytes to stream (sent chunked on HTTP/1.1).
+        body: bytes (or a bytearray or memoryview, sent without a copy), or an async iterable
+            of bytes to stream (sent chunked on HTTP/1.1).
         status: the status code.
         headers: ``(name, value)`` bytes pairs; Date, Server and the framing headers
             (Content-Length, Transfer-Encoding) are the server's to add.
@@ -133,7 +134,7 @@ class Response:
 
     def __init__(
         self,
-        body: bytes | memoryview | AsyncIterable[bytes] = b"",
+        body: bytes | bytearray | memoryview | AsyncIterable[bytes] = b"",
         status: int = 200,
         headers: Headers = (),
     ) -> None:

@@ -16,6 +16,10 @@ writer everything that may leave now, so contiguous ready responses go out in on
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
+
+# What a response's bytes may be: the writer sends them as they are (no copy).
+Chunk = bytes | bytearray | memoryview
 
 __all__ = ["SAFE_METHODS", "DispatchPolicy", "OrderedResponses", "ResponseSlot"]
 
@@ -64,7 +68,7 @@ class ResponseSlot:
 
     def __init__(self, seq: int) -> None:
         self.seq = seq
-        self.parts: list[bytes | memoryview] = []
+        self.parts: list[Chunk] = []
         self.size = 0  # bytes waiting in `parts`
         self.done = False
         self.close = False  # the connection closes after this response
@@ -77,7 +81,7 @@ class OrderedResponses:
 
     def __init__(self) -> None:
         self._slots: deque[ResponseSlot] = deque()
-        self._out: list[bytes | memoryview] = []
+        self._out: list[Chunk] = []
         self.out_size = 0  # bytes ready to leave
         self.closing = False  # a response that closes the connection has become ready
 
@@ -96,7 +100,7 @@ class OrderedResponses:
     def is_last(self, slot: ResponseSlot) -> bool:
         return bool(self._slots) and self._slots[-1] is slot
 
-    def write(self, slot: ResponseSlot, data: bytes | memoryview) -> None:
+    def write(self, slot: ResponseSlot, data: Chunk) -> None:
         """Bytes of `slot`'s response, in order; they leave as soon as it is its turn."""
         if slot.done:
             raise RuntimeError(f"response {slot.seq} is already complete")
@@ -113,9 +117,9 @@ class OrderedResponses:
     def emit(
         self,
         seq: int,
-        data: bytes | memoryview,
+        data: Chunk,
         close: bool = False,
-        tail: bytes | memoryview | None = None,
+        tail: Chunk | None = None,
     ) -> None:
         """The whole response of request `seq` (`data`, then `tail` if given), which comes
         after every reserved slot's.
@@ -145,7 +149,7 @@ class OrderedResponses:
         if close:
             self.closing = True
 
-    def write_many(self, slot: ResponseSlot, parts: list[bytes | memoryview]) -> None:
+    def write_many(self, slot: ResponseSlot, parts: Iterable[Chunk]) -> None:
         for p in parts:
             self.write(slot, p)
 
@@ -175,7 +179,7 @@ class OrderedResponses:
     def has_output(self) -> bool:
         return bool(self._out)
 
-    def take(self) -> list[bytes | memoryview]:
+    def take(self) -> list[Chunk]:
         """Everything that may be sent now, in order (and forget it)."""
         out = self._out
         self._out = []

@@ -250,6 +250,16 @@ class FramedResponse(FramedMessage):
         )
 
 
+class _MethodRun:
+    """`count` requests in a row with the same method, still awaiting their responses."""
+
+    __slots__ = ("count", "method")
+
+    def __init__(self, method: bytes, count: int) -> None:
+        self.method = method
+        self.count = count
+
+
 class ResponseIndex(BodyFramer[FramedResponse]):
     """Frames the responses arriving in `buffer`; call `expect()` per request sent, `advance()`
     after each write, and `eof()` when the peer closes.
@@ -275,7 +285,7 @@ class ResponseIndex(BodyFramer[FramedResponse]):
         self.completed = 0  # final responses complete
         self.interim = 0  # 1xx interim responses skipped
         self.closed = False  # eof() was called
-        self._methods: deque[list[bytes | int]] = deque()  # runs of [method, count]
+        self._methods: deque[_MethodRun] = deque()  # runs of one method, in request order
         self._pending = 0
         self._cache: dict[bytes, ResponseHead] = {}
         self.statuses: dict[int, int] = {}  # completed final responses by status code
@@ -294,10 +304,10 @@ class ResponseIndex(BodyFramer[FramedResponse]):
                 return
             raise ValueError(f"count must not be negative, got {count}")
         methods = self._methods
-        if methods and methods[-1][0] == method:
-            methods[-1][1] += count  # type: ignore[operator]
+        if methods and methods[-1].method == method:
+            methods[-1].count += count
         else:
-            methods.append([method, count])
+            methods.append(_MethodRun(method, count))
         self._pending += count
 
     @property
@@ -434,10 +444,10 @@ class ResponseIndex(BodyFramer[FramedResponse]):
                 if not self._pending:
                     raise ProtocolError("response bytes with no request outstanding", _BAD_GATEWAY)
                 run = methods[0]
-                method: bytes = run[0]  # type: ignore[assignment]
+                method = run.method
                 if rep is not None and method == self._rep_method:
                     size = len(rep)
-                    k = min((tail - start) // size, run[1])  # type: ignore[call-overload]
+                    k = min((tail - start) // size, run.count)
                     if k > 1 and not blk.startswith(rep * k, start - d):
                         k = 1
                     if k == 1 and not blk.startswith(rep, start - d):
@@ -445,10 +455,10 @@ class ResponseIndex(BodyFramer[FramedResponse]):
                     if k:
                         head = self._rep_head
                         assert head is not None
-                        if run[1] == k:
+                        if run.count == k:
                             methods.popleft()
                         else:
-                            run[1] -= k  # type: ignore[operator]
+                            run.count -= k
                         self._pending -= k
                         seq = self.framed
                         self.framed = seq + k
@@ -487,10 +497,10 @@ class ResponseIndex(BodyFramer[FramedResponse]):
                     self.interim += 1
                     start = search = head_end
                     continue
-                if run[1] == 1:
+                if run.count == 1:
                     methods.popleft()
                 else:
-                    run[1] -= 1  # type: ignore[operator]
+                    run.count -= 1
                 self._pending -= 1
                 seq = self.framed
                 self.framed = seq + 1

@@ -112,6 +112,9 @@ def render_head(
     """
     if type(headers) is not tuple:
         headers = tuple(headers)  # once: an iterable of fields may be consumable only once
+    fields_key: _FieldsKey | None
+    key: tuple[object, ...] | None
+    rendered: tuple[bytes, ResponseFraming] | None
     try:
         fields_key = (status, headers)
         key = (fields_key, method == b"HEAD", http11, keep_alive, body_length, date, server)
@@ -158,9 +161,9 @@ def render_head(
 # Rendering is a pure function of its arguments, and servers render the same few heads over and
 # over (within one second, one Date): both steps are memoised (`remember`, bounded).
 _MEMO_SIZE = 512
+_FieldsKey = tuple[int, tuple[tuple[bytes, bytes], ...]]
 _head_cache: dict[tuple[object, ...], tuple[bytes, ResponseFraming]] = {}
-_checked_cache: dict[tuple[int, tuple[tuple[bytes, bytes], ...]], tuple[bytes, int | None, bool]]
-_checked_cache = {}
+_checked_cache: dict[_FieldsKey, tuple[bytes, int | None, bool]] = {}
 
 
 def _check_fields(
@@ -190,7 +193,7 @@ def _check_fields(
     return b"".join(parts), app_length, close
 
 
-def chunk(data: bytes | memoryview) -> list[bytes | memoryview]:
+def chunk(data: bytes | bytearray | memoryview) -> list[bytes | bytearray | memoryview]:
     """The pieces of one chunk of a chunked body (empty data makes no chunk)."""
     n = len(data)
     if not n:

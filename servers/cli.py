@@ -245,9 +245,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     """The `ServerConfig` the parsed flags describe (raises `ValueError` if inconsistent)."""
-    limits = Limits(
-        **{f: getattr(args, f) for f in Limits.__dataclass_fields__}  # type: ignore[arg-type]
-    )
+    limits = Limits(**{f: getattr(args, f) for f in Limits.__dataclass_fields__})
     values = {f: getattr(args, f) for f in ServerConfig.__dataclass_fields__ if f != "limits"}
     return ServerConfig(limits=limits, **values)
 

@@ -172,7 +172,8 @@ class _Connection:
             if not data:
                 self.eof = True
                 self.eof_event.set()
-            self.h11.receive_data(data)
+            # h11 annotates bytes; it appends the data to its own buffer, so any buffer works.
+            self.h11.receive_data(data)  # type: ignore[arg-type]
             return len(data)
 
     async def next_request(self, first: bool) -> h11.Request | None:
@@ -513,7 +514,7 @@ class _Body:
             except h11.RemoteProtocolError as exc:
                 raise ProtocolError(str(exc), exc.error_status_hint) from None
             kind = type(event)
-            if kind is h11.Data:
+            if isinstance(event, h11.Data):  # (isinstance: so the type checker knows `data`)
                 self._count(len(event.data))
                 parts.append(event.data)
             elif kind is h11.EndOfMessage:
@@ -560,7 +561,7 @@ class _Body:
                     raise ProtocolError("the client closed the connection mid-body", 400) from None
                 raise ProtocolError(str(exc), exc.error_status_hint) from None
             kind = type(event)
-            if kind is h11.Data:
+            if isinstance(event, h11.Data):  # (isinstance: so the type checker knows `data`)
                 self._count(len(event.data))
                 return bytes(event.data)
             if kind is h11.EndOfMessage:
@@ -629,7 +630,7 @@ class _Sink:
         self.headers = headers
         self.started = True
 
-    async def send(self, data: bytes | memoryview, more: bool = False) -> None:
+    async def send(self, data: bytes | bytearray | memoryview, more: bool = False) -> None:
         if self.done:
             raise RuntimeError("the response is already complete")
         if not self.started:
@@ -648,7 +649,8 @@ class _Sink:
             if parts and len(data) > SINGLE_WRITE_MAX:
                 await connection.write(b"".join(parts))  # no copy of a large body
                 parts = []
-            parts += h.send_with_data_passthrough(h11.Data(data=data)) or []
+            # h11 annotates `data` as bytes; with data passthrough it takes any buffer, uncopied.
+            parts += h.send_with_data_passthrough(h11.Data(data=data)) or []  # type: ignore[arg-type]
         if not more:
             self.done = True
             parts += h.send_with_data_passthrough(h11.EndOfMessage()) or []

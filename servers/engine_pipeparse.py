@@ -78,6 +78,7 @@ from pipeparse import (
     OrderedResponses,
     ProtocolError,
     RequestIndex,
+    Response,
     ResponseFraming,
     ResponseSlot,
     SeekableBuffer,
@@ -261,13 +262,14 @@ class _Connection:
         queue = self.queue
         policy = self.policy
         while True:
+            request: FramedRequest | None
             if (
                 queue
                 and not self.stop_dispatch
                 and queue[0].end is not None
                 and policy.can_start(queue[0].head.method)
             ):
-                request: FramedRequest | None = queue.popleft()  # the hot path: no await
+                request = queue.popleft()  # the hot path: no await
             else:
                 request = await self._next()
                 if request is None:
@@ -569,7 +571,7 @@ class _Connection:
                 self.recv_scope = scope
                 if self.fd >= 0:
                     while n < 0:
-                        await trio.lowlevel.wait_readable(self.sock)
+                        await trio.lowlevel.wait_readable(self.fd)
                         n = self._read_ready(size)
                 else:
                     data = await self.stream.receive_some(min(size, buf.writable()))
@@ -586,7 +588,7 @@ class _Connection:
             return -1
         return n
 
-    async def _send(self, data: bytes | memoryview) -> None:
+    async def _send(self, data: bytes | bytearray | memoryview) -> None:
         """Send it all: straight to the socket when it takes everything (the usual case),
         through trio's stream (which waits for room) for whatever it did not take."""
         if self.fd >= 0:
@@ -668,7 +670,7 @@ class _Connection:
             if sink.blocked:
                 self._disarm(timer)
             self.policy.finished(method)
-            if source is not self.no_body:
+            if isinstance(source, _StreamingBody):  # (not `self.no_body`)
                 source.handler_done()
             elif sink.blocked:
                 buf.release(request.start, request.end)  # type: ignore[arg-type]
@@ -761,8 +763,10 @@ class _Connection:
         else:
             body = b"".join([self.buf.view(s, e) for s, e in pieces])
         sink: _Sink | None = None
+        native = self.native
+        assert native is not None  # only native handlers come here
         try:
-            coro = self.native(  # type: ignore[misc]
+            coro: Coroutine[Any, Any, Response | None] = native(
                 HttpRequest(
                     method, head.target, head.http_version, head.headers, request.seq, body,
                     self.no_body, self.client,
@@ -1131,7 +1135,7 @@ class _Sink:
         self.status = status
         self.headers = headers
 
-    async def send(self, data: bytes | memoryview, more: bool = False) -> None:
+    async def send(self, data: bytes | bytearray | memoryview, more: bool = False) -> None:
         if not self.started:
             raise RuntimeError("send() before start()")
         if self.finished:

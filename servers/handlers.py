@@ -28,7 +28,7 @@ import functools
 import inspect
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any, Literal, TypeVar
 from urllib.parse import unquote_to_bytes
@@ -141,7 +141,7 @@ class _AsgiCall:
         self._sink = sink
         self._state = _INIT
         self._body_state = _BODY_PENDING
-        self._body_iter: AsyncIterator[bytes | memoryview] | None = None
+        self._body_iter: AsyncGenerator[bytes | memoryview, None] | None = None
         self._status = 0
         self._headers: Any = ()
 
@@ -155,7 +155,7 @@ class _AsgiCall:
                 if type(body) is not bytes:
                     body = bytes(body)
                 return {"type": "http.request", "body": body, "more_body": False}
-            self._body_iter = request.stream().__aiter__()
+            self._body_iter = request.stream()
             self._body_state = state = _BODY_STREAMING
         if state == _BODY_STREAMING:
             assert self._body_iter is not None
@@ -209,7 +209,7 @@ class _AsgiCall:
     async def aclose(self) -> None:
         if self._body_iter is not None:
             body_iter, self._body_iter = self._body_iter, None
-            await body_iter.aclose()  # type: ignore[attr-defined]
+            await body_iter.aclose()
 
 
 def asgi_handler(
@@ -500,7 +500,7 @@ def resolve_app(
         raise TypeError(
             f"{app!r} is a class: pass an instance (ASGI 2 'double callable' apps are not served)"
         )
-    asgi_app: AsgiApp = app  # type: ignore[assignment]
+    asgi_app: AsgiApp = app
     state: dict[str, Any] = {}
     handler = asgi_handler(asgi_app, server=server, state=state)
     return ServedApp(app, "asgi", handler, asgi_app, state)

@@ -18,8 +18,8 @@ engine may call it directly and render the `Response` itself, skipping the sink 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Protocol
 
 from pipeparse import HttpRequest, Response
 
@@ -38,13 +38,15 @@ class ResponseSink(Protocol):
         """Begin the response: status and the app's header fields."""
         ...
 
-    async def send(self, data: bytes | memoryview, more: bool = False) -> None:
+    async def send(self, data: bytes | bytearray | memoryview, more: bool = False) -> None:
         """Body bytes; ``more=False`` ends the response (call it exactly once)."""
         ...
 
 
-Handler = Callable[[HttpRequest, ResponseSink], Awaitable[None]]
-NativeHandler = Callable[[HttpRequest], Awaitable[Response]]
+# Coroutine functions, not any awaitable: the pipeparse engine drives the coroutine itself
+# (`send`), so a handler that never waits runs inline.
+Handler = Callable[[HttpRequest, ResponseSink], Coroutine[Any, Any, None]]
+NativeHandler = Callable[[HttpRequest], Coroutine[Any, Any, Response]]
 
 
 def native_of(handler: Handler) -> NativeHandler | None:

@@ -301,7 +301,7 @@ class RecordingSink:
         self.started = True
         self.calls.append(("start", status, list(headers)))
 
-    async def send(self, data: bytes | memoryview, more: bool = False) -> None:
+    async def send(self, data: bytes | bytearray | memoryview, more: bool = False) -> None:
         assert self.started
         self.calls.append(("send", bytes(data), more))
 

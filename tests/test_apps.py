@@ -6,16 +6,17 @@ import asyncio
 import hashlib
 import json
 import sys
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
-from server_harness import RecordingSink, ScriptedSource, make_request
 
 from servers.apps import BUILTIN_APPS, AppLoadError, EchoError, echo, load_app, plaintext
 from servers.handlers import resolve_app
+from tests.server_harness import RecordingSink, ScriptedSource, make_request
 
 INTERFACES = ["native", "asgi"]
 
@@ -110,8 +111,8 @@ async def test_echo_asgi_headers_as_lists() -> None:
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
 
     scope = {
         "type": "http",
@@ -197,8 +198,8 @@ def test_echo_asgi_runs_under_asyncio_without_the_extension() -> None:
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
 
     asyncio.run(echo(scope, receive, send))
     doc = json.loads(sent[1]["body"])

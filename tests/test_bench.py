@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import random
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from clients import bench, bench_plot, bench_server
+from clients import bench, bench_plot, bench_server, bench_servers
 from clients.bench_procs import machine_info, split_cpus
 from clients.bench_report import PlainProgress, format_table, write_results
 from clients.bench_seek import (
@@ -41,7 +43,7 @@ from clients.bench_server import (
     summarize_runs,
 )
 from clients.bench_servers import ServerSpec, parse_listening_line, server_command
-from clients.bench_stats import median, median_of, reduction_pct, safe_ratio
+from clients.bench_stats import Row, median, median_of, reduction_pct, safe_ratio
 from pipeparse import cli
 
 # -- medians -------------------------------------------------------------------------------
@@ -109,18 +111,15 @@ def test_receivers_deliver_the_same_messages_in_the_same_order(
 ) -> None:
     data = _stream(count, size)
     expected = [make_message(i, size) for i in delivery_order(count, n)]
-    for receiver in (copy_receive, seek_receive):
+    for name, receiver in (("copy", copy_receive), ("seek", seek_receive)):
         for seed, max_chunk in ((1, size // 3 + 1), (2, 3000), (3, 1 << 20)):
             got: list[bytes] = []
-            receiver(
-                ChunkedSocket(data, seed, max_chunk),
-                count,
-                size,
-                n,
-                lambda m, got=got: got.append(bytes(m)),
-                chunk=4096,
-            )
-            assert got == expected, (receiver.__name__, seed)
+
+            def keep(m: memoryview, got: list[bytes] = got) -> None:
+                got.append(bytes(m))
+
+            receiver(ChunkedSocket(data, seed, max_chunk), count, size, n, keep, chunk=4096)
+            assert got == expected, (name, seed)
 
 
 @pytest.mark.parametrize("receiver", [copy_receive, seek_receive])
@@ -235,6 +234,40 @@ def test_server_specs_and_commands() -> None:
         ServerSpec("nginx")
 
 
+def test_uvicorn_is_measured_with_httptools_and_uvloop() -> None:
+    cmd = server_command(ServerSpec("uvicorn", "asgi", "plaintext"), 8000)
+    assert cmd[1:4] == ["-m", "uvicorn", "servers.apps:plaintext"]
+    assert cmd[cmd.index("--http") + 1] == "httptools"
+    assert cmd[cmd.index("--loop") + 1] == "uvloop"
+    assert cmd[cmd.index("--port") + 1] == "8000"
+
+
+@pytest.mark.parametrize("engine", ["granian", "granian-flush"])
+def test_granian_serves_the_asgi_app_over_http1_with_one_worker(engine: str) -> None:
+    cmd = server_command(ServerSpec(engine, "asgi"), 8001)
+    assert cmd[1:3] == ["-m", "granian"]
+    assert cmd[-1] == "servers.apps:echo"
+    assert cmd[cmd.index("--interface") + 1] == "asgi"
+    assert cmd[cmd.index("--http") + 1] == "1"
+    assert cmd[cmd.index("--workers") + 1] == "1"
+    assert cmd[cmd.index("--port") + 1] == "8001"
+    assert ("--http1-pipeline-flush" in cmd) == (engine == "granian-flush")
+    with pytest.raises(ValueError, match="asgi interface only"):
+        ServerSpec(engine, "native")
+
+
+def test_a_peer_runs_only_with_all_it_needs(monkeypatch: pytest.MonkeyPatch) -> None:
+    present = {"uvicorn", "httptools", "granian"}  # no uvloop, no hypercorn
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: object() if name in present else None
+    )
+    assert bench_servers.missing_modules("uvicorn") == ["uvloop"]
+    assert bench_servers.installed_peers() == ["granian", "granian-flush"]
+    full = ServerSettings.full(peers=True)
+    assert full.peers == ("granian", "granian-flush")
+    assert ServerSettings.full(peers=False).peers == ()
+
+
 def test_batching_flags() -> None:
     assert batching_flags("adaptive", "adaptive") == ()
     assert batching_flags(4096, "each") == ("--recv-size", "4096", "--flush", "each")
@@ -272,7 +305,7 @@ def test_side_by_side_alternates_and_reports_errors() -> None:
     calls: list[str] = []
     rps = {"pipeparse": [1000.0, 3000.0, 2000.0], "h11": [10.0, 30.0, 20.0]}
 
-    def measure(url: str, shape: LoadShape, settings: ServerSettings) -> dict[str, float]:
+    def measure(url: str, shape: LoadShape, settings: ServerSettings) -> Row:
         engine = url.split("//")[1].split(".")[0]
         calls.append(engine)
         value = rps[engine][sum(1 for c in calls if c == engine) - 1]
@@ -300,7 +333,7 @@ def test_side_by_side_alternates_and_reports_errors() -> None:
 
 
 def test_runs_without_latency_give_none_not_zero() -> None:
-    runs = [
+    runs: list[Row] = [
         {"rps": 0.0, "p50_ms": None, "p99_ms": None},
         {"rps": 10.0, "p50_ms": 4.0, "p99_ms": 8.0},
         {"rps": 20.0, "p50_ms": 2.0, "p99_ms": 6.0},
@@ -349,6 +382,14 @@ def test_server_section_rows(fake_servers: list[ServerSpec]) -> None:
 
 def test_quick_server_grid_keeps_the_targets(fake_servers: list[ServerSpec]) -> None:
     rows = bench_server.run_server_bench(ServerSettings.quick(), [])
+    for handler, depth in (("instant", 1), ("sleep10ms", 1)):
+        for interface in ("native", "asgi"):
+            engines = {
+                r["engine"]
+                for r in rows
+                if r["handler"] == handler and r["depth"] == depth and r["interface"] == interface
+            }
+            assert engines == ({"pipeparse", "h11"} if handler == "instant" else set())
     for handler in ("instant", "sleep10ms"):
         for interface in ("native", "asgi"):
             engines = {
@@ -357,6 +398,27 @@ def test_quick_server_grid_keeps_the_targets(fake_servers: list[ServerSpec]) -> 
                 if r["handler"] == handler and r["depth"] == 16 and r["interface"] == interface
             }
             assert engines == {"pipeparse", "h11"}
+
+
+def test_server_rows_with_every_peer(fake_servers: list[ServerSpec]) -> None:
+    peers = ("uvicorn", "hypercorn", "granian", "granian-flush")
+    settings = replace(ServerSettings.quick(), repeats=1, peers=peers)
+    rows = bench_server.run_server_bench(settings, [])
+    for depth in (1, 16):
+        asgi = {
+            r["engine"]
+            for r in rows
+            if r["handler"] == "instant" and r["depth"] == depth and r["interface"] == "asgi"
+        }
+        assert asgi == {"pipeparse", "h11", *peers}
+    native = {r["engine"] for r in rows if r["interface"] == "native"}
+    assert native == {"pipeparse", "h11"}  # peers serve ASGI only
+    assert {s.engine for s in fake_servers} == {"pipeparse", "h11", *peers}
+
+
+def test_a_grid_with_an_unknown_handler_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown handler 'bogus'"):
+        ServerSettings(grid=(("bogus", 1),))
 
 
 def test_wall_and_batching_rows(fake_servers: list[ServerSpec]) -> None:
@@ -460,6 +522,7 @@ def test_targets_read_off_the_rows() -> None:
     found = {t["target"]: t for t in bench.targets(sections)}
     assert found["server instant depth 16 native: pipeparse/h11"]["met"] is True
     assert found["server sleep10ms depth 16 native: pipeparse/h11"]["met"] is False
+    assert not any("uvicorn" in name or "granian" in name for name in found)  # no peer rows
     assert found["seek user-space: best reduction (n=16, size=65536)"]["value"] == 50.0
     assert found["seek user-space: points where seeking loses"]["value"] == "1 of 2"
     assert found["seek kernel: best reduction (n=16, size=65536)"]["value"] == 60.0
@@ -469,12 +532,12 @@ def test_targets_read_off_the_rows() -> None:
 def test_run_writes_results_and_reports_skips(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def fake_seek(args: argparse.Namespace, progress: Any, warnings: list[str]) -> list[dict]:
+    def fake_seek(args: argparse.Namespace, progress: Any, warnings: list[str]) -> list[Row]:
         progress.start("seek", 1)
         progress.step("n=2")
         return [seek_row(2, 65536, [2.0], [1.0])]
 
-    def unavailable(args: argparse.Namespace, progress: Any, warnings: list[str]) -> list[dict]:
+    def unavailable(args: argparse.Namespace, progress: Any, warnings: list[str]) -> list[Row]:
         raise bench.SectionUnavailable("not here")
 
     monkeypatch.setitem(bench.RUNNERS, "seek", fake_seek)
@@ -506,3 +569,35 @@ def test_plots_are_written(tmp_path: Path) -> None:
     assert sorted(p.name for p in written) == ["seek.png", "server.png", "wall.png"]
     for p in written:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_peer_targets_read_off_the_rows() -> None:
+    def row(engine: str, interface: str, depth: int, rps: float) -> dict[str, Any]:
+        return {
+            "engine": engine,
+            "interface": interface,
+            "handler": "instant",
+            "depth": depth,
+            "rps": rps,
+        }
+
+    server = [
+        row("pipeparse", "native", 1, 1300.0),
+        row("pipeparse", "asgi", 1, 900.0),
+        row("uvicorn", "asgi", 1, 1000.0),
+        row("pipeparse", "asgi", 16, 1200.0),
+        row("granian-flush", "asgi", 16, 1000.0),
+        row("granian", "asgi", 16, 5000.0),  # not a target: the issue names the flush mode
+    ]
+    found = {t["target"]: t for t in bench.targets({"server": server})}
+    assert set(found) == {
+        "server instant depth 1 native: pipeparse/uvicorn (asgi)",
+        "server instant depth 1 asgi: pipeparse/uvicorn (asgi)",
+        "server instant depth 16 asgi: pipeparse/granian-flush (asgi)",
+    }
+    native = found["server instant depth 1 native: pipeparse/uvicorn (asgi)"]
+    assert (native["value"], native["goal"], native["met"]) == (1.3, ">= 1.2", True)
+    asgi = found["server instant depth 1 asgi: pipeparse/uvicorn (asgi)"]
+    assert (asgi["value"], asgi["met"]) == (0.9, False)
+    flush = found["server instant depth 16 asgi: pipeparse/granian-flush (asgi)"]
+    assert (flush["value"], flush["goal"], flush["met"]) == (1.2, ">= 1.1", True)

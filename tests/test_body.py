@@ -9,6 +9,8 @@ from __future__ import annotations
 import pytest
 
 from pipeparse import (
+    FramedRequest,
+    FramedResponse,
     Limits,
     ProtocolError,
     RequestIndex,
@@ -21,8 +23,10 @@ REQ = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
 RESP = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
 
 
-def feed(index: RequestIndex | ResponseIndex, data: bytes, step: int | None) -> list:
-    out: list = []
+def feed(
+    index: RequestIndex | ResponseIndex, data: bytes, step: int | None
+) -> list[FramedRequest | FramedResponse]:
+    out: list[FramedRequest | FramedResponse] = []
     buf = index.buffer
     for i in range(0, len(data), step or len(data) or 1):
         buf.feed(data[i : i + (step or len(data))])

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import h11
 import pytest
@@ -59,7 +60,7 @@ class Outcome:
     status: int | None = None
 
 
-def _normalize(fields: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...]) -> tuple:
+def _normalize(fields: Iterable[tuple[bytes, bytes]]) -> tuple[tuple[bytes, bytes], ...]:
     # h11 lowercases the value of Transfer-Encoding; pipeparse keeps it as sent.
     return tuple(
         (n.lower(), v.lower() if n.lower() == b"transfer-encoding" else v) for n, v in fields
@@ -82,12 +83,13 @@ def run_h11(data: bytes, *, lenient: bool = True) -> Outcome:
     if not data:
         return Outcome(out, False)
     conn.receive_data(data)
-    cur: list = []
+    cur: list[Any] = []
     while True:
         if lenient and conn.their_state is h11.IDLE:
-            conn = _skip_empty_lines(conn)
-            if conn is None:
+            skipped = _skip_empty_lines(conn)
+            if skipped is None:
                 return Outcome(out, True, 400)
+            conn = skipped
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError as e:
@@ -186,12 +188,14 @@ def run_incremental(data: bytes, cuts: list[int], capacity: int, reverse: bool) 
         complete = [r for r in pending if r.end is not None]
         for r in reversed(complete) if reverse else complete:
             done[r.seq] = _req_from(buf, r)
-            buf.release(r.start, r.end)  # type: ignore[arg-type]
+            assert r.end is not None
+            buf.release(r.start, r.end)
         pending = [r for r in pending if r.end is None]
         assert len(buf) == buf.tail - (pending[0].start if pending else index.position)
     assert sorted(done) == list(range(len(done)))
     err = index.error
-    return Outcome([done[k] for k in sorted(done)], err is not None, err and err.status_hint)
+    status = err.status_hint if err is not None else None
+    return Outcome([done[k] for k in sorted(done)], err is not None, status)
 
 
 # -- valid requests --------------------------------------------------------------------------

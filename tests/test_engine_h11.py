@@ -14,7 +14,15 @@ from typing import Any
 
 import pytest
 import trio
-from server_harness import (
+
+from pipeparse import HttpRequest, Limits, Response
+from servers import engine_h11
+from servers.apps import echo, plaintext
+from servers.config import ServerConfig
+from servers.handlers import native, resolve_app
+from servers.listen import serve_listeners
+from servers.protocol import Handler, ResponseSink
+from tests.server_harness import (
     ENGINES,
     exchange,
     open_connection,
@@ -25,14 +33,6 @@ from server_harness import (
     receive_until,
     request,
 )
-
-from pipeparse import HttpRequest, Limits, Response
-from servers import engine_h11
-from servers.apps import echo, plaintext
-from servers.config import ServerConfig
-from servers.handlers import native, resolve_app
-from servers.listen import serve_listeners
-from servers.protocol import Handler, ResponseSink
 
 ECHO = {iface: resolve_app(echo, iface).handler for iface in ("native", "asgi")}
 PLAINTEXT = {iface: resolve_app(plaintext, iface).handler for iface in ("native", "asgi")}

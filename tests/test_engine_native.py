@@ -26,7 +26,13 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from server_harness import (
+
+from pipeparse import HttpRequest, Limits, ProtocolError, Response, SeekableBuffer, native
+from servers import engine_pipeparse
+from servers.config import ServerConfig
+from servers.handlers import native_handler
+from servers.protocol import Handler, NativeHandler, ResponseSink, native_of
+from tests.server_harness import (
     exchange,
     open_connection,
     parametrize_chunkings,
@@ -35,12 +41,6 @@ from server_harness import (
     receive_until,
     request,
 )
-
-from pipeparse import HttpRequest, Limits, ProtocolError, Response, SeekableBuffer, native
-from servers import engine_pipeparse
-from servers.config import ServerConfig
-from servers.handlers import native_handler
-from servers.protocol import Handler, NativeHandler, ResponseSink, native_of
 
 serve = engine_pipeparse.serve_connection
 

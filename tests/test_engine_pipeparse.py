@@ -6,9 +6,6 @@ started), never with timing. Responses are parsed with h11 as the client.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
-
 import h11
 import pytest
 import trio
@@ -17,10 +14,8 @@ import trio.testing
 from pipeparse import HttpRequest, Limits
 from servers.config import ServerConfig
 from servers.engine_pipeparse import serve_connection
-from servers.handlers import asgi_handler
-from servers.protocol import ResponseSink
-
-Handler = Callable[[HttpRequest, ResponseSink], Awaitable[None]]
+from servers.handlers import Receive, Scope, Send, asgi_handler
+from servers.protocol import Handler, ResponseSink
 
 
 def get(target: str, *extra: str) -> bytes:
@@ -277,7 +272,7 @@ async def test_expect_100_continue() -> None:
         assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
         await client.send_all(b"abc")
         await client.send_eof()
-        rest = interim[len(b"HTTP/1.1 100 Continue\r\n\r\n") :]
+        rest = bytes(interim[len(b"HTTP/1.1 100 Continue\r\n\r\n") :])
         while data := await client.receive_some():
             rest += data
     assert parse_responses(rest) == [(200, b"abc")]
@@ -435,7 +430,7 @@ async def test_streamed_body_of_a_closing_request_is_still_received() -> None:
         interim = await client.receive_some()
         assert interim.startswith(b"HTTP/1.1 100 Continue")
         await client.send_all(b"hello")
-        rest = interim[len(b"HTTP/1.1 100 Continue\r\n\r\n") :]
+        rest = bytes(interim[len(b"HTTP/1.1 100 Continue\r\n\r\n") :])
         while data := await client.receive_some():
             rest += data
     assert parse_responses(rest) == [(200, b"5")]
@@ -490,7 +485,7 @@ def _close_while_blocked_handlers(seen: list[str]) -> dict[str, Handler]:
             await trio.sleep(1)  # blocks: the leader role moves on while it sleeps
         await text(sink, request.target)
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         seen.append(scope["path"])
         if scope["path"] == "/slow":
             await trio.sleep(1)

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from server_harness import RecordingSink, ScriptedSource, make_request
 
 from pipeparse import HttpRequest, ProtocolError, Response
 from servers.handlers import (
@@ -21,6 +20,7 @@ from servers.handlers import (
     resolve_app,
     split_target,
 )
+from tests.server_harness import RecordingSink, ScriptedSource, make_request
 
 # --- native ---------------------------------------------------------------------------------
 
@@ -90,7 +90,7 @@ async def test_native_stream_is_closed_when_sending_fails() -> None:
             closed.append(True)
 
     class FailingSink(RecordingSink):
-        async def send(self, data: bytes | memoryview, more: bool = False) -> None:
+        async def send(self, data: bytes | bytearray | memoryview, more: bool = False) -> None:
             raise trio.BrokenResourceError("client gone")
 
     async def handler(request: HttpRequest) -> Response:

@@ -7,6 +7,8 @@ for its status, its message, what was framed before it, and that nothing is fram
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from pipeparse import (
@@ -202,7 +204,7 @@ def test_parse_requests_rejects_input_that_ends_inside_a_request() -> None:
     with pytest.raises(ProtocolError, match="ends inside a request"):
         parse_requests(GET + b"\r")  # half an empty line
     with pytest.raises(TypeError):
-        parse_requests(GET, None, True)  # type: ignore[misc]  # keyword only
+        parse_requests(GET, None, True)  # type: ignore[call-arg]  # keyword only
 
 
 def test_incomplete_tail_waits_in_the_index() -> None:
@@ -228,6 +230,7 @@ def test_stale_bytes_past_the_tail_never_complete_a_head() -> None:
     index = RequestIndex(buf)
     buf.feed(GET)
     (r,) = index.advance()
+    assert r.end is not None
     buf.release(r.start, r.end)  # drained: writing restarts at the block's start
     buf.feed(GET[:-3])
     assert index.advance() == []
@@ -241,6 +244,7 @@ def test_stale_bytes_left_by_a_compaction_never_complete_a_head() -> None:
     index = RequestIndex(buf)
     buf.feed(GET * 2)
     first, _ = index.advance()
+    assert first.end is not None
     buf.release(first.start, first.end)
     # Compaction in place moves the second GET to the block's start; the partial head lands
     # just before that GET's old last bytes (": a\r\n\r\n"), which are still in the block.
@@ -533,6 +537,11 @@ def test_head_cache_stays_exact_past_its_size() -> None:
 
 
 def test_limits_are_validated() -> None:
-    for bad in ({"max_headers": 0}, {"max_head_size": -1}, {"max_body_size": 1.5}):
+    bad_values: list[dict[str, Any]] = [
+        {"max_headers": 0},
+        {"max_head_size": -1},
+        {"max_body_size": 1.5},
+    ]
+    for bad in bad_values:
         with pytest.raises(ValueError, match="must be a positive integer"):
-            Limits(**bad)  # type: ignore[arg-type]
+            Limits(**bad)

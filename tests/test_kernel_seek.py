@@ -159,7 +159,7 @@ def test_only_stream_sockets_with_so_peek_off() -> None:
         KernelSeekableSocket(udp)
 
     class NoPeekOff(socket.socket):
-        def setsockopt(self, *args: object) -> None:  # type: ignore[override]
+        def setsockopt(self, *args: object) -> None:
             raise OSError(95, "Operation not supported")
 
     with (

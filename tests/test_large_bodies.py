@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 import trio
-from server_harness import parse_responses, receive_all
 
 import pipeparse
 from pipeparse import MiB
 from servers.listen import Server
+from tests.server_harness import parse_responses, receive_all
 
 SAFETY = 60.0  # seconds: only a hang ever gets near this
 SIZES = {"1MiB": 1 * MiB, "16MiB": 16 * MiB}
@@ -69,7 +69,7 @@ async def post_and_read(port: int, head: bytes, body: bytes) -> bytes:
     async with stream:
         await stream.send_all(head)
         await stream.send_all(body)
-        return await receive_all(stream)
+        return bytes(await receive_all(stream))
 
 
 @parametrize_servers

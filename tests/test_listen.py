@@ -259,7 +259,7 @@ async def test_a_cancelled_caller_still_gets_a_graceful_shutdown(
     engine, listener = StandIn(), FakeListener()
     server_box: list[Server] = []
 
-    async def serve(task_status: trio.TaskStatus[None]) -> None:
+    async def serve(task_status: trio.TaskStatus[trio.CancelScope]) -> None:
         with trio.CancelScope() as scope:
             task_status.started(scope)
             await serve_listeners(
@@ -284,13 +284,14 @@ async def test_a_cancelled_caller_still_gets_a_graceful_shutdown(
     assert engine.outcomes == ["done"]
 
 
-class _Capture:
+class _Capture(trio.TaskStatus[Server]):
     """A task_status that keeps what is reported."""
 
     def __init__(self, box: list[Server]) -> None:
         self.box = box
 
-    def started(self, value: Server) -> None:
+    def started(self, value: Server | None = None) -> None:
+        assert value is not None
         self.box.append(value)
 
 

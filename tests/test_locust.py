@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from test_cli_serve import SAFETY, listening, serve_command
+from tests.test_cli_serve import SAFETY, listening, serve_command
 
 LOCUSTFILE = """
 from pipeparse.locust import PipelinedUser
@@ -47,7 +47,8 @@ ACCESS = re.compile(r'"(\w+) (\S+)" (\d+) \d+$', re.MULTILINE)
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 @contextmanager
@@ -105,7 +106,7 @@ def run_locust(tmp_path: Path, user: str, port: int) -> dict[tuple[str, str], di
             code = proc.wait(SAFETY)
             assert code == 0, f"{name} exited {code}: {tail(tmp_path / name)}"
     with open(tmp_path / "run_stats.csv", newline="") as f:
-        return {(row["Type"], row["Name"]): row for row in csv.DictReader(f)}  # type: ignore[misc]
+        return {(row["Type"], row["Name"]): row for row in csv.DictReader(f)}
 
 
 def serve_and_run(

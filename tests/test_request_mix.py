@@ -101,7 +101,7 @@ def test_a_python_list_uses_the_same_parser_and_names_the_index() -> None:
     with pytest.raises(ValueError, match="requests is empty"):
         parse_mix([])
     with pytest.raises(ValueError, match="must be a list"):
-        parse_mix("/a")  # type: ignore[arg-type]
+        parse_mix("/a")
 
 
 def test_the_cycle_sends_each_request_weight_times_spread_out() -> None:

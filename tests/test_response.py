@@ -66,7 +66,10 @@ def frame(
             seen.extend(index.advance())
     if pos < len(data):
         buf.feed(data[pos:])
-        seen.extend(index.tally() and [] if tally else index.advance())
+        if tally:
+            index.tally()
+        else:
+            seen.extend(index.advance())
     if eof:
         seen.extend(index.eof())
     return index, [Whole(r, buf) for r in seen if r.end is not None]
@@ -312,7 +315,9 @@ _response = st.tuples(
 )
 
 
-def _render(status: int, how: str, body: bytes, method: bytes, interim: bool, cuts: list[int]):
+def _render(
+    status: int, how: str, body: bytes, method: bytes, interim: bool, cuts: list[int]
+) -> tuple[bytes, bytes]:
     no_body = method == b"HEAD" or status in (204, 304)
     out = b"HTTP/1.1 100 Continue\r\n\r\n" if interim else b""
     if how == "length" or no_body:
@@ -354,7 +359,9 @@ def _h11_bodies(data: bytes, methods: list[bytes]) -> list[tuple[int, bytes]]:
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(_response, min_size=1, max_size=8), st.randoms(use_true_random=False))
-def test_random_streams_frame_like_h11(responses: list, rnd: random.Random) -> None:
+def test_random_streams_frame_like_h11(
+    responses: list[tuple[int, str, bytes, bytes, bool, list[int]]], rnd: random.Random
+) -> None:
     data = b""
     expected = []
     methods = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 
@@ -12,8 +13,8 @@ DATE = b"Mon, 23 Nov 2026 21:00:00 GMT"
 FIELDS = [(b"content-type", b"text/plain")]
 
 
-def render(**overrides: object) -> tuple[bytes, bool, int | None, bool, bool]:
-    args: dict = dict(
+def render(**overrides: Any) -> tuple[bytes, bool, int | None, bool, bool]:
+    args: dict[str, Any] = dict(
         method=b"GET", http11=True, keep_alive=True, body_length=5, date=DATE, server=b"pp"
     )
     args.update(overrides)
@@ -35,7 +36,7 @@ def test_whole_head() -> None:
 @pytest.mark.parametrize("repeat", [1, 2, 3])
 def test_every_argument_changes_the_answer_even_when_memoised(repeat: int) -> None:
     """The memo is keyed on every argument: each variation renders as if rendered afresh."""
-    variations = [
+    variations: list[dict[str, Any]] = [
         {},
         {"method": b"HEAD"},
         {"http11": False},

@@ -7,6 +7,7 @@ fakes returning given numbers.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -71,7 +72,7 @@ def _runs(*rps: float | None) -> list[WrkRun]:
 def test_defaults() -> None:
     a = parse_args([])
     assert (a.rounds, a.duration, a.json) == (3, 5, False)
-    assert a.only == ["plaintext", "sleep"]
+    assert a.only == ["plaintext", "plaintext-depth1", "sleep"]
 
 
 def test_arguments() -> None:
@@ -156,23 +157,47 @@ def test_wrk_command() -> None:
     assert cmd[6:] == ["http://127.0.0.1:9/plaintext", "--", "16"]
 
 
-def test_uvicorn_serves_the_plaintext_app_with_httptools() -> None:
+def test_uvicorn_serves_the_plaintext_app_with_httptools_and_uvloop() -> None:
     assert ws.UVICORN_HTTPTOOLS.engine == "uvicorn"
     cmd = server_command(ws.UVICORN_HTTPTOOLS, 8123)
     assert cmd[:4] == [sys.executable, "-m", "uvicorn", "servers.apps:plaintext"]
     assert cmd[cmd.index("--port") + 1] == "8123"
-    assert cmd[-2:] == ["--http", "httptools"]
+    assert cmd[cmd.index("--http") + 1] == "httptools"
+    assert cmd[cmd.index("--loop") + 1] == "uvloop"
+
+
+def test_granian_serves_the_plaintext_app_with_and_without_pipeline_flush() -> None:
+    plain = server_command(ws.GRANIAN_ASGI, 8124)
+    flush = server_command(ws.GRANIAN_ASGI_FLUSH, 8124)
+    for cmd in (plain, flush):
+        assert cmd[:3] == [sys.executable, "-m", "granian"]
+        assert cmd[-1] == "servers.apps:plaintext"
+        assert cmd[cmd.index("--interface") + 1] == "asgi"
+    assert "--http1-pipeline-flush" not in plain
+    assert "--http1-pipeline-flush" in flush
 
 
 def test_matrices() -> None:
     plain, sleep = _plaintext(), _sleep()
-    assert (plain.path, plain.connections) == ("/plaintext", 64)
-    assert (sleep.path, sleep.connections) == ("/?sleep_ms=10", 16)
+    depth1 = next(m for m in MATRICES if m.name == "plaintext-depth1")
+    assert (plain.path, plain.connections, plain.depth) == ("/plaintext", 64, 16)
+    assert (depth1.path, depth1.connections, depth1.depth) == ("/plaintext", 64, 1)
+    assert (sleep.path, sleep.connections, sleep.depth) == ("/?sleep_ms=10", 16, 16)
     assert [c.label for c in plain.contenders] == [
         "pipeparse/native",
         "h11/native",
         "pipeparse/asgi",
         "uvicorn-httptools",
+        "granian-asgi",
+        "granian-asgi-flush",
+        "nginx-1-worker",
+    ]
+    assert [c.label for c in depth1.contenders] == [
+        "pipeparse/native",
+        "h11/native",
+        "pipeparse/asgi",
+        "uvicorn-httptools",
+        "granian-asgi",
         "nginx-1-worker",
     ]
     assert [c.label for c in sleep.contenders] == ["pipeparse/native", "h11/native"]
@@ -202,8 +227,12 @@ def test_describe_peers() -> None:
     plain = _plaintext()
     uv = next(c for c in plain.contenders if c.kind == "uvicorn")
     assert ws.describe(uv).startswith("python -m uvicorn servers.apps:plaintext ")
-    assert ws.describe(uv).endswith(" --http httptools")
+    assert " --http httptools --loop uvloop " in ws.describe(uv)
     assert "--port P" in ws.describe(uv)
+    flush = next(c for c in plain.contenders if c.label == "granian-asgi-flush")
+    assert ws.describe(flush).startswith("python -m granian --interface asgi ")
+    assert "--port P" in ws.describe(flush)
+    assert ws.describe(flush).endswith(" --http1-pipeline-flush servers.apps:plaintext")
     nginx = next(c for c in plain.contenders if c.kind == "nginx")
     assert "worker_processes 1" in ws.describe(nginx)
 
@@ -225,9 +254,9 @@ def test_unavailable_nginx(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_unavailable_uvicorn(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = ws.importlib.util.find_spec
+    real = importlib.util.find_spec
     monkeypatch.setattr(
-        ws.importlib.util, "find_spec", lambda name: None if name == "httptools" else real(name)
+        importlib.util, "find_spec", lambda name: None if name == "httptools" else real(name)
     )
     uv = next(c for c in _plaintext().contenders if c.kind == "uvicorn")
     reason = ws.unavailable(uv)
@@ -261,12 +290,14 @@ def test_run_rounds_one_at_a_time_and_skips() -> None:
     lines: list[str] = []
     results = ws.run_rounds([plain], 2, fake, skipped, lines.append)
     assert ("plaintext", "nginx-1-worker") not in calls
-    assert len(calls) == 8 and len(lines) == 8
-    assert calls[:4] == [("plaintext", c.label) for c in plain.contenders[:4]]
-    assert calls[4] == ("plaintext", "h11/native")  # round 2 starts one further
-    assert set(results["plaintext"]) == {c.label for c in plain.contenders[:4]}
+    ran = [c.label for c in plain.contenders if c.label != "nginx-1-worker"]
+    assert len(calls) == 2 * len(ran) and len(lines) == len(calls)
+    assert calls[: len(ran)] == [("plaintext", label) for label in ran]
+    assert calls[len(ran)] == ("plaintext", "h11/native")  # round 2 starts one further
+    assert set(results["plaintext"]) == set(ran)
     assert all(len(runs) == 2 for runs in results["plaintext"].values())
-    assert [r.rps for r in results["plaintext"]["pipeparse/native"]] == [1.0, 8.0]
+    # round 2 starts at h11/native: pipeparse/native (first in the list) comes last
+    assert [r.rps for r in results["plaintext"]["pipeparse/native"]] == [1.0, 2 * len(ran)]
 
 
 # -- medians and targets -----------------------------------------------------------------------
@@ -287,6 +318,8 @@ def _plain_results(
             "h11/native": _runs(*h11),
             "pipeparse/asgi": _runs(900.0, 800.0, 1000.0),
             "uvicorn-httptools": _runs(100.0, 100.0, 100.0),
+            "granian-asgi": _runs(700.0, 700.0, 700.0),
+            "granian-asgi-flush": _runs(800.0, 800.0, 800.0),
             "nginx-1-worker": _runs(2000.0, 1000.0, 1500.0),
         }
     }
@@ -298,13 +331,27 @@ def test_targets_from_given_numbers() -> None:
         "pipeparse/native": _runs(1200.0, 1300.0, 1100.0),
         "h11/native": _runs(100.0, 100.0, 100.0),
     }
+    results["plaintext-depth1"] = {
+        "pipeparse/native": _runs(1100.0, 1300.0, 1200.0),
+        "pipeparse/asgi": _runs(900.0, 950.0, 1000.0),
+        "uvicorn-httptools": _runs(1000.0, 1000.0, 1000.0),
+    }
     targets = {t["target"]: t for t in evaluate_targets(results)}
     assert list(targets) == [
         "plaintext: pipeparse/native / h11/native",
         "plaintext: pipeparse/asgi / uvicorn-httptools",
         "plaintext: pipeparse/native / nginx-1-worker",
+        "plaintext: pipeparse/asgi / granian-asgi-flush",
+        "plaintext-depth1: pipeparse/native / uvicorn-httptools",
+        "plaintext-depth1: pipeparse/asgi / uvicorn-httptools",
         "sleep: pipeparse/native / h11/native",
     ]
+    t = targets["plaintext: pipeparse/asgi / granian-asgi-flush"]
+    assert (t["goal"], t["ratio"], t["status"]) == (1.1, 900.0 / 800.0, "met")
+    t = targets["plaintext-depth1: pipeparse/native / uvicorn-httptools"]
+    assert (t["goal"], t["ratio"], t["status"]) == (1.2, 1.2, "met")
+    t = targets["plaintext-depth1: pipeparse/asgi / uvicorn-httptools"]
+    assert (t["goal"], t["ratio"], t["status"]) == (1.0, 0.95, "not met")
     t = targets["plaintext: pipeparse/native / h11/native"]
     assert (t["goal"], t["ratio"], t["status"]) == (20.0, 20.0, "met")
     assert t["per_round"] == [10.0, 30.0, 40.0]
@@ -390,8 +437,11 @@ def test_main_json(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixtur
     status = {t["target"]: t["status"] for t in report["targets"]}
     assert status == {
         "plaintext: pipeparse/native / h11/native": "met",
-        "plaintext: pipeparse/asgi / uvicorn-httptools": "not met",
+        "plaintext: pipeparse/asgi / uvicorn-httptools": "not met",  # its runs all erred
         "plaintext: pipeparse/native / nginx-1-worker": "unknown",
+        "plaintext: pipeparse/asgi / granian-asgi-flush": "not met",
+        "plaintext-depth1: pipeparse/native / uvicorn-httptools": "unknown",  # skipped
+        "plaintext-depth1: pipeparse/asgi / uvicorn-httptools": "not met",
         "sleep: pipeparse/native / h11/native": "met",
     }
 

@@ -213,11 +213,7 @@ class SeekableBuffer:
     def trim(self) -> bool:
         """Give the block back if nothing is held (a view still alive keeps its old block
         alive, unchanged); the next write allocates a small one. True if it dropped one."""
-        if (
-            self._head != self._tail
-            or not self._block
-            or self._min_block == self._capacity
-        ):
+        if self._head != self._tail or not self._block or self._min_block == self._capacity:
             return False
         self._block = _EMPTY
         self._mv = _EMPTY_VIEW
@@ -239,10 +235,8 @@ class SeekableBuffer:
             start = he
         runs.append((start, self._tail))  # always: the last segment maps the tail, even empty
         src = self._block
-        if size == len(src) and not self._block_has_views():
-            dst = src
-        else:
-            dst = bytearray(size)
+        in_place = size == len(src) and not self._block_has_views()
+        dst = src if in_place else bytearray(size)
         seg_abs: list[int] = []
         seg_pos: list[int] = []
         out = 0

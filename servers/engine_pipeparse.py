@@ -70,6 +70,7 @@ import trio
 from pipeparse import (
     CONTINUE_100,
     LAST_CHUNK,
+    MIN_BLOCK,
     DispatchPolicy,
     FramedRequest,
     HttpDate,
@@ -86,7 +87,7 @@ from pipeparse import (
 
 from .config import ServerConfig
 from .handlers import send_stream
-from .listen import ShutdownSignal, current_shutdown, log_access
+from .listen import current_shutdown, log_access
 from .protocol import Handler, native_of
 
 __all__ = ["serve_connection"]
@@ -103,6 +104,7 @@ _LINGER_BYTES = 1024 * 1024  # ... or this many bytes
 _date = HttpDate()
 _TEXT_PLAIN = ((b"content-type", b"text/plain; charset=utf-8"),)
 _BYTES = (bytes, bytearray, memoryview)
+_NO_TIMEOUTS: deque[tuple[float, _TaskTimer]] = deque(maxlen=0)  # until a handler blocks
 
 
 async def serve_connection(
@@ -113,14 +115,18 @@ async def serve_connection(
 ) -> None:
     """Serve one connection until it closes; the stream is closed on return."""
     conn = _Connection(stream, handler, config, client)
+    shutdown = current_shutdown()
     try:
         async with trio.open_nursery() as nursery:
             conn.nursery = nursery
-            nursery.start_soon(conn.watch_shutdown, current_shutdown())
+            shutdown.add_callback(conn.shut_down)  # no watcher task: idle costs one task
+            if shutdown.is_set():
+                conn.shut_down()
             await conn.work(leader=True)
         if conn.linger or conn.responses.closing:
             await conn.linger_close()
     finally:
+        shutdown.discard_callback(conn.shut_down)
         await trio.aclose_forcefully(stream)
 
 
@@ -151,6 +157,53 @@ def _resume(coro: Coroutine[Any, Any, Any], trap: Any) -> Generator[Any, Any, An
 
 
 class _Connection:
+    __slots__ = (
+        "access_log",
+        "body_since",
+        "buf",
+        "client",
+        "config",
+        "date",
+        "done",
+        "eager_misses",
+        "eager_reads",
+        "eof",
+        "fd",
+        "fixed_recv",
+        "flush_each",
+        "flush_pending",
+        "followers",
+        "gone",
+        "handler",
+        "head_since",
+        "index",
+        "leader_vacant",
+        "linger",
+        "max_recv",
+        "native",
+        "no_body",
+        "nursery",
+        "policy",
+        "progress",
+        "queue",
+        "recv_scope",
+        "recv_size",
+        "release_from",
+        "release_to",
+        "responses",
+        "shutting_down",
+        "sock",
+        "stop_dispatch",
+        "stream",
+        "streaming",
+        "tasks",
+        "timeout_error",
+        "timeouts",
+        "watchdog",
+        "watchdog_scope",
+        "writing",
+    )
+
     def __init__(
         self,
         stream: trio.abc.Stream,
@@ -164,7 +217,10 @@ class _Connection:
         self.config = config
         self.client = client
         self.nursery: trio.Nursery
-        self.buf = SeekableBuffer(config.buffer_size)
+        # Grows with the bytes in flight, and is trimmed to nothing before an idle wait.
+        self.buf = SeekableBuffer(
+            config.buffer_size, min_block=config.buffer_size if config.fixed_buffer else MIN_BLOCK
+        )
         self.index = RequestIndex(self.buf, config.limits)
         self.policy = DispatchPolicy(config.pipeline_policy, config.max_in_flight)
         self.responses = OrderedResponses()
@@ -189,7 +245,6 @@ class _Connection:
         self.writing = False
         self.streaming: _StreamingBody | None = None
         self.date = _date()  # the Date value for responses of the current batch
-        self.watcher = trio.CancelScope()  # the shutdown watcher's, cancelled at the end
         self.access_log = config.access_log
         self.shutting_down = False
         self.linger = False  # the connection closes after a last response: in stages
@@ -202,7 +257,7 @@ class _Connection:
         # Armed request timeouts, in deadline order (all have the same length); an entry whose
         # timer was disarmed since is stale and dropped. Behind the oldest live entry there
         # can only be later requests, all unanswered: at most `max_in_flight` entries.
-        self.timeouts: deque[tuple[float, _TaskTimer]] = deque()
+        self.timeouts = _NO_TIMEOUTS  # a deque of its own from the first blocked handler
         self.watchdog: trio.lowlevel.ParkingLot | None = None  # where it waits for an entry
         self.watchdog_scope = trio.CancelScope()  # cancelled at the end
 
@@ -313,16 +368,17 @@ class _Connection:
             return False
         return await self._run(request, timer, lead)
 
-    async def watch_shutdown(self, signal: ShutdownSignal) -> None:
-        """Graceful shutdown: read nothing new, answer what was read, close when idle."""
-        with self.watcher:
-            await signal.wait()
-            self.shutting_down = True
-            self.eof = True  # no more reads: the requests already framed are still answered
-            if self.recv_scope is not None:
-                self.recv_scope.cancel()  # the leader waits for input: stop waiting
-            if self.streaming is not None:
-                self.streaming.arrived()  # a body still arriving will not complete: tell it
+    def shut_down(self) -> None:
+        """Graceful shutdown (the server's `ShutdownSignal` calls it): read nothing new,
+        answer what was read, close when idle."""
+        if self.done or self.shutting_down:
+            return
+        self.shutting_down = True
+        self.eof = True  # no more reads: the requests already framed are still answered
+        if self.recv_scope is not None:
+            self.recv_scope.cancel()  # the leader waits for input: stop waiting
+        if self.streaming is not None:
+            self.streaming.arrived()  # a body still arriving will not complete: tell it
 
     def last_before_shutdown(self, slot: ResponseSlot | None) -> bool:
         """During a graceful shutdown, is `slot` the connection's last response? (None: the
@@ -332,7 +388,6 @@ class _Connection:
         )
 
     def _end(self) -> None:
-        self.watcher.cancel()
         self.watchdog_scope.cancel()
         self.done = True
         self.gone.set()  # an app waiting for http.disconnect must not outlive the connection
@@ -557,6 +612,7 @@ class _Connection:
             deadline = self.head_since + self.config.header_timeout
         elif idle:
             deadline = trio.current_time() + self.config.keep_alive_timeout
+            buf.trim()  # nothing in flight: an idle connection holds no receive memory
         n = -1
         try:
             with trio.move_on_at(deadline) as scope:
@@ -695,12 +751,13 @@ class _Connection:
     def _arm(self, timer: _TaskTimer) -> None:
         """Start the request timeout of the handler `timer`'s task is running."""
         deadline = timer.deadline = trio.current_time() + self.config.request_timeout
-        self.timeouts.append((deadline, timer))
         if self.watchdog is None:  # the connection's first blocked handler
+            self.timeouts = deque()
             self.watchdog = trio.lowlevel.ParkingLot()
             self.nursery.start_soon(self._watch_timeouts)
         elif self.watchdog:  # it waits for an entry
             self.watchdog.unpark_all()
+        self.timeouts.append((deadline, timer))
 
     def _disarm(self, timer: _TaskTimer) -> None:
         """The handler is done: its timeout is off; drop the stale entries at the front."""

@@ -125,11 +125,20 @@ class ShutdownSignal:
             (``inf`` until the signal is set).
     """
 
-    __slots__ = ("_event", "deadline")
+    __slots__ = ("_callbacks", "_event", "deadline")
 
     def __init__(self) -> None:
         self._event = trio.Event()
+        self._callbacks: dict[Callable[[], None], None] = {}  # (ordered; a connection's)
         self.deadline = math.inf
+
+    def add_callback(self, callback: Callable[[], None]) -> None:
+        """Call `callback` when the signal is set (a connection's, instead of a task that
+        waits for it); remove it with `discard_callback`."""
+        self._callbacks[callback] = None
+
+    def discard_callback(self, callback: Callable[[], None]) -> None:
+        self._callbacks.pop(callback, None)
 
     def is_set(self) -> bool:
         """True once the server stopped accepting and is draining its connections."""
@@ -143,6 +152,8 @@ class ShutdownSignal:
         if not self._event.is_set():
             self.deadline = deadline
             self._event.set()
+            for callback in list(self._callbacks):
+                callback()
 
 
 _current_shutdown: ContextVar[ShutdownSignal | None] = ContextVar(

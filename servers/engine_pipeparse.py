@@ -85,6 +85,7 @@ from pipeparse import (
     render_head,
 )
 
+from .admission import current_admission
 from .config import ServerConfig
 from .handlers import send_stream
 from .listen import current_shutdown, log_access
@@ -159,6 +160,7 @@ def _resume(coro: Coroutine[Any, Any, Any], trap: Any) -> Generator[Any, Any, An
 class _Connection:
     __slots__ = (
         "access_log",
+        "admission",
         "body_since",
         "buf",
         "client",
@@ -246,6 +248,7 @@ class _Connection:
         self.streaming: _StreamingBody | None = None
         self.date = _date()  # the Date value for responses of the current batch
         self.access_log = config.access_log
+        self.admission = current_admission()  # None: no limit on load (the usual case)
         self.shutting_down = False
         self.linger = False  # the connection closes after a last response: in stages
         self.timeout_error: ProtocolError | None = None
@@ -655,6 +658,21 @@ class _Connection:
         self.gone.set()
         self.nursery.cancel_scope.cancel()
 
+    def _refuse(self, request: FramedRequest) -> None:
+        """Over `--limit-concurrency`: answer 503 with Connection: close, start nothing more."""
+        head = request.head
+        self.stop_dispatch = True
+        self.queue.clear()
+        body = b"503 Service Unavailable: the server is at its concurrency limit\n"
+        sent = self._respond(
+            request.seq, head.method, head.http_version == b"1.1", False, None, 503,
+            _TEXT_PLAIN, body, False,
+        )  # fmt: skip
+        if request.end is not None:
+            self._release_later(request)
+        if self.access_log:
+            log_access(self.client, head.method, head.target, 503, sent)
+
     def _answer_error(self, error: ProtocolError) -> None:
         """Queue the 4xx for a protocol error after every earlier response; then close."""
         body = (error.message + "\n").encode("utf-8", "replace")
@@ -670,6 +688,9 @@ class _Connection:
 
     async def _run(self, request: FramedRequest, timer: _TaskTimer, lead: bool) -> bool:
         """Run `request`'s handler inline; True if it suspended (leader role handed over)."""
+        if self.admission is not None and not self.admission.admit():
+            self._refuse(request)
+            return False
         head = request.head
         method = head.method
         self.policy.started(method)
@@ -741,12 +762,18 @@ class _Connection:
         if lead:
             self._hand_over()
         self._arm(timer)
+        admission = self.admission
+        if admission is not None:
+            admission.blocked()  # in flight (an instant handler is over before others start)
         try:
             return await _resume(coro, trap)
         except trio.Cancelled:
             if not timer.fired:
                 raise  # not ours: the connection is going away
             raise self._timeout() from None
+        finally:
+            if admission is not None:
+                admission.unblocked()
 
     def _arm(self, timer: _TaskTimer) -> None:
         """Start the request timeout of the handler `timer`'s task is running."""
@@ -798,6 +825,9 @@ class _Connection:
         `Response` rendered here, with no sink; an instant one's response goes straight to
         the output (`OrderedResponses.emit`). None when the request is done; otherwise the
         handler (or its streamed body) suspended and `_finish_native` must go on with it."""
+        if self.admission is not None and not self.admission.admit():
+            self._refuse(request)
+            return None
         head = request.head
         method = head.method
         if not head.keep_alive:

@@ -24,6 +24,10 @@ requests already read with ``Connection: close``, read no new ones, and close an
 connection at once (race its receive against ``await signal.wait()``). Until an engine does
 this, an idle keep-alive connection holds the shutdown up to ``shutdown_timeout``.
 
+Limits on load (`--limit-concurrency`, `--limit-max-requests`): `serve_listeners` makes the
+server's `servers.admission.Admission` current for its connection tasks and counts connections
+in it; engines ask it before each request (see that module).
+
 Access log: engines call ``log_access(client, method, target, status, nbytes)`` once per
 response when ``config.access_log`` is true; it logs one line at INFO on the ``pipeparse.access``
 logger. `configure_logging` (the command line's) sends every ``pipeparse.*`` logger to stderr.
@@ -64,6 +68,7 @@ import trio
 
 from pipeparse import Limits
 
+from .admission import Admission, current_admission, using_admission
 from .config import ServerConfig
 from .protocol import Handler
 
@@ -92,7 +97,7 @@ _access = logging.getLogger(ACCESS_LOGGER)
 
 EXIT_STARTUP_FAILED = 3  # a worker's exit code when its app cannot start (no restart)
 
-BACKLOG = 4096  # listen() backlog (the kernel caps it at net.core.somaxconn)
+BACKLOG = 2048  # listen() backlog by default (`ServerConfig.backlog`; capped by somaxconn)
 ACCEPT_BACKOFF_MIN = 0.1  # seconds: first pause after an accept error ...
 ACCEPT_BACKOFF_MAX = 1.0  # ... doubling up to this
 RESTART_QUICK = 1.0  # seconds: a worker that exits sooner than this is restarted after ...
@@ -274,7 +279,9 @@ def load_engine(name: str) -> ServeConnection:
 # --- sockets --------------------------------------------------------------------------------
 
 
-def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+def bind_socket(
+    host: str, port: int, *, reuse_port: bool = False, backlog: int = BACKLOG
+) -> socket.socket:
     """A listening TCP socket on the first address `host` resolves to.
 
     SO_REUSEADDR is always set (a restart does not wait for TIME_WAIT); SO_REUSEPORT when
@@ -297,7 +304,7 @@ def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.soc
         except OSError as exc:
             where = _host_port(host, port)
             raise OSError(exc.errno, f"cannot listen on {where}: {exc.strerror}") from exc
-        sock.listen(BACKLOG)
+        sock.listen(backlog)
     except BaseException:
         sock.close()
         raise
@@ -392,6 +399,10 @@ async def serve_listeners(
         host, port = _listener_address(listeners)
         server = Server(host, port, config)
     token = _current_shutdown.set(server.shutdown_signal)
+    admission = None
+    if config.limit_concurrency is not None or config.limit_max_requests is not None:
+        admission = Admission(config.limit_concurrency, config.limit_max_requests, server.shutdown)
+    undo_admission = using_admission(admission)
     try:
         async with trio.open_nursery() as outer:
             with trio.CancelScope(shield=True):
@@ -421,6 +432,7 @@ async def serve_listeners(
                 if connections.cancel_scope.cancelled_caught:
                     log.warning("shutdown: cancelled the connections still open")
     finally:
+        undo_admission()
         _current_shutdown.reset(token)
         for listener in listeners:
             await trio.aclose_forcefully(listener)
@@ -487,6 +499,9 @@ async def _connection(
     config: ServerConfig,
 ) -> None:
     client = _peer(stream)
+    admission = current_admission()
+    if admission is not None:
+        admission.connection_opened()
     try:
         await serve_connection(stream, handler, config, client)
     except* Exception as group:
@@ -496,6 +511,8 @@ async def _connection(
             exc_info=_single(group),
         )
     finally:
+        if admission is not None:
+            admission.connection_closed()
         await trio.aclose_forcefully(stream)
 
 
@@ -532,7 +549,7 @@ async def serve(
         app = load_app(app)
     serve_connection = load_engine(config.engine)
     if sock is None:
-        sock = bind_socket(config.host, config.port)
+        sock = bind_socket(config.host, config.port, backlog=config.backlog)
     listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
     try:
         name = sock.getsockname()
@@ -699,7 +716,7 @@ def run_workers(
     workers, and returns 0 once they exited after SIGINT/SIGTERM, 1 when a worker could not
     start. See the module docstring.
     """
-    sock = bind_socket(config.host, config.port, reuse_port=True)
+    sock = bind_socket(config.host, config.port, reuse_port=True, backlog=config.backlog)
     try:
         name = sock.getsockname()
         server = Server(str(name[0]), int(name[1]), config, _interface_of(app, config, app_dir))

@@ -1081,10 +1081,13 @@ class _Connection:
         self.progress.unpark_all()
         scope = self.recv_scope
         if scope is not None and not len(responses) and not self.queue and self.index.at_boundary:
-            # The last answer is out while the leader waits: the keep-alive timer starts now.
+            # The last answer is out while the leader waits: the keep-alive timer starts now,
+            # and the idle connection gives its receive memory back.
             scope.deadline = min(
                 scope.deadline, trio.current_time() + self.config.keep_alive_timeout
             )
+            self._release_pending()
+            self.buf.trim()
         if responses.closing:
             self._close()
 

@@ -62,7 +62,8 @@ def idle_specs(settings: ConnectionSettings) -> list[ServerSpec]:
     """The servers whose memory is measured: pipeparse, then the peers."""
     specs = [ServerSpec("pipeparse", "native", "plaintext", ("--keep-alive-timeout", IDLE_SECONDS))]
     for peer in settings.peers:
-        extra = ("--timeout-keep-alive", IDLE_SECONDS) if peer == "uvicorn" else ()
+        flag = "--timeout-keep-alive" if peer == "uvicorn" else "--keep-alive"  # hypercorn
+        extra = (flag, IDLE_SECONDS)
         specs.append(ServerSpec(peer, "asgi", "plaintext", extra))
     return specs
 

@@ -5,7 +5,9 @@ batches (connect, send one ``GET /plaintext``, read the whole answer) and keeps 
 The server's resident set is read from ``/proc/PID/status`` (``VmRSS``) before the first
 connection and after the last one has been answered; the difference over the count is the cost
 of one idle connection (Linux only). The server must keep idle connections longer than the
-measurement takes (``--keep-alive-timeout``, uvicorn's ``--timeout-keep-alive``).
+measurement takes (``--keep-alive-timeout``, uvicorn's ``--timeout-keep-alive``, hypercorn's
+``--keep-alive``): a count at which the server has closed any is reported as an error. The
+RSS is the server process's and its children's (hypercorn serves from a child).
 
 Run it by hand against a server that is already listening:
 ``python -m clients.idle_connections PORT PID 1000 5000 10000``.
@@ -14,6 +16,7 @@ Run it by hand against a server that is already listening:
 from __future__ import annotations
 
 import contextlib
+import os
 import resource
 import socket
 import sys
@@ -40,13 +43,39 @@ def raise_nofile_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def rss_bytes(pid: int) -> int:
-    """The resident set size of process `pid`, in bytes (Linux ``/proc``)."""
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", encoding="ascii") as f:
+                children = [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+        for child in children:
+            found += [child, *_descendants(child)]
+    return found
+
+
+def _own_rss(pid: int) -> int:
     with open(f"/proc/{pid}/status", encoding="ascii") as f:
         for line in f:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise OSError(f"no VmRSS for process {pid}")
+
+
+def rss_bytes(pid: int) -> int:
+    """The resident set size of process `pid` and its descendants, in bytes (Linux
+    ``/proc``): a server that serves from child processes (hypercorn) is counted whole."""
+    total = _own_rss(pid)
+    for child in _descendants(pid):
+        with contextlib.suppress(OSError):  # (it may have just exited)
+            total += _own_rss(child)
+    return total
 
 
 def _read_answer(sock: socket.socket) -> None:
@@ -98,6 +127,24 @@ class IdleConnections:
                 raise
             self.socks += batch
 
+    def closed_by_server(self) -> int:
+        """How many of the connections the server has closed (an idle timeout, say): their
+        memory would no longer count, so a measurement with any is void."""
+        closed = 0
+        for sock in self.socks:
+            timeout = sock.gettimeout()
+            sock.setblocking(False)  # (with a timeout, MSG_DONTWAIT alone reads b"")
+            try:
+                if sock.recv(1, socket.MSG_PEEK) == b"":
+                    closed += 1
+            except BlockingIOError:
+                pass  # open, nothing to read: idle, as it should be
+            except OSError:
+                closed += 1
+            finally:
+                sock.settimeout(timeout)
+        return closed
+
     def close(self) -> None:
         for sock in self.socks:
             sock.close()
@@ -121,6 +168,9 @@ def rss_per_connection(
         for count in sorted(counts):
             conns.open_up_to(count)
             rss = rss_bytes(pid)
+            closed = conns.closed_by_server()
+            if closed:
+                raise OSError(f"the server closed {closed} of {count} idle connections")
             yield count, rss, (rss - before) / count
 
 

@@ -100,6 +100,7 @@ _FIRST_RECV = 16 * 1024
 _MAX_RECV = 256 * 1024
 _FLUSH_AT = 64 * 1024  # output bytes written without waiting for the batch to end
 _SLOT_BUFFER = 1024 * 1024  # a streamed response not yet at the head waits beyond this
+_TRIM_AFTER = 0.05  # seconds idle before a connection's receive block is given back
 _LINGER_SECONDS = 2.0  # after the last response, drain the client's bytes this long ...
 _LINGER_BYTES = 1024 * 1024  # ... or this many bytes
 _date = HttpDate()
@@ -179,6 +180,7 @@ class _Connection:
         "handler",
         "head_since",
         "index",
+        "keep_alive_at",
         "leader_vacant",
         "linger",
         "max_recv",
@@ -253,6 +255,7 @@ class _Connection:
         self.linger = False  # the connection closes after a last response: in stages
         self.timeout_error: ProtocolError | None = None
         self.recv_scope: trio.CancelScope | None = None  # the leader's receive, while it waits
+        self.keep_alive_at = math.inf  # while the leader waits idle: when the connection closes
         self.head_since = math.inf  # when the partial head now buffered began
         self.body_since = 0.0  # when the body now arriving last made progress
         self.no_body = _NoBody(self)
@@ -614,30 +617,41 @@ class _Connection:
         elif index.position < buf.tail:
             deadline = self.head_since + self.config.header_timeout
         elif idle:
-            deadline = trio.current_time() + self.config.keep_alive_timeout
-            buf.trim()  # nothing in flight: an idle connection holds no receive memory
-        n = -1
+            now = trio.current_time()
+            deadline = self.keep_alive_at = now + self.config.keep_alive_timeout
+            if buf.block_size:  # a connection still idle a moment from now gives it back
+                deadline = min(deadline, now + _TRIM_AFTER)
         try:
-            with trio.move_on_at(deadline) as scope:
-                self.recv_scope = scope
-                if self.fd >= 0:
-                    while n < 0:
-                        await trio.lowlevel.wait_readable(self.sock)
-                        n = self._read_ready(size)
-                else:
-                    data = await self.stream.receive_some(min(size, buf.writable()))
-                    n = len(data)
-                    buf.feed(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            self._client_gone()
-            return -1
-        finally:
-            self.recv_scope = None
-        if scope.cancelled_caught:
-            if not self.eof:  # (eof: the server is shutting down, not a timeout)
+            while True:
+                n = -1
+                try:
+                    with trio.move_on_at(deadline) as scope:
+                        self.recv_scope = scope
+                        if self.fd >= 0:
+                            while n < 0:
+                                await trio.lowlevel.wait_readable(self.sock)
+                                n = self._read_ready(size)
+                        else:
+                            data = await self.stream.receive_some(min(size, buf.writable()))
+                            n = len(data)
+                            buf.feed(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    self._client_gone()
+                    return -1
+                finally:
+                    self.recv_scope = None
+                if not scope.cancelled_caught:
+                    return n
+                if self.eof:  # the server is shutting down, not a timeout
+                    return -1
+                if self.keep_alive_at != math.inf and trio.current_time() < self.keep_alive_at:
+                    buf.trim()  # idle for a moment: memory given back; wait on
+                    deadline = self.keep_alive_at
+                    continue
                 self._timed_out()
-            return -1
-        return n
+                return -1
+        finally:
+            self.keep_alive_at = math.inf
 
     async def _send(self, data: bytes | memoryview) -> None:
         """Send it all: straight to the socket when it takes everything (the usual case),
@@ -1082,12 +1096,12 @@ class _Connection:
         scope = self.recv_scope
         if scope is not None and not len(responses) and not self.queue and self.index.at_boundary:
             # The last answer is out while the leader waits: the keep-alive timer starts now,
-            # and the idle connection gives its receive memory back.
-            scope.deadline = min(
-                scope.deadline, trio.current_time() + self.config.keep_alive_timeout
-            )
+            # and a moment later the idle connection gives its receive memory back.
+            now = trio.current_time()
+            self.keep_alive_at = min(self.keep_alive_at, now + self.config.keep_alive_timeout)
+            trim_at = now + _TRIM_AFTER if self.buf.block_size else math.inf
+            scope.deadline = min(scope.deadline, self.keep_alive_at, trim_at)
             self._release_pending()
-            self.buf.trim()
         if responses.closing:
             self._close()
 

@@ -220,11 +220,12 @@ class SeekableBuffer:
             return size
         return min(fit, self._capacity)
 
-    def trim(self) -> bool:
+    def trim(self) -> int:
         """Give the block back if nothing is held (a view still alive keeps its old block
-        alive, unchanged); the next write allocates a small one. True if it dropped one."""
-        if self._head != self._tail or not self._block or self._min_block == self._capacity:
-            return False
+        alive, unchanged); the next write allocates a small one. The bytes dropped (0: none)."""
+        size = len(self._block)
+        if self._head != self._tail or not size or self._min_block == self._capacity:
+            return 0
         self._block = _EMPTY
         self._mv = _EMPTY_VIEW
         self._holes.clear()
@@ -232,7 +233,7 @@ class SeekableBuffer:
         self._seg_abs = [self._head]
         self._seg_pos = [0]
         self._delta = self._head
-        return True
+        return size
 
     def _compact(self, size: int) -> None:
         """Pack the held runs to the start of a block of `size` bytes: the same block when it

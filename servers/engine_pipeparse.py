@@ -33,8 +33,10 @@ Adaptive batching (after the Oracle datagram paper's batch sizing):
 Receive memory: the buffer's block grows with the receive size and the bytes held (see
 `pipeparse._buffer`). A connection that has waited idle for `_TRIM_AFTER` gives its block
 back (its keep-alive wait wakes once, early, to do it; a client that is back sooner keeps
-it), and `servers.heap` returns the freed pages to the system in steps. So an idle
-connection costs its objects and one waiting task: about 13 KiB of RSS at 10,000.
+it), and `servers.heap` returns the freed pages to the system in steps. At the same moment
+the tasks that only wait for work end (parked followers, an idle watchdog; they start again
+when a handler blocks). So an idle connection costs its objects and one waiting task: about
+13 KiB of RSS at 10,000 (15-17 KiB once its handlers had blocked).
 - flush: responses of instant handlers are not sent one by one: the leader writes when it runs
   out of runnable requests (before it receives again or waits), so every response of one
   receive's batch leaves in one send, while a lone request is answered at once. Output over
@@ -183,6 +185,7 @@ class _Connection:
         "flush_each",
         "flush_pending",
         "followers",
+        "generation",
         "gone",
         "handler",
         "head_since",
@@ -250,6 +253,7 @@ class _Connection:
         self.done = False
         self.gone = trio.Event()  # the client went away (or the connection is closing)
         self.tasks = 1
+        self.generation = 0  # bumped to end the parked followers (`_retire_helpers`)
         self.leader_vacant = False
         self.followers = trio.lowlevel.ParkingLot()
         self.progress = trio.lowlevel.ParkingLot()  # the leader waits here for a completion
@@ -306,7 +310,11 @@ class _Connection:
                         if timer.fired:
                             break
                     else:
+                        generation = self.generation
                         await self.followers.park()  # unparked: to lead, to help, or done
+                        if self.generation != generation:  # (`_retire_helpers`)
+                            self.tasks -= 1
+                            return
             leader = False  # a request timed out in the scope: its 503 is written next
             flush = True
 
@@ -406,6 +414,19 @@ class _Connection:
         self.gone.set()  # an app waiting for http.disconnect must not outlive the connection
         self.followers.unpark_all()
         self.progress.unpark_all()
+
+    def _retire_helpers(self) -> None:
+        """The connection is idle: end the tasks that only wait for work (parked followers,
+        an idle watchdog), so it is one waiting task again; they are started anew when a
+        handler blocks."""
+        if self.followers:
+            self.generation += 1  # every follower parked now sees it and ends
+            self.followers.unpark_all()
+        if self.watchdog is not None and not self.timeouts:
+            self.watchdog_scope.cancel()  # it waits for an entry: end it
+            self.watchdog = None
+            self.watchdog_scope = trio.CancelScope()
+            self.timeouts = _NO_TIMEOUTS
 
     def _hand_over(self) -> None:
         """The leader's handler suspended: the leader role is free for another task.
@@ -653,6 +674,7 @@ class _Connection:
                     return -1
                 if self.keep_alive_at != math.inf and trio.current_time() < self.keep_alive_at:
                     gave_back(buf.trim())  # idle for a moment: memory given back; wait on
+                    self._retire_helpers()
                     deadline = self.keep_alive_at
                     continue
                 self._timed_out()

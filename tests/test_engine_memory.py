@@ -56,6 +56,8 @@ def buffers(monkeypatch: pytest.MonkeyPatch) -> list[RecordingBuffer]:
 async def app(request: HttpRequest) -> Response:
     if request.target.startswith(b"/sleep"):
         await trio.sleep(1)  # blocks: the leader waits for input while it runs
+    elif request.target.startswith(b"/slow"):
+        await trio.sleep(100)  # over the request timeout
     return Response(request.target)
 
 
@@ -112,3 +114,50 @@ async def test_fixed_buffer_keeps_the_whole_buffer(
         assert await answers(client, 1) == [b"/now/0"]
         await trio.sleep(2 * engine_pipeparse._TRIM_AFTER)
         assert buffers[0].block_size == config.buffer_size
+
+
+def _tasks_named(*names: str) -> list[str]:
+    """The names of the running tasks' coroutines that are among `names` (the whole run)."""
+    found: list[str] = []
+    todo = [trio.lowlevel.current_root_task()]
+    while todo:
+        task = todo.pop()
+        name = task.coro.cr_code.co_name  # type: ignore[attr-defined]
+        if name in names:
+            found.append(name)
+        for nursery in task.child_nurseries:
+            todo += nursery.child_tasks
+    return found
+
+
+async def test_an_idle_connection_is_one_waiting_task_again(
+    buffers: list[RecordingBuffer], autojump_clock: trio.testing.MockClock
+) -> None:
+    """Blocking handlers start helper tasks (followers, the timeout watchdog); once the
+    connection idles they end, and a new wave of blocking requests starts them again."""
+    config = ServerConfig(keep_alive_timeout=100)
+    async with open_connection(serve, native_handler(app), config) as client:
+        for _ in range(2):
+            await client.send_all(b"".join(get(f"/sleep/{i}") for i in range(8)))
+            assert await answers(client, 8) == [b"/sleep/%d" % i for i in range(8)]
+            await trio.testing.wait_all_tasks_blocked()
+            helpers = _tasks_named("work", "_watch_timeouts")
+            assert helpers.count("work") > 1 and "_watch_timeouts" in helpers
+            await trio.sleep(2 * engine_pipeparse._TRIM_AFTER)
+            assert _tasks_named("work", "_watch_timeouts") == ["work"]  # the leader, waiting
+
+
+async def test_request_timeouts_still_fire_after_the_watchdog_ended(
+    buffers: list[RecordingBuffer], autojump_clock: trio.testing.MockClock
+) -> None:
+    config = ServerConfig(keep_alive_timeout=1000, request_timeout=10)
+    async with open_connection(serve, native_handler(app), config) as client:
+        await client.send_all(get("/sleep/0"))
+        assert await answers(client, 1) == [b"/sleep/0"]
+        await trio.sleep(2 * engine_pipeparse._TRIM_AFTER)
+        assert _tasks_named("_watch_timeouts") == []
+        await client.send_all(get("/slow/0"))
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += await client.receive_some()
+        assert received.startswith(b"HTTP/1.1 503 ")

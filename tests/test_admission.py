@@ -121,6 +121,28 @@ async def test_limit_concurrency_answers_503_then_recovers(engine: str) -> None:
         server.shutdown()
 
 
+async def test_limit_concurrency_counts_the_requests_one_connection_pipelines() -> None:
+    """Limit 3, one connection pipelining four blocking GETs: two run (1 connection + 2 in
+    flight = 3), the third is answered 503 after them, in order, and the fourth is never
+    processed (the 503 closes the connection)."""
+    app = BlockingApp()
+    async with trio.open_nursery() as nursery:
+        server: Server = await nursery.start(
+            partial(pipeparse.serve, app, port=0, limit_concurrency=3)
+        )
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        await stream.send_all(b"".join(GET.format(f"/block?{i}").encode() for i in range(4)))
+        await app.entered.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        app.release.set()
+        answer = await read_to_eof(stream)
+        statuses = re.findall(rb"HTTP/1.1 (\d+) ", answer)
+        assert statuses == [b"200", b"200", b"503"]
+        assert answer.count(b"ok /block") == 2
+        await stream.aclose()
+        server.shutdown()
+
+
 def test_admission_counts_connections_and_requests_in_flight() -> None:
     stops: list[str] = []
     admission = Admission(3, None, lambda: stops.append("stop"))

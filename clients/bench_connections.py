@@ -131,15 +131,17 @@ def measure_buffers(
     fixed = ServerSpec("pipeparse", "native", extra=(FIXED,))
     shape = LoadShape(HANDLER_PATHS["instant"], settings.load_connections, settings.depth)
     mine, peer = split_cpus(available_cpus())  # the load client on one CPU, servers on the rest
-    if mine == peer:
-        mine = peer = None
-    with running_servers([growing, fixed], peer) as servers, pinned(mine):
+    shared = mine == peer  # one CPU: no pinning
+    with (
+        running_servers([growing, fixed], None if shared else peer) as servers,
+        pinned(None if shared else mine),
+    ):
         medians = side_by_side([servers[growing], servers[fixed]], shape, load, warnings)
     base = medians[fixed]["rps"]
     rows = []
     for name, spec in (("growing", growing), ("fixed 256K", fixed)):
         m = medians[spec]
-        ratio = None if m["rps"] is None or not base else round(safe_ratio(m["rps"], base), 3)
+        ratio = None if m["rps"] is None or base is None else safe_ratio(m["rps"], base)
         rows.append(
             _row(
                 f"buffer {name}",
@@ -148,7 +150,7 @@ def measure_buffers(
                 depth=settings.depth,
                 rps=m["rps"],
                 p99_ms=m["p99_ms"],
-                rps_vs_fixed=ratio,
+                rps_vs_fixed=None if ratio is None else round(ratio, 3),
             )
         )
     if step is not None:

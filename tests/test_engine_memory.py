@@ -119,7 +119,9 @@ async def test_fixed_buffer_keeps_the_whole_buffer(
 def _tasks_named(*names: str) -> list[str]:
     """The names of the running tasks' coroutines that are among `names` (the whole run)."""
     found: list[str] = []
-    todo = [trio.lowlevel.current_root_task()]
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    todo = [root]
     while todo:
         task = todo.pop()
         name = task.coro.cr_code.co_name  # type: ignore[attr-defined]

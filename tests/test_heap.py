@@ -11,7 +11,12 @@ def test_the_heap_is_trimmed_each_time_enough_was_given_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     calls: list[int] = []
-    monkeypatch.setattr(heap, "_malloc_trim", lambda pad: calls.append(pad) or 1)
+
+    def malloc_trim(pad: int) -> int:
+        calls.append(pad)
+        return 1
+
+    monkeypatch.setattr(heap, "_malloc_trim", malloc_trim)
     monkeypatch.setattr(heap, "_pending", 0)
     block = 16 * 1024
     for _ in range(2):

@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from .bench_connections import ConnectionSettings, connection_steps, run_connections_bench
 from .bench_plot import have_matplotlib, plot_all
 from .bench_procs import machine_info
 from .bench_report import Progress, format_table, make_progress, write_results
@@ -34,7 +35,7 @@ from .bench_stats import Row
 
 __all__ = ["SECTIONS", "add_arguments", "run", "targets"]
 
-SECTIONS = ("parse", "seek", "server", "wall", "batching")
+SECTIONS = ("parse", "seek", "server", "wall", "batching", "connections")
 DEFAULT_OUT = "bench-out"
 MAX_WARNINGS_SHOWN = 10  # the rest are in results.json
 DEFAULT_CONNECTIONS = 1  # server and batching: one pipelined connection (wall adds more)
@@ -128,6 +129,13 @@ def server_settings(args: argparse.Namespace) -> ServerSettings:
     return replace(s, **changes)
 
 
+def connection_settings(args: argparse.Namespace) -> ConnectionSettings:
+    peers = (not args.quick) if args.peers is None else bool(args.peers)
+    if args.quick:
+        return ConnectionSettings.quick(peers=peers)
+    return ConnectionSettings.full(peers=peers)
+
+
 # -- sections ------------------------------------------------------------------------------
 
 
@@ -179,6 +187,15 @@ def _run_batching(args: argparse.Namespace, progress: Progress, warnings: list[s
     return run_batching_bench(settings, warnings, progress.step)
 
 
+def _run_connections(
+    args: argparse.Namespace, progress: Progress, warnings: list[str]
+) -> list[Row]:
+    _need_load_client()
+    settings = connection_settings(args)
+    progress.start("connections", connection_steps(settings))
+    return run_connections_bench(settings, server_settings(args), warnings, progress.step)
+
+
 Runner = Callable[[argparse.Namespace, Progress, list[str]], list[Row]]
 RUNNERS: dict[str, Runner] = {
     "parse": _run_parse,
@@ -186,6 +203,7 @@ RUNNERS: dict[str, Runner] = {
     "server": _run_server,
     "wall": _run_wall,
     "batching": _run_batching,
+    "connections": _run_connections,
 }
 
 
@@ -230,6 +248,26 @@ def targets(sections: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[Row]:
             continue
         name = f"server {handler} depth {depth} {interface}: pipeparse/{peer} (asgi)"
         out.append(_target(name, pp / other, goal))
+    for r in sections.get("connections") or []:
+        if r["measure"] == "idle rss" and r["server"] == "pipeparse":
+            per = r["kib_per_connection"]
+            out.append(
+                {
+                    "target": f"connections: RSS per idle connection at {r['connections']}",
+                    "value": per,
+                    "goal": "<= 16 KiB (at 10,000)",
+                    "met": per <= 16,
+                }
+            )
+        elif r["measure"] == "buffer growing" and r["rps_vs_fixed"] is not None:
+            out.append(
+                {
+                    "target": "connections: depth 16 x64, growing / fixed 256K buffer rps",
+                    "value": r["rps_vs_fixed"],
+                    "goal": "within noise of 1.0",
+                    "met": r["rps_vs_fixed"] >= 0.95,
+                }
+            )
     seek = sections.get("seek") or []
     for key, what in (("reduction_pct", "user-space"), ("kernel_reduction_pct", "kernel")):
         rows = [r for r in seek if key in r]
@@ -265,6 +303,11 @@ def _settings_doc(args: argparse.Namespace, names: Sequence[str]) -> dict[str, A
     return {
         "quick": args.quick,
         "sections": list(names),
+        "connections": {
+            "idle_counts": list(connection_settings(args).counts),
+            "idle_app": "plaintext, one request per connection, then idle",
+            "buffers": "depth 16, 64 connections, instant: growing vs --fixed-buffer",
+        },
         "seek": {
             "ns": list(seek.ns),
             "sizes": list(seek.sizes),

@@ -152,7 +152,40 @@ def plot_parse(rows: Rows, path: Path) -> Path:
     return _save(plt, fig, path)
 
 
-_PLOTS = {"parse": plot_parse, "seek": plot_seek, "server": plot_server, "wall": plot_wall}
+def plot_connections(rows: Rows, path: Path) -> Path:
+    """Left: server RSS against idle keep-alive connections, per server. Right: depth-16
+    requests/s with growing receive buffers and with the fixed 256 KiB buffer."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    servers = dict.fromkeys(r["server"] for r in rows if r["measure"] == "idle rss")
+    for server in servers:
+        pts = sorted(
+            (r["connections"], r["rss_mib"])
+            for r in rows
+            if r["measure"] == "idle rss" and r["server"] == server
+        )
+        left.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=server)
+    left.set_xlabel("idle keep-alive connections")
+    left.set_ylabel("server RSS (MiB)")
+    left.set_title("connections: RSS against idle connections")
+    left.grid(True, alpha=0.3)
+    if servers:
+        left.legend()
+    bars = [r for r in rows if r["measure"].startswith("buffer ") and r["rps"] is not None]
+    right.bar([r["measure"].removeprefix("buffer ") for r in bars], [r["rps"] for r in bars])
+    right.set_ylabel("requests/s")
+    right.set_title("depth 16, 64 connections: receive buffers")
+    right.grid(True, axis="y", alpha=0.3)
+    return _save(plt, fig, path)
+
+
+_PLOTS = {
+    "parse": plot_parse,
+    "seek": plot_seek,
+    "server": plot_server,
+    "wall": plot_wall,
+    "connections": plot_connections,
+}
 
 
 def plot_all(sections: Mapping[str, Rows], out: Path) -> list[Path]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._api import run as run
 from ._api import serve as serve
+from ._buffer import MIN_BLOCK as MIN_BLOCK
 from ._buffer import SeekableBuffer as SeekableBuffer
 from ._errors import BufferFull as BufferFull
 from ._errors import ProtocolError as ProtocolError
@@ -46,6 +47,7 @@ from ._serialize import status_line as status_line
 __all__ = [
     "CONTINUE_100",
     "LAST_CHUNK",
+    "MIN_BLOCK",
     "NATIVE_MARK",
     "SAFE_METHODS",
     "BodySource",

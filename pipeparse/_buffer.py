@@ -13,6 +13,18 @@ Taking bytes from the middle (`seek_recv`, `take`) leaves a *hole*: an interval 
 it, and the hole is dropped. A hole's bytes count as free space at once, wherever the hole is
 (the paper's accounting): `writable()` is capacity minus the bytes still held.
 
+Block size
+----------
+The block holds at most `capacity` bytes but starts empty and grows only as the bytes in flight
+need it: a write that does not fit after the tail repacks the held runs into a block of the
+smallest power of two (at least `min_block`, at most `capacity`) that holds them and the write,
+so a deep pipeline's buffer grows toward `capacity` and a quiet connection's stays a few KiB.
+`trim()` drops the block of an empty buffer (the server calls it before an idle wait), so an
+idle connection holds no receive memory at all. (A pool of dropped blocks shared by all
+buffers was tried and measured slower than allocating: a fresh 16 KiB `bytearray` costs less
+than the pool's bookkeeping in Python.) With ``min_block >= capacity`` the block has
+the whole capacity from the start and never changes size (the fixed buffer of old).
+
 Physical space is recovered by compaction, which happens only on a write that would not fit
 after the tail. Compaction squeezes out the head's leading space and every hole, packing the held
 runs to the start of a block, and records where each run went in a small *segment map*
@@ -27,7 +39,9 @@ Views and compaction
 silently change what it shows. So compaction never touches a block that has a view alive: it
 probes for exports (a one-byte resize raises `BufferError` while any view lives); with none it
 moves the held runs down in place, otherwise it copies them into a fresh block and drops its own
-reference to the old one, which lives on, unchanged, until its last view is released. A view is
+reference to the old one, which lives on, unchanged, until its last view is released. Growing,
+shrinking and `trim` are that same move into a fresh block (of another size, or none), so they
+never touch bytes a view shows either. A view is
 therefore valid and immutable for as long as it is held. The cost: memory is bounded by
 capacity times the number of blocks views still pin, so consumers should release views (or copy
 with `bytes(view)`) once done with them; the server pins at most one block per in-flight request.
@@ -40,7 +54,11 @@ from typing import Protocol
 
 from ._errors import BufferFull
 
-__all__ = ["SeekableBuffer"]
+__all__ = ["MIN_BLOCK", "SeekableBuffer"]
+
+MIN_BLOCK = 4 * 1024  # bytes: the smallest block a growing buffer allocates
+_EMPTY = bytearray()  # the block of a buffer that holds nothing (never written or resized)
+_EMPTY_VIEW = memoryview(_EMPTY)
 
 
 class _RecvIntoSocket(Protocol):
@@ -48,10 +66,12 @@ class _RecvIntoSocket(Protocol):
 
 
 class SeekableBuffer:
-    """A fixed-capacity receive buffer that can be taken from at any offset.
+    """A bounded receive buffer that can be taken from at any offset.
 
     Args:
         capacity: the most bytes it holds at once (holes do not count).
+        min_block: the smallest block it allocates; at or above `capacity` the buffer gets a
+            block of `capacity` bytes now and keeps it (see the module comment).
     """
 
     __slots__ = (
@@ -61,6 +81,7 @@ class SeekableBuffer:
         "_head",
         "_held_in_holes",
         "_holes",
+        "_min_block",
         "_mv",
         "_seg_abs",
         "_seg_pos",
@@ -68,12 +89,19 @@ class SeekableBuffer:
         "compactions",
     )
 
-    def __init__(self, capacity: int = 1 << 20) -> None:
+    def __init__(self, capacity: int = 1 << 20, *, min_block: int = MIN_BLOCK) -> None:
         if capacity <= 0:
             raise ValueError(f"capacity must be positive, got {capacity}")
+        if min_block <= 0:
+            raise ValueError(f"min_block must be positive, got {min_block}")
         self._capacity = capacity
-        self._block = bytearray(capacity)
-        self._mv = memoryview(self._block)
+        self._min_block = min(min_block, capacity)
+        if self._min_block == capacity:  # fixed: the whole capacity, now and always
+            self._block = bytearray(capacity)
+            self._mv = memoryview(self._block)
+        else:
+            self._block = _EMPTY
+            self._mv = _EMPTY_VIEW
         self._head = 0  # absolute offset of the first byte not taken
         self._tail = 0  # absolute offset one past the last byte received
         self._holes: list[list[int]] = []  # sorted, disjoint, non-adjacent [start, end), >= head
@@ -88,6 +116,11 @@ class SeekableBuffer:
     @property
     def capacity(self) -> int:
         return self._capacity
+
+    @property
+    def block_size(self) -> int:
+        """Bytes of the block it holds now (0 when it holds none)."""
+        return len(self._block)
 
     @property
     def head(self) -> int:
@@ -136,7 +169,7 @@ class SeekableBuffer:
 
     def commit(self, n: int) -> None:
         """Count `n` bytes written into the view `write_view` returned."""
-        if n < 0 or n > self._capacity - (self._tail - self._delta):
+        if n < 0 or n > len(self._block) - (self._tail - self._delta):
             raise ValueError(f"cannot commit {n} bytes")
         self._tail += n
 
@@ -162,14 +195,49 @@ class SeekableBuffer:
         want = free if nbytes is None else min(nbytes, free)
         if want <= 0:
             raise ValueError(f"nbytes must be positive, got {nbytes}")
-        room = self._capacity - (self._tail - self._delta)
+        size = len(self._block)
+        if not size:  # nothing held (trimmed, or new): a fresh block, nothing to move
+            size = self._block_size_for(want, 0)
+            self._block = bytearray(size)
+            self._mv = memoryview(self._block)
+            self._seg_abs = [self._tail]
+            self._seg_pos = [0]
+            self._delta = self._tail
+            return min(size, want) if nbytes is not None else size
+        room = size - (self._tail - self._delta)
         if room < want:
-            self._compact()
-            room = self._capacity - (self._tail - self._delta)
+            size = self._block_size_for(len(self) + want, size)
+            self._compact(size)
+            room = size - (self._tail - self._delta)
         return min(room, want) if nbytes is not None else room
 
-    def _compact(self) -> None:
-        """Pack the held runs to the start of a block (see the module comment)."""
+    def _block_size_for(self, need: int, size: int) -> int:
+        """The size of the block to repack into so that `need` bytes fit: the current one if
+        they fit and it is not more than four times what they need, else the smallest power
+        of two from `min_block` up that holds them (at most `capacity`)."""
+        fit = max(1 << (need - 1).bit_length(), self._min_block)
+        if need <= size <= 4 * fit:
+            return size
+        return min(fit, self._capacity)
+
+    def trim(self) -> int:
+        """Give the block back if nothing is held (a view still alive keeps its old block
+        alive, unchanged); the next write allocates a small one. The bytes dropped (0: none)."""
+        size = len(self._block)
+        if self._head != self._tail or not size or self._min_block == self._capacity:
+            return 0
+        self._block = _EMPTY
+        self._mv = _EMPTY_VIEW
+        self._holes.clear()
+        self._held_in_holes = 0
+        self._seg_abs = [self._head]
+        self._seg_pos = [0]
+        self._delta = self._head
+        return size
+
+    def _compact(self, size: int) -> None:
+        """Pack the held runs to the start of a block of `size` bytes: the same block when it
+        has that size and no view is alive, else a fresh one (see the module comment)."""
         runs: list[tuple[int, int]] = []  # absolute [start, end) of held bytes
         start = self._head
         for hs, he in self._holes:
@@ -178,7 +246,8 @@ class SeekableBuffer:
             start = he
         runs.append((start, self._tail))  # always: the last segment maps the tail, even empty
         src = self._block
-        dst = bytearray(self._capacity) if self._block_has_views() else src
+        in_place = size == len(src) and not self._block_has_views()
+        dst = src if in_place else bytearray(size)
         seg_abs: list[int] = []
         seg_pos: list[int] = []
         out = 0
@@ -345,13 +414,18 @@ class SeekableBuffer:
             self._delta = self._head
 
     def _block_has_views(self) -> bool:
-        """True while a view handed out still shows the block (a resize would fail)."""
+        """True while a view handed out still shows the block (a resize would fail). The
+        probe shrinks by one byte and grows back: never past the allocation, so no realloc."""
+        block = self._block
+        if not block:
+            return False  # the shared empty block: nothing to move
         self._mv.release()
         try:
-            self._block.append(0)
-            del self._block[-1]
-            return False
+            last = block.pop()
         except BufferError:
             return True
+        else:
+            block.append(last)
+            return False
         finally:
-            self._mv = memoryview(self._block)
+            self._mv = memoryview(block)

@@ -156,6 +156,19 @@ _FLAGS: dict[str, tuple[_Kind, tuple[str, ...] | None, str | None, str]] = {
     ),
     "max_in_flight": (_positive_int, None, "K", "requests framed but unanswered, per connection"),
     "workers": (_positive_int, None, "N", "worker processes serving one port"),
+    "limit_concurrency": (
+        _positive_int,
+        None,
+        "N",
+        "most connections plus in-flight requests at once; beyond it 503 (default: no limit)",
+    ),
+    "limit_max_requests": (
+        _positive_int,
+        None,
+        "N",
+        "a process exits gracefully after N requests; workers are replaced (default: never)",
+    ),
+    "backlog": (_positive_int, None, "N", "listen queue of connections not yet accepted"),
     "log_level": (
         str,
         ("critical", "error", "warning", "info", "debug"),
@@ -164,6 +177,7 @@ _FLAGS: dict[str, tuple[_Kind, tuple[str, ...] | None, str | None, str]] = {
     ),
     "access_log": (None, None, None, "log one line per response on pipeparse.access"),
     "buffer_size": (_positive_size, None, "SIZE", "receive buffer per connection"),
+    "fixed_buffer": (None, None, None, argparse.SUPPRESS),  # testing: the whole buffer up front
     "max_head_size": (_positive_size, None, "SIZE", "request head limit (431)"),
     "max_headers": (_positive_int, None, "N", "header fields per head (431)"),
     "max_target_size": (_positive_size, None, "SIZE", "request-target limit (414)"),
@@ -224,6 +238,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default = _default(field)
         if kind is None:
             parser.add_argument(_flag(field), action="store_true", default=default, help=help_text)
+            continue
+        if default is None:  # an optional limit: its help says what None means
+            parser.add_argument(
+                _flag(field), type=kind, default=None, metavar=metavar, help=help_text
+            )
             continue
         shown = (
             _format_size(default)

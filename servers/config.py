@@ -25,6 +25,9 @@ class ServerConfig:
     pipeline_policy: PipelinePolicy = "safe"
     max_in_flight: int = 16  # requests framed but not yet answered, per connection
     buffer_size: int = 256 * KiB  # receive buffer per connection, bytes
+    # Testing and benchmarks: give every connection its whole buffer_size up front (the
+    # buffer of old) instead of a block that grows with the bytes in flight.
+    fixed_buffer: bool = False
     limits: Limits = field(default_factory=Limits)
     header_timeout: float = 10 * SECONDS  # a head must complete within this (408)
     keep_alive_timeout: float = 5 * SECONDS  # idle connection closed after this
@@ -34,6 +37,13 @@ class ServerConfig:
     recv_size: int = 0  # bytes per receive; 0: adaptive (see servers/engine_pipeparse.py)
     flush: Literal["adaptive", "each"] = "adaptive"  # when responses are written
     workers: int = 1
+    # The most connections plus in-flight requests the process serves at once (None: no
+    # limit); a request beyond it is answered 503 with Connection: close (uvicorn's name).
+    limit_concurrency: int | None = None
+    # A process exits gracefully after serving this many requests (None: never); with
+    # workers the supervisor starts a fresh one (a guard against slow leaks).
+    limit_max_requests: int | None = None
+    backlog: int = 2048  # listen() queue of connections not yet accepted
     access_log: bool = False
     log_level: str = "info"
     server_name: bytes = b"pipeparse"
@@ -61,6 +71,12 @@ class ServerConfig:
             raise ValueError(
                 f"gc_threshold must be 0 (leave as is) or positive, got {self.gc_threshold}"
             )
+        for name in ("limit_concurrency", "limit_max_requests"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1 (or None: no limit), got {value}")
+        if self.backlog < 1:
+            raise ValueError(f"backlog must be at least 1, got {self.backlog}")
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
         for name in ("header_timeout", "keep_alive_timeout", "body_timeout", "request_timeout"):

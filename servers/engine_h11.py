@@ -47,6 +47,7 @@ import trio
 from pipeparse import HttpDate, HttpRequest, KiB, MiB, ProtocolError, render_head
 from pipeparse._head import check_host, check_target
 
+from .admission import current_admission
 from .config import ServerConfig
 from .listen import current_shutdown, log_access
 from .protocol import Handler
@@ -124,6 +125,7 @@ class _Connection:
         self.body = _Body(self)
         self.access_log = config.access_log
         self.shutdown = current_shutdown()
+        self.admission = current_admission()  # None: no limit on load
         self.idle_scope: trio.CancelScope | None = None  # the wait for a request's first bytes
         self.request_scope = trio.CancelScope()
         self.sink: _Sink | None = None  # the response in progress
@@ -393,6 +395,10 @@ class _Connection:
             await self.fail(
                 exc.status_hint, exc.message, head_request, (event.method, event.target)
             )
+        admission = self.admission
+        if admission is not None and not admission.admit():
+            message = "the server is at its concurrency limit"
+            await self.fail(503, message, head_request, (event.method, event.target))
         request = HttpRequest(
             event.method,
             event.target,
@@ -406,6 +412,8 @@ class _Connection:
         self.sink = sink = _Sink(self, event.method, event.target)
         timeout = self.request_scope
         timeout.deadline = trio.current_time() + self.config.request_timeout
+        if admission is not None:
+            admission.blocked()  # in flight while its handler runs
         try:
             await self.handler(request, sink)
         except Exception as exc:
@@ -426,6 +434,9 @@ class _Connection:
             logger.error("handler failed", exc_info=exc)
             await self.answer_500(sink)
             return
+        finally:
+            if admission is not None:
+                admission.unblocked()
         timeout.deadline = math.inf
         if self.body.error is not None:
             await self.fail_request(sink, self.body.error.status_hint, self.body.error.message)

@@ -26,9 +26,17 @@ slot only if earlier responses are still pending. Requests that finished inline 
 bytes back to the buffer in one release per batch.
 
 Adaptive batching (after the Oracle datagram paper's batch sizing):
-- receive size: starts at 16 KiB; a receive that fills its request doubles the next one, up to
+- receive size: starts at 4 KiB; a receive that fills its request doubles the next one, up to
   256 KiB (or the buffer); one that brings less than a quarter of it halves the next, down to
   4 KiB. So a deep pipeline is read in few large receives and a trickle in small ones.
+
+Receive memory: the buffer's block grows with the receive size and the bytes held (see
+`pipeparse._buffer`). A connection that has waited idle for `_TRIM_AFTER` gives its block
+back (its keep-alive wait wakes once, early, to do it; a client that is back sooner keeps
+it), and `servers.heap` returns the freed pages to the system in steps. At the same moment
+the tasks that only wait for work end (parked followers, an idle watchdog; they start again
+when a handler blocks). So an idle connection costs its objects and one waiting task: about
+13 KiB of RSS at 10,000 (15-17 KiB once its handlers had blocked).
 - flush: responses of instant handlers are not sent one by one: the leader writes when it runs
   out of runnable requests (before it receives again or waits), so every response of one
   receive's batch leaves in one send, while a lone request is answered at once. Output over
@@ -62,7 +70,7 @@ import math
 import os
 import types
 from collections import deque
-from collections.abc import Coroutine, Generator, Sequence
+from collections.abc import Callable, Coroutine, Generator, Sequence
 from http import HTTPStatus
 from typing import Any, NamedTuple
 
@@ -71,6 +79,7 @@ import trio
 from pipeparse import (
     CONTINUE_100,
     LAST_CHUNK,
+    MIN_BLOCK,
     DispatchPolicy,
     FramedRequest,
     HttpDate,
@@ -86,9 +95,11 @@ from pipeparse import (
     render_head,
 )
 
+from .admission import current_admission
 from .config import ServerConfig
 from .handlers import send_stream
-from .listen import ShutdownSignal, current_shutdown, log_access
+from .heap import gave_back
+from .listen import current_shutdown, log_access
 from .protocol import Handler, native_of
 
 __all__ = ["serve_connection"]
@@ -96,15 +107,17 @@ __all__ = ["serve_connection"]
 log = logging.getLogger("pipeparse.server")
 
 _MIN_RECV = 4 * 1024
-_FIRST_RECV = 16 * 1024
+_FIRST_RECV = 4 * 1024
 _MAX_RECV = 256 * 1024
 _FLUSH_AT = 64 * 1024  # output bytes written without waiting for the batch to end
 _SLOT_BUFFER = 1024 * 1024  # a streamed response not yet at the head waits beyond this
+_TRIM_AFTER = 0.05  # seconds idle before a connection's receive block is given back
 _LINGER_SECONDS = 2.0  # after the last response, drain the client's bytes this long ...
 _LINGER_BYTES = 1024 * 1024  # ... or this many bytes
 _date = HttpDate()
 _TEXT_PLAIN = ((b"content-type", b"text/plain; charset=utf-8"),)
 _BYTES = (bytes, bytearray, memoryview)
+_NO_TIMEOUTS: deque[tuple[float, _TaskTimer]] = deque(maxlen=0)  # until a handler blocks
 
 
 async def serve_connection(
@@ -115,15 +128,25 @@ async def serve_connection(
 ) -> None:
     """Serve one connection until it closes; the stream is closed on return."""
     conn = _Connection(stream, handler, config, client)
+    shutdown = current_shutdown()
     try:
         async with trio.open_nursery() as nursery:
             conn.nursery = nursery
-            nursery.start_soon(conn.watch_shutdown, current_shutdown())
+            shutdown.add_callback(conn.shut_down)  # no watcher task: idle costs one task
+            if shutdown.is_set():
+                # It waited in the backlog through a graceful stop: its first receive (which
+                # reads at once) still takes what the client already sent, to be answered.
+                nursery.start_soon(_call, conn.shut_down)
             await conn.work(leader=True)
         if conn.linger or conn.responses.closing:
             await conn.linger_close()
     finally:
+        shutdown.discard_callback(conn.shut_down)
         await trio.aclose_forcefully(stream)
+
+
+async def _call(function: Callable[[], None]) -> None:
+    function()
 
 
 @types.coroutine
@@ -153,6 +176,56 @@ def _resume(coro: Coroutine[Any, Any, Any], trap: Any) -> Generator[Any, Any, An
 
 
 class _Connection:
+    __slots__ = (
+        "access_log",
+        "admission",
+        "body_since",
+        "buf",
+        "client",
+        "config",
+        "date",
+        "done",
+        "eager_misses",
+        "eager_reads",
+        "eof",
+        "fd",
+        "fixed_recv",
+        "flush_each",
+        "flush_pending",
+        "followers",
+        "generation",
+        "gone",
+        "handler",
+        "head_since",
+        "index",
+        "keep_alive_at",
+        "leader_vacant",
+        "linger",
+        "max_recv",
+        "native",
+        "no_body",
+        "nursery",
+        "policy",
+        "progress",
+        "queue",
+        "recv_scope",
+        "recv_size",
+        "release_from",
+        "release_to",
+        "responses",
+        "shutting_down",
+        "sock",
+        "stop_dispatch",
+        "stream",
+        "streaming",
+        "tasks",
+        "timeout_error",
+        "timeouts",
+        "watchdog",
+        "watchdog_scope",
+        "writing",
+    )
+
     def __init__(
         self,
         stream: trio.abc.Stream,
@@ -166,7 +239,10 @@ class _Connection:
         self.config = config
         self.client = client
         self.nursery: trio.Nursery
-        self.buf = SeekableBuffer(config.buffer_size)
+        # Grows with the bytes in flight, and is trimmed to nothing before an idle wait.
+        self.buf = SeekableBuffer(
+            config.buffer_size, min_block=config.buffer_size if config.fixed_buffer else MIN_BLOCK
+        )
         self.index = RequestIndex(self.buf, config.limits)
         self.policy = DispatchPolicy(config.pipeline_policy, config.max_in_flight)
         self.responses = OrderedResponses()
@@ -185,18 +261,20 @@ class _Connection:
         self.done = False
         self.gone = trio.Event()  # the client went away (or the connection is closing)
         self.tasks = 1
+        self.generation = 0  # bumped to end the parked followers (`_retire_helpers`)
         self.leader_vacant = False
         self.followers = trio.lowlevel.ParkingLot()
         self.progress = trio.lowlevel.ParkingLot()  # the leader waits here for a completion
         self.writing = False
         self.streaming: _StreamingBody | None = None
         self.date = _date()  # the Date value for responses of the current batch
-        self.watcher = trio.CancelScope()  # the shutdown watcher's, cancelled at the end
         self.access_log = config.access_log
+        self.admission = current_admission()  # None: no limit on load (the usual case)
         self.shutting_down = False
         self.linger = False  # the connection closes after a last response: in stages
         self.timeout_error: ProtocolError | None = None
         self.recv_scope: trio.CancelScope | None = None  # the leader's receive, while it waits
+        self.keep_alive_at = math.inf  # while the leader waits idle: when the connection closes
         self.head_since = math.inf  # when the partial head now buffered began
         self.body_since = 0.0  # when the body now arriving last made progress
         self.no_body = _NoBody(self)
@@ -204,7 +282,7 @@ class _Connection:
         # Armed request timeouts, in deadline order (all have the same length); an entry whose
         # timer was disarmed since is stale and dropped. Behind the oldest live entry there
         # can only be later requests, all unanswered: at most `max_in_flight` entries.
-        self.timeouts: deque[tuple[float, _TaskTimer]] = deque()
+        self.timeouts = _NO_TIMEOUTS  # a deque of its own from the first blocked handler
         self.watchdog: trio.lowlevel.ParkingLot | None = None  # where it waits for an entry
         self.watchdog_scope = trio.CancelScope()  # cancelled at the end
 
@@ -240,7 +318,11 @@ class _Connection:
                         if timer.fired:
                             break
                     else:
+                        generation = self.generation
                         await self.followers.park()  # unparked: to lead, to help, or done
+                        if self.generation != generation:  # (`_retire_helpers`)
+                            self.tasks -= 1
+                            return
             leader = False  # a request timed out in the scope: its 503 is written next
             flush = True
 
@@ -316,16 +398,17 @@ class _Connection:
             return False
         return await self._run(request, timer, lead)
 
-    async def watch_shutdown(self, signal: ShutdownSignal) -> None:
-        """Graceful shutdown: read nothing new, answer what was read, close when idle."""
-        with self.watcher:
-            await signal.wait()
-            self.shutting_down = True
-            self.eof = True  # no more reads: the requests already framed are still answered
-            if self.recv_scope is not None:
-                self.recv_scope.cancel()  # the leader waits for input: stop waiting
-            if self.streaming is not None:
-                self.streaming.arrived()  # a body still arriving will not complete: tell it
+    def shut_down(self) -> None:
+        """Graceful shutdown (the server's `ShutdownSignal` calls it): read nothing new,
+        answer what was read, close when idle."""
+        if self.done or self.shutting_down:
+            return
+        self.shutting_down = True
+        self.eof = True  # no more reads: the requests already framed are still answered
+        if self.recv_scope is not None:
+            self.recv_scope.cancel()  # the leader waits for input: stop waiting
+        if self.streaming is not None:
+            self.streaming.arrived()  # a body still arriving will not complete: tell it
 
     def last_before_shutdown(self, slot: ResponseSlot | None) -> bool:
         """During a graceful shutdown, is `slot` the connection's last response? (None: the
@@ -335,12 +418,24 @@ class _Connection:
         )
 
     def _end(self) -> None:
-        self.watcher.cancel()
         self.watchdog_scope.cancel()
         self.done = True
         self.gone.set()  # an app waiting for http.disconnect must not outlive the connection
         self.followers.unpark_all()
         self.progress.unpark_all()
+
+    def _retire_helpers(self) -> None:
+        """The connection is idle: end the tasks that only wait for work (parked followers,
+        an idle watchdog), so it is one waiting task again; they are started anew when a
+        handler blocks."""
+        if self.followers:
+            self.generation += 1  # every follower parked now sees it and ends
+            self.followers.unpark_all()
+        if self.watchdog is not None and not self.timeouts:
+            self.watchdog_scope.cancel()  # it waits for an entry: end it
+            self.watchdog = None
+            self.watchdog_scope = trio.CancelScope()
+            self.timeouts = _NO_TIMEOUTS
 
     def _hand_over(self) -> None:
         """The leader's handler suspended: the leader role is free for another task.
@@ -564,29 +659,42 @@ class _Connection:
         elif index.position < buf.tail:
             deadline = self.head_since + self.config.header_timeout
         elif idle:
-            deadline = trio.current_time() + self.config.keep_alive_timeout
-        n = -1
+            now = trio.current_time()
+            deadline = self.keep_alive_at = now + self.config.keep_alive_timeout
+            if buf.block_size:  # a connection still idle a moment from now gives it back
+                deadline = min(deadline, now + _TRIM_AFTER)
         try:
-            with trio.move_on_at(deadline) as scope:
-                self.recv_scope = scope
-                if self.fd >= 0:
-                    while n < 0:
-                        await trio.lowlevel.wait_readable(self.fd)
-                        n = self._read_ready(size)
-                else:
-                    data = await self.stream.receive_some(min(size, buf.writable()))
-                    n = len(data)
-                    buf.feed(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            self._client_gone()
-            return -1
-        finally:
-            self.recv_scope = None
-        if scope.cancelled_caught:
-            if not self.eof:  # (eof: the server is shutting down, not a timeout)
+            while True:
+                n = -1
+                try:
+                    with trio.move_on_at(deadline) as scope:
+                        self.recv_scope = scope
+                        if self.fd >= 0:
+                            while n < 0:
+                                await trio.lowlevel.wait_readable(self.fd)
+                                n = self._read_ready(size)
+                        else:
+                            data = await self.stream.receive_some(min(size, buf.writable()))
+                            n = len(data)
+                            buf.feed(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    self._client_gone()
+                    return -1
+                finally:
+                    self.recv_scope = None
+                if not scope.cancelled_caught:
+                    return n
+                if self.eof:  # the server is shutting down, not a timeout
+                    return -1
+                if self.keep_alive_at != math.inf and trio.current_time() < self.keep_alive_at:
+                    gave_back(buf.trim())  # idle for a moment: memory given back; wait on
+                    self._retire_helpers()
+                    deadline = self.keep_alive_at
+                    continue
                 self._timed_out()
-            return -1
-        return n
+                return -1
+        finally:
+            self.keep_alive_at = math.inf
 
     async def _send(self, data: bytes | bytearray | memoryview) -> None:
         """Send it all: straight to the socket when it takes everything (the usual case),
@@ -607,6 +715,21 @@ class _Connection:
         self.gone.set()
         self.nursery.cancel_scope.cancel()
 
+    def _refuse(self, request: FramedRequest) -> None:
+        """Over `--limit-concurrency`: answer 503 with Connection: close, start nothing more."""
+        head = request.head
+        self.stop_dispatch = True
+        self.queue.clear()
+        body = b"503 Service Unavailable: the server is at its concurrency limit\n"
+        sent = self._respond(
+            request.seq, head.method, head.http_version == b"1.1", False, None, 503,
+            _TEXT_PLAIN, body, False,
+        )  # fmt: skip
+        if request.end is not None:
+            self._release_later(request)
+        if self.access_log:
+            log_access(self.client, head.method, head.target, 503, sent)
+
     def _answer_error(self, error: ProtocolError) -> None:
         """Queue the 4xx for a protocol error after every earlier response; then close."""
         body = (error.message + "\n").encode("utf-8", "replace")
@@ -622,6 +745,9 @@ class _Connection:
 
     async def _run(self, request: FramedRequest, timer: _TaskTimer, lead: bool) -> bool:
         """Run `request`'s handler inline; True if it suspended (leader role handed over)."""
+        if self.admission is not None and not self.admission.admit():
+            self._refuse(request)
+            return False
         head = request.head
         method = head.method
         self.policy.started(method)
@@ -693,22 +819,29 @@ class _Connection:
         if lead:
             self._hand_over()
         self._arm(timer)
+        admission = self.admission
+        if admission is not None:
+            admission.blocked()  # in flight (an instant handler is over before others start)
         try:
             return await _resume(coro, trap)
         except trio.Cancelled:
             if not timer.fired:
                 raise  # not ours: the connection is going away
             raise self._timeout() from None
+        finally:
+            if admission is not None:
+                admission.unblocked()
 
     def _arm(self, timer: _TaskTimer) -> None:
         """Start the request timeout of the handler `timer`'s task is running."""
         deadline = timer.deadline = trio.current_time() + self.config.request_timeout
-        self.timeouts.append((deadline, timer))
         if self.watchdog is None:  # the connection's first blocked handler
+            self.timeouts = deque()
             self.watchdog = trio.lowlevel.ParkingLot()
             self.nursery.start_soon(self._watch_timeouts)
         elif self.watchdog:  # it waits for an entry
             self.watchdog.unpark_all()
+        self.timeouts.append((deadline, timer))
 
     def _disarm(self, timer: _TaskTimer) -> None:
         """The handler is done: its timeout is off; drop the stale entries at the front."""
@@ -749,6 +882,9 @@ class _Connection:
         `Response` rendered here, with no sink; an instant one's response goes straight to
         the output (`OrderedResponses.emit`). None when the request is done; otherwise the
         handler (or its streamed body) suspended and `_finish_native` must go on with it."""
+        if self.admission is not None and not self.admission.admit():
+            self._refuse(request)
+            return None
         head = request.head
         method = head.method
         if not head.keep_alive:
@@ -1004,10 +1140,13 @@ class _Connection:
         self.progress.unpark_all()
         scope = self.recv_scope
         if scope is not None and not len(responses) and not self.queue and self.index.at_boundary:
-            # The last answer is out while the leader waits: the keep-alive timer starts now.
-            scope.deadline = min(
-                scope.deadline, trio.current_time() + self.config.keep_alive_timeout
-            )
+            # The last answer is out while the leader waits: the keep-alive timer starts now,
+            # and a moment later the idle connection gives its receive memory back.
+            now = trio.current_time()
+            self.keep_alive_at = min(self.keep_alive_at, now + self.config.keep_alive_timeout)
+            trim_at = now + _TRIM_AFTER if self.buf.block_size else math.inf
+            scope.deadline = min(scope.deadline, self.keep_alive_at, trim_at)
+            self._release_pending()
         if responses.closing:
             self._close()
 

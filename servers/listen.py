@@ -26,6 +26,10 @@ requests already read with ``Connection: close``, read no new ones, and close an
 connection at once (race its receive against ``await signal.wait()``). Until an engine does
 this, an idle keep-alive connection holds the shutdown up to ``shutdown_timeout``.
 
+Limits on load (`--limit-concurrency`, `--limit-max-requests`): `serve_listeners` makes the
+server's `servers.admission.Admission` current for its connection tasks and counts connections
+in it; engines ask it before each request (see that module).
+
 Access log: engines call ``log_access(client, method, target, status, nbytes)`` once per
 response when ``config.access_log`` is true; it logs one line at INFO on the ``pipeparse.access``
 logger. `configure_logging` (the command line's) sends every ``pipeparse.*`` logger to stderr.
@@ -53,6 +57,7 @@ import trio
 
 from pipeparse import Limits
 
+from .admission import Admission, current_admission, using_admission
 from .config import ServerConfig
 from .protocol import Handler
 
@@ -78,7 +83,7 @@ log = logging.getLogger("pipeparse.server")
 ACCESS_LOGGER = "pipeparse.access"
 _access = logging.getLogger(ACCESS_LOGGER)
 
-BACKLOG = 4096  # listen() backlog (the kernel caps it at net.core.somaxconn)
+BACKLOG = 2048  # listen() backlog by default (`ServerConfig.backlog`; capped by somaxconn)
 ACCEPT_BACKOFF_MIN = 0.1  # seconds: first pause after an accept error ...
 ACCEPT_BACKOFF_MAX = 1.0  # ... doubling up to this
 
@@ -108,11 +113,20 @@ class ShutdownSignal:
             (``inf`` until the signal is set).
     """
 
-    __slots__ = ("_event", "deadline")
+    __slots__ = ("_callbacks", "_event", "deadline")
 
     def __init__(self) -> None:
         self._event = trio.Event()
+        self._callbacks: dict[Callable[[], None], None] = {}  # (ordered; a connection's)
         self.deadline = math.inf
+
+    def add_callback(self, callback: Callable[[], None]) -> None:
+        """Call `callback` when the signal is set (a connection's, instead of a task that
+        waits for it); remove it with `discard_callback`."""
+        self._callbacks[callback] = None
+
+    def discard_callback(self, callback: Callable[[], None]) -> None:
+        self._callbacks.pop(callback, None)
 
     def is_set(self) -> bool:
         """True once the server stopped accepting and is draining its connections."""
@@ -126,6 +140,8 @@ class ShutdownSignal:
         if not self._event.is_set():
             self.deadline = deadline
             self._event.set()
+            for callback in list(self._callbacks):
+                callback()
 
 
 _current_shutdown: ContextVar[ShutdownSignal | None] = ContextVar(
@@ -246,7 +262,9 @@ def load_engine(name: str) -> ServeConnection:
 # --- sockets --------------------------------------------------------------------------------
 
 
-def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+def bind_socket(
+    host: str, port: int, *, reuse_port: bool = False, backlog: int = BACKLOG
+) -> socket.socket:
     """A listening TCP socket on the first address `host` resolves to.
 
     SO_REUSEADDR is always set (a restart does not wait for TIME_WAIT); SO_REUSEPORT when
@@ -269,7 +287,7 @@ def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.soc
         except OSError as exc:
             where = _host_port(host, port)
             raise OSError(exc.errno, f"cannot listen on {where}: {exc.strerror}") from exc
-        sock.listen(BACKLOG)
+        sock.listen(backlog)
     except BaseException:
         sock.close()
         raise
@@ -315,6 +333,7 @@ class Server:
         self._accepting = trio.CancelScope()
         self._connections: trio.CancelScope | None = None
         self._aborted = False
+        self._leave_queued = False  # a retiring worker leaves the backlog to its siblings
 
     @property
     def address(self) -> tuple[str, int]:
@@ -332,6 +351,12 @@ class Server:
     def shutdown(self) -> None:
         """Stop accepting; connections get ``config.shutdown_timeout`` seconds to finish."""
         self._accepting.cancel()
+
+    def retire(self) -> None:
+        """Shut down gracefully, but leave the connections still waiting in the backlog to the
+        other processes that accept on the same socket (a worker replaced by its supervisor)."""
+        self._leave_queued = True
+        self.shutdown()
 
     def abort(self) -> None:
         """Stop accepting and cancel every connection now."""
@@ -364,6 +389,12 @@ async def serve_listeners(
         host, port = _listener_address(listeners)
         server = Server(host, port, config)
     token = _current_shutdown.set(server.shutdown_signal)
+    admission = None
+    if config.limit_concurrency is not None or config.limit_max_requests is not None:
+        # A worker retires (its supervisor starts another); a lone process shuts down.
+        on_limit = server.retire if config.workers > 1 else server.shutdown
+        admission = Admission(config.limit_concurrency, config.limit_max_requests, on_limit)
+    undo_admission = using_admission(admission)
     try:
         async with trio.open_nursery() as outer:
             with trio.CancelScope(shield=True):
@@ -393,6 +424,7 @@ async def serve_listeners(
                 if connections.cancel_scope.cancelled_caught:
                     log.warning("shutdown: cancelled the connections still open")
     finally:
+        undo_admission()
         _current_shutdown.reset(token)
         for listener in listeners:
             await trio.aclose_forcefully(listener)
@@ -423,7 +455,7 @@ async def _accept_all(
                         _accept_loop, listener, connections, handler, serve_connection, server
                     )
     finally:
-        if not server._aborted:  # a graceful stop: serve the clients already waiting too
+        if not (server._aborted or server._leave_queued):  # serve the clients waiting too
             config = server.config
             for stream in _take_queued(listeners):
                 connections.start_soon(_connection, stream, handler, serve_connection, config)
@@ -496,6 +528,9 @@ async def _connection(
     config: ServerConfig,
 ) -> None:
     client = _peer(stream)
+    admission = current_admission()
+    if admission is not None:
+        admission.connection_opened()
     try:
         await serve_connection(stream, handler, config, client)
     except* Exception as group:
@@ -505,6 +540,8 @@ async def _connection(
             exc_info=_single(group),
         )
     finally:
+        if admission is not None:
+            admission.connection_closed()
         await trio.aclose_forcefully(stream)
 
 
@@ -541,7 +578,7 @@ async def serve(
         app = load_app(app)
     serve_connection = load_engine(config.engine)
     if sock is None:
-        sock = bind_socket(config.host, config.port)
+        sock = bind_socket(config.host, config.port, backlog=config.backlog)
     listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
     try:
         name = sock.getsockname()

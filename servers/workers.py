@@ -81,7 +81,7 @@ def run_workers(
     workers, and returns 0 once they exited after SIGINT/SIGTERM, 1 when a worker could not
     start. See the module docstring.
     """
-    sock = bind_socket(config.host, config.port, reuse_port=True)
+    sock = bind_socket(config.host, config.port, reuse_port=True, backlog=config.backlog)
     try:
         name = sock.getsockname()
         server = Server(str(name[0]), int(name[1]), config, _interface_of(app, config, app_dir))

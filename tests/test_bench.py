@@ -601,3 +601,69 @@ def test_peer_targets_read_off_the_rows() -> None:
     assert (asgi["value"], asgi["met"]) == (0.9, False)
     flush = found["server instant depth 16 asgi: pipeparse/granian-flush (asgi)"]
     assert (flush["value"], flush["goal"], flush["met"]) == (1.2, ">= 1.1", True)
+
+
+# -- connections ---------------------------------------------------------------------------
+
+
+def test_connections_section_rows(
+    fake_servers: list[ServerSpec], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every server's RSS at every count, then growing against fixed buffers side by side."""
+    from clients import bench_connections
+
+    @contextlib.contextmanager
+    def running(specs: list[ServerSpec], cpus: Any = None) -> Iterator[dict[ServerSpec, Any]]:
+        fake_servers.extend(specs)
+        servers = {}
+        for s in specs:
+            server: Any = FakeServer(s)
+            server.port, server.proc = 1, argparse.Namespace(pid=2)
+            servers[s] = server
+        yield servers
+
+    def rss(host: str, port: int, pid: int, counts: list[int]) -> Iterator[tuple[int, int, float]]:
+        for c in counts:
+            yield c, 10 * 2**20 + c * 8 * 1024, 8 * 1024.0
+
+    monkeypatch.setattr(bench_connections, "running_servers", running)
+    monkeypatch.setattr(bench_connections, "rss_per_connection", rss)
+    settings = bench_connections.ConnectionSettings(counts=(100, 200), peers=("uvicorn",))
+    rows = bench_connections.run_connections_bench(settings, ServerSettings(repeats=1), [])
+    idle = [(r["server"], r["connections"], r["kib_per_connection"]) for r in rows[:4]]
+    assert idle == [
+        ("pipeparse", 100, 8.0),
+        ("pipeparse", 200, 8.0),
+        ("uvicorn", 100, 8.0),
+        ("uvicorn", 200, 8.0),
+    ]
+    growing, fixed = rows[4:]
+    assert (growing["measure"], fixed["measure"]) == ("buffer growing", "buffer fixed 256K")
+    assert growing["depth"] == 16 and growing["connections"] == 64
+    assert growing["rps_vs_fixed"] == 1.0 and fixed["rps_vs_fixed"] == 1.0
+    extras = {s.engine: s.extra for s in fake_servers}
+    assert "--timeout-keep-alive" in extras["uvicorn"]
+    assert any(s.extra == ("--fixed-buffer",) for s in fake_servers)
+    found = {t["target"]: t for t in bench.targets({"connections": rows})}
+    assert found["connections: RSS per idle connection at 200"]["met"] is True
+    assert found["connections: depth 16 x64, growing / fixed 256K buffer rps"]["value"] == 1.0
+
+
+def test_quick_connections_stay_small() -> None:
+    from clients.bench_connections import ConnectionSettings
+
+    quick = bench.connection_settings(_parse(["--quick"]))
+    assert max(quick.counts) <= 1000 and quick.peers == ()
+    assert ConnectionSettings.full(peers=False).counts == (1000, 5000, 10000)
+
+
+@pytest.mark.skipif(not bench_plot.have_matplotlib(), reason="matplotlib (the plot extra)")
+def test_connections_plot_is_written(tmp_path: Path) -> None:
+    rows = [
+        {"measure": "idle rss", "server": s, "connections": c, "rss_mib": 10.0 + c / 100}
+        for s in ("pipeparse", "uvicorn")
+        for c in (100, 200)
+    ] + [{"measure": f"buffer {b}", "server": "pipeparse", "rps": 10.0} for b in ("growing", "x")]
+    written = bench_plot.plot_all({"connections": rows}, tmp_path)
+    assert [p.name for p in written] == ["connections.png"]
+    assert written[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

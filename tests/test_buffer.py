@@ -226,6 +226,82 @@ def test_views_survive_compaction_unchanged() -> None:
     assert bytes(buf.recv(32)) == b"A" * 12 + b"B" * 20
 
 
+def test_a_growing_buffer_starts_empty_and_grows_only_as_needed() -> None:
+    buf = SeekableBuffer(1024, min_block=64)
+    assert buf.block_size == 0 and buf.capacity == 1024 and buf.writable() == 1024
+    buf.feed(b"x" * 10)
+    assert buf.block_size == 64
+    buf.feed(b"y" * 100)  # 110 held: the next power of two
+    assert buf.block_size == 128
+    buf.feed(b"z" * 914)  # the whole capacity
+    assert buf.block_size == 1024 and buf.writable() == 0
+    with pytest.raises(BufferFull):
+        buf.feed(b"!")
+
+
+def test_growth_and_shrinking_never_move_bytes_under_a_live_view() -> None:
+    buf = SeekableBuffer(4096, min_block=64)
+    buf.feed(b"a" * 40)
+    first = buf.take(buf.head, buf.head + 20)  # a view into the 64-byte block
+    buf.feed(b"b" * 200)  # grows: the held bytes move to a fresh 256-byte block
+    assert buf.block_size == 256 and bytes(first) == b"a" * 20
+    rest = buf.take(buf.head, buf.tail)
+    assert bytes(rest) == b"a" * 20 + b"b" * 200
+    buf.feed(b"c" * 30)  # fits after the tail: no move at all
+    whole = buf.take(buf.head, buf.tail)
+    assert buf.trim() == 256  # empty: the block goes (its bytes), the views keep theirs
+    assert buf.block_size == 0
+    assert bytes(first) == b"a" * 20 and bytes(rest) == b"a" * 20 + b"b" * 200
+    assert bytes(whole) == b"c" * 30
+    buf.feed(b"d" * 10)  # a small block again, not the grown one
+    assert buf.block_size == 64 and bytes(buf.recv(10)) == b"d" * 10
+    assert bytes(whole) == b"c" * 30
+
+
+def test_a_big_block_shrinks_when_a_write_needs_much_less() -> None:
+    buf = SeekableBuffer(4096, min_block=64)
+    buf.feed(b"x" * 4000)
+    assert buf.block_size == 4096
+    buf.release(buf.head, buf.tail - 10)  # 10 held, at the block's end
+    buf.feed(b"y" * 200)  # no room after the tail: 210 bytes need only 256
+    assert buf.block_size == 256
+    buf.release(buf.head, buf.tail - 4)
+    buf.feed(b"z" * 40)  # fits after the tail
+    buf.feed(b"w" * 100)  # 144 fit the 256 block after an in-place compaction
+    assert buf.block_size == 256
+    assert bytes(buf.recv(4096)) == b"y" * 4 + b"z" * 40 + b"w" * 100
+
+
+def test_a_connection_that_goes_idle_then_pipelines_again() -> None:
+    """Busy (the block grows), idle (trimmed to nothing), busy again (grows again), with a
+    handler's view from the first busy spell alive throughout."""
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    buf = SeekableBuffer(64 * 1024, min_block=4096)
+    buf.feed(request * 16)
+    assert buf.block_size == 4096
+    kept = buf.take(buf.head, buf.head + len(request))  # a handler still holds its request
+    buf.feed(request * 400)  # a deep pipeline: the block grows
+    grown = buf.block_size
+    assert grown > 4096
+    buf.release(buf.head, buf.tail)
+    assert buf.trim() and buf.block_size == 0  # idle: no receive memory
+    assert not buf.trim()  # (nothing more to give back)
+    buf.feed(request)
+    assert buf.block_size == 4096  # a lone request needs a small block
+    buf.feed(request * 1000)
+    assert buf.block_size >= grown  # pipelining again: grows again
+    assert bytes(buf.recv(len(request) * 1001)) == request * 1001
+    assert bytes(kept) == request
+
+
+def test_a_fixed_buffer_never_changes_its_block() -> None:
+    buf = SeekableBuffer(256, min_block=256)
+    assert buf.block_size == 256
+    buf.feed(b"x" * 10)
+    buf.release(buf.head, buf.tail)
+    assert not buf.trim() and buf.block_size == 256
+
+
 def test_write_view_and_commit() -> None:
     buf = SeekableBuffer(16)
     view = buf.write_view(5)
@@ -310,15 +386,18 @@ def _check(buf: SeekableBuffer, model: Model, views: list[tuple[memoryview, byte
         assert bytes(view) == expected
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.integers(8, 64), st.data())
-def test_random_operations_match_a_model(capacity: int, data: st.DataObject) -> None:
-    buf = SeekableBuffer(capacity)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(8, 64), st.integers(1, 80), st.data())
+def test_random_operations_match_a_model(
+    capacity: int, min_block: int, data: st.DataObject
+) -> None:
+    """Growing (min_block < capacity), shrinking, trimming and fixed buffers alike."""
+    buf = SeekableBuffer(capacity, min_block=min_block)
     model = Model(capacity)
     views: list[tuple[memoryview, bytes]] = []
     counter = 0
     for _ in range(data.draw(st.integers(1, 40))):
-        op = data.draw(st.sampled_from(["feed", "feed", "take", "recv", "peek", "drop"]))
+        op = data.draw(st.sampled_from(["feed", "feed", "take", "recv", "peek", "drop", "trim"]))
         runs = model.held_runs()
         if op == "feed":
             n = data.draw(st.integers(1, capacity))
@@ -360,4 +439,15 @@ def test_random_operations_match_a_model(capacity: int, data: st.DataObject) -> 
                     n -= 1
         elif op == "drop" and views:
             views.pop(data.draw(st.integers(0, len(views) - 1)))[0].release()
+        elif op == "trim":
+            had_block = buf.block_size > 0
+            size = buf.block_size
+            trimmed = buf.trim()
+            assert bool(trimmed) == (model.held() == 0 and min_block < capacity and had_block)
+            assert trimmed in (0, size)
+            if model.held() == 0 and min_block < capacity:
+                assert buf.block_size == 0
         _check(buf, model, views)
+        assert buf.block_size <= capacity
+        if min_block >= capacity:
+            assert buf.block_size == capacity  # fixed: never grows, shrinks or trims

@@ -82,6 +82,10 @@ def test_flags_reach_the_config() -> None:
         "--flush=each",
         "--server-name=test server",
         "--gc-threshold=0",
+        "--limit-concurrency=100",
+        "--limit-max-requests=5000",
+        "--backlog=128",
+        "--fixed-buffer",
     )
     config = cli.config_from_args(args)
     assert args.app == "echo"
@@ -111,6 +115,10 @@ def test_flags_reach_the_config() -> None:
         flush="each",
         server_name=b"test server",
         gc_threshold=0,
+        limit_concurrency=100,
+        limit_max_requests=5000,
+        backlog=128,
+        fixed_buffer=True,
     )
 
 
@@ -139,6 +147,9 @@ def test_sizes_take_k_and_m_suffixes(text: str, size: int) -> None:
         (["--server-name=a\tb"], "printable ASCII"),
         (["--gc-threshold=-1"], "at least 0"),
         (["--gc-threshold=lots"], "not a whole number"),
+        (["--limit-concurrency=0"], "at least 1"),
+        (["--limit-max-requests=-5"], "at least 1"),
+        (["--backlog=0"], "at least 1"),
     ],
 )
 def test_bad_values_are_clear_usage_errors(
@@ -149,6 +160,14 @@ def test_bad_values_are_clear_usage_errors(
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert argv[0].split("=")[0] in err and message in err
+
+
+def test_limits_default_to_none_and_backlog_to_2048() -> None:
+    config = cli.config_from_args(parse())
+    assert config.limit_concurrency is None and config.limit_max_requests is None
+    assert config.backlog == 2048 and not config.fixed_buffer
+    with pytest.raises(ValueError, match="limit_concurrency must be at least 1"):
+        ServerConfig(limit_concurrency=0)
 
 
 @pytest.mark.parametrize(

@@ -874,8 +874,8 @@ async def test_long_pipeline_through_a_small_buffer_releases_every_byte(
     clock then fires a timeout at once)."""
     buffers: list[SeekableBuffer] = []
 
-    def recording_buffer(capacity: int) -> SeekableBuffer:
-        buf = SeekableBuffer(capacity)
+    def recording_buffer(capacity: int, min_block: int) -> SeekableBuffer:
+        buf = SeekableBuffer(capacity, min_block=min_block)
         buffers.append(buf)
         return buf
 

@@ -179,9 +179,7 @@ def interleavings(draw: st.DrawFn) -> tuple[list[list[bytes]], list[tuple[str, i
     """Responses (each a list of pieces) and an order of operations on their slots: each
     slot's writes in order, its finish after them, slots interleaved at random."""
     n = draw(st.integers(min_value=1, max_value=8))
-    pieces = [
-        draw(st.lists(st.binary(min_size=1, max_size=6), max_size=4)) for _ in range(n)
-    ]
+    pieces = [draw(st.lists(st.binary(min_size=1, max_size=6), max_size=4)) for _ in range(n)]
     pending = {i: len(p) + 1 for i, p in enumerate(pieces)}  # writes, then one finish
     ops: list[tuple[str, int]] = []
     written = dict.fromkeys(range(n), 0)

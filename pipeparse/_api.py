@@ -1,10 +1,11 @@
 """The server entry points: `serve` (inside a trio program) and `run` (blocking).
 
-Strategy: thin wrappers that import `servers.listen` on first call, so ``import pipeparse``
+Strategy: thin wrappers that import `pipeparse.servers.listen` on first call, so ``import
+pipeparse``
 stays the sans-I/O core and loads no server code. Both take the app the same way: an ASGI 3
 app, a native handler (``@native async def (request) -> Response``), or a string naming a
 built-in app (``"plaintext"``, ``"echo"``) or ``"module:attr"``; it is resolved with
-`servers.handlers.resolve_app` and its ASGI lifespan runs around the serving.
+`pipeparse.servers.handlers.resolve_app` and its ASGI lifespan runs around the serving.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ if TYPE_CHECKING:
 
     import trio
 
-    from servers.config import ServerConfig
-    from servers.listen import Server
+    from pipeparse.servers.config import ServerConfig
+    from pipeparse.servers.listen import Server
 
 __all__ = ["run", "serve"]
 
@@ -37,13 +38,14 @@ async def serve(
 
     Args:
         app: an ASGI 3 app, a native handler, or a built-in name / ``"module:attr"`` string.
-        config: a `servers.config.ServerConfig` (default: its defaults).
+        config: a `pipeparse.servers.config.ServerConfig` (default: its defaults).
         sock: serve on this bound, listening socket instead of binding ``host:port``.
         **overrides: fields of `ServerConfig` or of `pipeparse.Limits` to replace, such as
             ``port=0`` (any free port), ``engine="h11"`` or ``max_body_size=1 << 20``.
 
     Once it listens (and the app's lifespan startup is done), it reports a
-    `servers.listen.Server` through `task_status`: ``server.host``, ``server.port`` (the real
+    `pipeparse.servers.listen.Server` through `task_status`: ``server.host``, ``server.port`` (the
+    real
     port for ``port=0``), ``server.url``, ``server.shutdown()`` to stop gracefully and
     ``server.abort()`` to cancel every connection now. Cancelling the call also shuts down
     gracefully: it stops accepting and gives open connections ``shutdown_timeout`` seconds.
@@ -51,7 +53,7 @@ async def serve(
     """
     import trio
 
-    from servers.listen import serve as _serve
+    from pipeparse.servers.listen import serve as _serve
 
     await _serve(
         app,
@@ -75,7 +77,7 @@ def run(app: object, *, config: ServerConfig | None = None, **overrides: Any) ->
         OSError: the address cannot be bound.
         RuntimeError: a worker process could not start its app.
     """
-    from servers.listen import run as _run
+    from pipeparse.servers.listen import run as _run
 
     if _run(app, config=config, **overrides) != 0:
         raise RuntimeError("a worker process could not start its app (see the log)")

@@ -15,9 +15,9 @@ from . import __version__
 __all__ = ["main"]
 
 _COMMANDS = {
-    "serve": ("servers.cli", "run an HTTP/1.1 server (engines: pipeparse, h11)"),
-    "load": ("clients.load_cli", "drive a server with pipelined HTTP/1.1 load"),
-    "bench": ("clients.bench", "run the concurrency benchmark"),
+    "serve": ("pipeparse.servers.cli", "run an HTTP/1.1 server (engines: pipeparse, h11)"),
+    "load": ("pipeparse.clients.load.cli", "drive a server with pipelined HTTP/1.1 load"),
+    "bench": ("pipeparse.clients.bench.main", "run the concurrency benchmark"),
 }
 
 

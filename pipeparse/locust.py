@@ -12,7 +12,8 @@ Strategy
 --------
 Locust's own users send one request at a time per connection. This one keeps `depth` requests in
 flight on each of its `connections`, on Locust's gevent sockets, with the project's sans-I/O core
-doing the HTTP: requests are rendered once (`clients.request_mix.Mix`, the same code and format
+doing the HTTP: requests are rendered once (`pipeparse.clients.load.mix.Mix`, the same code and
+format
 as ``pipeparse load --requests``) and sent as one slice of one buffer per window, responses land
 once in a `SeekableBuffer` and are framed by `ResponseIndex` (strict framing, HEAD and 1xx
 aware). No trio runs here: gevent drives the socket, the core never does I/O.
@@ -49,8 +50,8 @@ from locust import User, task
 from locust.exception import StopTest
 from locust.user.task import LOCUST_STATE_STOPPING
 
-from clients.load_request import Target, parse_url
-from clients.request_mix import Mix, RequestSpec, parse_mix
+from pipeparse.clients.load.mix import Mix, RequestSpec, parse_mix
+from pipeparse.clients.load.request import Target, parse_url
 
 from ._buffer import SeekableBuffer
 from ._errors import BufferFull

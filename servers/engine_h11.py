@@ -84,7 +84,7 @@ async def serve_connection(
 
     Args:
         stream: a connected stream (a `trio.SocketStream`, or memory streams in tests).
-        handler: ``async (HttpRequest, ResponseSink) -> None`` (see `servers.handlers`).
+        handler: ``async (HttpRequest, ResponseSink) -> None`` (see `pipeparse.servers.handlers`).
         config: limits and timeouts.
         client: the peer's ``(host, port)``, given to the handler.
     """

@@ -33,7 +33,7 @@ Adaptive batching (after the Oracle datagram paper's batch sizing):
 Receive memory: the buffer's block grows with the receive size and the bytes held (see
 `pipeparse._buffer`). A connection that has waited idle for `_TRIM_AFTER` gives its block
 back (its keep-alive wait wakes once, early, to do it; a client that is back sooner keeps
-it), and `servers.heap` returns the freed pages to the system in steps. At the same moment
+it), and `pipeparse.servers.heap` returns the freed pages to the system in steps. At the same moment
 the tasks that only wait for work end (parked followers, an idle watchdog; they start again
 when a handler blocks). So an idle connection costs its objects and one waiting task: about
 13 KiB of RSS at 10,000 (15-17 KiB once its handlers had blocked).

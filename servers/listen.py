@@ -27,14 +27,15 @@ connection at once (race its receive against ``await signal.wait()``). Until an 
 this, an idle keep-alive connection holds the shutdown up to ``shutdown_timeout``.
 
 Limits on load (`--limit-concurrency`, `--limit-max-requests`): `serve_listeners` makes the
-server's `servers.admission.Admission` current for its connection tasks and counts connections
+server's `pipeparse.servers.admission.Admission` current for its connection tasks and counts
+connections
 in it; engines ask it before each request (see that module).
 
 Access log: engines call ``log_access(client, method, target, status, nbytes)`` once per
 response when ``config.access_log`` is true; it logs one line at INFO on the ``pipeparse.access``
 logger. `configure_logging` (the command line's) sends every ``pipeparse.*`` logger to stderr.
 
-Workers (``workers > 1``, `run_workers`) are `servers.workers`'s.
+Workers (``workers > 1``, `run_workers`) are `pipeparse.servers.workers`'s.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ _CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.E
 
 
 class ServeConnection(Protocol):
-    """An engine's entry point (``servers.engine_<name>.serve_connection``)."""
+    """An engine's entry point (``pipeparse.servers.engine_<name>.serve_connection``)."""
 
     def __call__(
         self,
@@ -254,7 +255,7 @@ def load_engine(name: str) -> ServeConnection:
     """The ``serve_connection`` of the engine `name` (``pipeparse`` or ``h11``)."""
     if name not in ("pipeparse", "h11"):
         raise ValueError(f"engine must be 'pipeparse' or 'h11', got {name!r}")
-    module = importlib.import_module(f"servers.engine_{name}")
+    module = importlib.import_module(f"pipeparse.servers.engine_{name}")
     serve_connection: ServeConnection = module.serve_connection
     return serve_connection
 
@@ -746,7 +747,7 @@ def run_workers(
     on_listening: Callable[[Server], None] | None = None,
     app_dir: str | None = None,
 ) -> int:
-    """Serve `app` from ``config.workers`` processes (blocking): see `servers.workers`."""
+    """Serve `app` from ``config.workers`` processes (blocking): see `pipeparse.servers.workers`."""
     from .workers import run_workers as _run_workers
 
     return _run_workers(app, config, on_listening=on_listening, app_dir=app_dir)

@@ -2,7 +2,8 @@
 
 Both engines (pipeparse, h11) run every request as ``await handler(request, sink)``: `request` is
 a `pipeparse.HttpRequest`, and the handler answers through `sink`. The adapters in
-`servers.handlers` turn an ASGI 3 app or a native ``async def (request) -> Response`` into such a
+`pipeparse.servers.handlers` turn an ASGI 3 app or a native ``async def (request) -> Response``
+into such a
 handler, so each engine serves both interfaces through one path.
 
 The engine owns framing: it adds Date and Server, sends Content-Length when the first `send` is

@@ -62,7 +62,7 @@ _CHILD_CODE = (
     "import json, sys\n"
     "p = json.loads(sys.argv[1])\n"
     "sys.path[:0] = [e for e in p['path'] if e not in sys.path]\n"
-    "from servers.workers import _worker_main\n"
+    "from pipeparse.servers.workers import _worker_main\n"
     "sys.exit(_worker_main(p))\n"
 )
 

@@ -1,6 +1,7 @@
 """nginx for the tests: installed from the OS packages when missing (as root), else a clear skip.
 
-Strategy: `clients.load_nginx` does the work (install, a throwaway config, a listening socket
+Strategy: `pipeparse.clients.crosscheck.nginx` does the work (install, a throwaway config, a
+listening socket
 handed to nginx so nothing waits for it to start). This module only turns "cannot have nginx"
 into a pytest skip that says why, once per session.
 """
@@ -14,8 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-
-from clients.load_nginx import NginxServer, ensure_nginx, nginx_server
+from pipeparse.clients.crosscheck.nginx import NginxServer, ensure_nginx, nginx_server
 
 __all__ = ["nginx_or_skip"]
 

@@ -23,11 +23,11 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from pipeparse.servers import engine_h11, engine_pipeparse
+from pipeparse.servers.config import ServerConfig
+from pipeparse.servers.protocol import Handler
 
 from pipeparse import HttpRequest
-from servers import engine_h11, engine_pipeparse
-from servers.config import ServerConfig
-from servers.protocol import Handler
 
 __all__ = [
     "CHUNKINGS",

@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from pipeparse.servers import listen
+from pipeparse.servers.admission import Admission
+from pipeparse.servers.config import ServerConfig
+from pipeparse.servers.listen import Server
 
 import pipeparse
-from servers import listen
-from servers.admission import Admission
-from servers.config import ServerConfig
-from servers.listen import Server
 from tests.test_cli_serve import (
     SAFETY,
     WORKER_STARTED,

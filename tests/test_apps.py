@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from pipeparse.servers.apps import BUILTIN_APPS, AppLoadError, EchoError, echo, load_app, plaintext
+from pipeparse.servers.handlers import resolve_app
 
-from servers.apps import BUILTIN_APPS, AppLoadError, EchoError, echo, load_app, plaintext
-from servers.handlers import resolve_app
 from tests.server_harness import RecordingSink, ScriptedSource, make_request
 
 INTERFACES = ["native", "asgi"]
@@ -238,8 +238,8 @@ def test_load_builtin_apps() -> None:
 
 
 def test_load_module_attribute() -> None:
-    assert load_app("servers.apps:echo") is echo
-    assert load_app("servers.apps:BUILTIN_APPS.get") == BUILTIN_APPS.get
+    assert load_app("pipeparse.servers.apps:echo") is echo
+    assert load_app("pipeparse.servers.apps:BUILTIN_APPS.get") == BUILTIN_APPS.get
 
 
 @pytest.fixture

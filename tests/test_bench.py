@@ -17,11 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from clients import bench, bench_plot, bench_server, bench_servers
-from clients.bench_procs import machine_info, split_cpus
-from clients.bench_report import PlainProgress, format_table, write_results
-from clients.bench_seek import (
+from pipeparse.clients.bench import main as bench
+from pipeparse.clients.bench import peers as bench_servers
+from pipeparse.clients.bench import plot as bench_plot
+from pipeparse.clients.bench import server as bench_server
+from pipeparse.clients.bench.peers import ServerSpec, parse_listening_line, server_command
+from pipeparse.clients.bench.procs import machine_info, split_cpus
+from pipeparse.clients.bench.report import PlainProgress, format_table, write_results
+from pipeparse.clients.bench.seek import (
     InOrderReceiver,
     SeekSettings,
     copy_receive,
@@ -34,7 +37,7 @@ from clients.bench_seek import (
     seek_row,
     sender_process,
 )
-from clients.bench_server import (
+from pipeparse.clients.bench.server import (
     LoadShape,
     ServerSettings,
     batching_flags,
@@ -42,8 +45,8 @@ from clients.bench_server import (
     side_by_side,
     summarize_runs,
 )
-from clients.bench_servers import ServerSpec, parse_listening_line, server_command
-from clients.bench_stats import Row, median, median_of, reduction_pct, safe_ratio
+from pipeparse.clients.bench.stats import Row, median, median_of, reduction_pct, safe_ratio
+
 from pipeparse import cli
 
 # -- medians -------------------------------------------------------------------------------
@@ -227,7 +230,7 @@ def test_server_specs_and_commands() -> None:
         "--flush",
         "each",
     ]
-    assert "servers.apps:echo" in server_command(ServerSpec("uvicorn", "asgi"), 8000)
+    assert "pipeparse.servers.apps:echo" in server_command(ServerSpec("uvicorn", "asgi"), 8000)
     with pytest.raises(ValueError, match="asgi interface only"):
         ServerSpec("uvicorn", "native")
     with pytest.raises(ValueError, match="unknown engine"):
@@ -236,7 +239,7 @@ def test_server_specs_and_commands() -> None:
 
 def test_uvicorn_is_measured_with_httptools_and_uvloop() -> None:
     cmd = server_command(ServerSpec("uvicorn", "asgi", "plaintext"), 8000)
-    assert cmd[1:4] == ["-m", "uvicorn", "servers.apps:plaintext"]
+    assert cmd[1:4] == ["-m", "uvicorn", "pipeparse.servers.apps:plaintext"]
     assert cmd[cmd.index("--http") + 1] == "httptools"
     assert cmd[cmd.index("--loop") + 1] == "uvloop"
     assert cmd[cmd.index("--port") + 1] == "8000"
@@ -246,7 +249,7 @@ def test_uvicorn_is_measured_with_httptools_and_uvloop() -> None:
 def test_granian_serves_the_asgi_app_over_http1_with_one_worker(engine: str) -> None:
     cmd = server_command(ServerSpec(engine, "asgi"), 8001)
     assert cmd[1:3] == ["-m", "granian"]
-    assert cmd[-1] == "servers.apps:echo"
+    assert cmd[-1] == "pipeparse.servers.apps:echo"
     assert cmd[cmd.index("--interface") + 1] == "asgi"
     assert cmd[cmd.index("--http") + 1] == "1"
     assert cmd[cmd.index("--workers") + 1] == "1"
@@ -610,7 +613,7 @@ def test_connections_section_rows(
     fake_servers: list[ServerSpec], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every server's RSS at every count, then growing against fixed buffers side by side."""
-    from clients import bench_connections
+    from pipeparse.clients.bench import connections as bench_connections
 
     @contextlib.contextmanager
     def running(specs: list[ServerSpec], cpus: Any = None) -> Iterator[dict[ServerSpec, Any]]:
@@ -650,7 +653,7 @@ def test_connections_section_rows(
 
 
 def test_quick_connections_stay_small() -> None:
-    from clients.bench_connections import ConnectionSettings
+    from pipeparse.clients.bench.connections import ConnectionSettings
 
     quick = bench.connection_settings(_parse(["--quick"]))
     assert max(quick.counts) <= 1000 and quick.peers == ()

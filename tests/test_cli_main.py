@@ -50,7 +50,7 @@ def test_python_dash_m_pipeparse_is_the_command() -> None:
 
 def test_importing_pipeparse_never_imports_locust_or_gevent() -> None:
     code = (
-        "import sys, pipeparse, pipeparse.cli, clients.load_cli\n"
+        "import sys, pipeparse, pipeparse.cli, pipeparse.clients.load.cli\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('locust', 'gevent')))"
     )
     done = run("-c", code)

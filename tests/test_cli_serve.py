@@ -24,10 +24,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from pipeparse.servers import cli
+from pipeparse.servers.config import ServerConfig
 
 from pipeparse import KiB, Limits, MiB
-from servers import cli
-from servers.config import ServerConfig
 
 SAFETY = 30.0  # seconds: only a hang ever gets near this
 ENGINE = "pipeparse"  # the subprocess tests' engine (the pipeparse engine's own tests cover it)
@@ -283,7 +283,7 @@ def test_serve_reports_a_busy_port_and_exits_1() -> None:
 
 DRAIN_APP = """
 import trio
-from servers.listen import current_shutdown
+from pipeparse.servers.listen import current_shutdown
 
 async def app(scope, receive, send):
     if scope["type"] != "http":

@@ -4,7 +4,8 @@ Strategy: `native_handler(fn)` carries ``fn`` as its ``native`` attribute, so th
 engine calls ``fn`` directly and renders its `Response` itself (no sink, a slot only when the
 handler suspends, batched buffer release). Wrapped in a plain ``async (request, sink)`` handler
 without that attribute, the same ``fn`` goes the generic way, through a `_Sink`. The contract
-(`servers.protocol`) is that the wire bytes are the same: the differential tests serve each
+(`pipeparse.servers.protocol`) is that the wire bytes are the same: the differential tests serve
+each
 scenario both ways, whole, byte by byte and in random chunks, and compare the output with the
 Date values normalised; each also checks the statuses it expects, so a fault shared by both paths
 fails too. The other tests check what the fast path's own bookkeeping could break: closing in
@@ -26,12 +27,12 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from pipeparse.servers import engine_pipeparse
+from pipeparse.servers.config import ServerConfig
+from pipeparse.servers.handlers import native_handler
+from pipeparse.servers.protocol import Handler, NativeHandler, ResponseSink, native_of
 
 from pipeparse import HttpRequest, Limits, ProtocolError, Response, SeekableBuffer, native
-from servers import engine_pipeparse
-from servers.config import ServerConfig
-from servers.handlers import native_handler
-from servers.protocol import Handler, NativeHandler, ResponseSink, native_of
 from tests.server_harness import (
     exchange,
     open_connection,

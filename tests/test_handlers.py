@@ -8,9 +8,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-
-from pipeparse import HttpRequest, ProtocolError, Response
-from servers.handlers import (
+from pipeparse.servers.handlers import (
     LifespanError,
     ServedApp,
     asgi_handler,
@@ -20,6 +18,8 @@ from servers.handlers import (
     resolve_app,
     split_target,
 )
+
+from pipeparse import HttpRequest, ProtocolError, Response
 from tests.server_harness import RecordingSink, ScriptedSource, make_request
 
 # --- native ---------------------------------------------------------------------------------

@@ -1,10 +1,9 @@
-"""servers.heap: freed receive memory is handed back to the system in steps."""
+"""pipeparse.servers.heap: freed receive memory is handed back to the system in steps."""
 
 from __future__ import annotations
 
 import pytest
-
-from servers import heap
+from pipeparse.servers import heap
 
 
 def test_the_heap_is_trimmed_each_time_enough_was_given_back(

@@ -1,7 +1,7 @@
 """Thousands of idle keep-alive connections over real sockets: the server's RSS per connection.
 
 Strategy: `pipeparse serve plaintext` runs in a subprocess (its RSS is its own), with a
-keep-alive timeout longer than the test. `clients.idle_connections` raises this process's
+keep-alive timeout longer than the test. `pipeparse.clients.bench.idle` raises this process's
 RLIMIT_NOFILE to its hard limit (the server inherits it), opens 2,000 connections that each
 send one request, read the answer and idle, and reads the server's ``VmRSS`` before and after.
 The budget is the issue's target, 16 KiB per idle connection (it was 277 KiB with the whole
@@ -16,8 +16,8 @@ import socket
 import sys
 
 import pytest
+from pipeparse.clients.bench.idle import REQUEST, IdleConnections, raise_nofile_limit, rss_bytes
 
-from clients.idle_connections import REQUEST, IdleConnections, raise_nofile_limit, rss_bytes
 from tests.test_cli_serve import SAFETY, listening, serve_command, started
 
 CONNECTIONS = 2000

@@ -1,4 +1,4 @@
-"""servers.listen in one process: accepting, isolation of connections, shutdown, serve().
+"""pipeparse.servers.listen in one process: accepting, isolation of connections, shutdown, serve().
 
 Most tests drive `serve_listeners` with a fake listener (a channel of memory streams, or of
 OSErrors to raise) and a stand-in engine whose behaviour each client picks with its first line,
@@ -23,15 +23,15 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from pipeparse.servers import listen
+from pipeparse.servers.apps import plaintext
+from pipeparse.servers.config import ServerConfig
+from pipeparse.servers.handlers import resolve_app
+from pipeparse.servers.listen import Server, ShutdownSignal, current_shutdown, serve_listeners
+from pipeparse.servers.protocol import Handler, ResponseSink
 
 import pipeparse
 from pipeparse import Limits
-from servers import listen
-from servers.apps import plaintext
-from servers.config import ServerConfig
-from servers.handlers import resolve_app
-from servers.listen import Server, ShutdownSignal, current_shutdown, serve_listeners
-from servers.protocol import Handler, ResponseSink
 
 # Engines the real-socket tests run with (the lead adds "pipeparse" when it is ready).
 ENGINES = ("pipeparse", "h11")

@@ -19,12 +19,18 @@ from pathlib import Path
 
 import pytest
 import trio
+from pipeparse.clients.load.client import (
+    CannotConnect,
+    LoadConfig,
+    Progress,
+    run_load,
+    run_load_sync,
+)
+from pipeparse.clients.load.mix import RequestSpec
+from pipeparse.clients.load.report import LiveProgress, format_summary
+from pipeparse.clients.load.request import parse_header, parse_url, render_request
+from pipeparse.clients.load.result import ERROR_KINDS, LoadResult, LoadStats
 
-from clients.load import CannotConnect, LoadConfig, Progress, run_load, run_load_sync
-from clients.load_report import LiveProgress, format_summary
-from clients.load_request import parse_header, parse_url, render_request
-from clients.load_result import ERROR_KINDS, LoadResult, LoadStats
-from clients.request_mix import RequestSpec
 from pipeparse import FramedRequest, RequestIndex, SeekableBuffer
 from pipeparse.cli import main as cli_main
 from tests.nginx_fixture import nginx_or_skip

@@ -1,4 +1,5 @@
-"""HDR interval logs (`clients.load_hdr`): written per second, read back with the `hdrhistogram`
+"""HDR interval logs (`pipeparse.clients.load.hdr`): written per second, read back with the
+`hdrhistogram`
 package's own `HistogramLogReader`, merged exactly.
 
 The round trip: record latencies in two "machines" (two `LoadStats`) over several seconds, write
@@ -13,9 +14,8 @@ from pathlib import Path
 
 import pytest
 from hdrh.log import HistogramLogReader
-
-from clients.load_hdr import format_merged, merge_hdr_logs, write_hdr_log
-from clients.load_result import LoadResult, LoadStats, latency_ms, new_histogram
+from pipeparse.clients.load.hdr import format_merged, merge_hdr_logs, write_hdr_log
+from pipeparse.clients.load.result import LoadResult, LoadStats, latency_ms, new_histogram
 
 PERCENTILES = [0.0, 1.0, 10.0, 25.0, 50.0, 75.0, 90.0, 99.0, 99.9, 99.99, 100.0]
 

@@ -1,4 +1,5 @@
-"""Request mixes (`clients.request_mix`): the JSON-lines format, its errors, the weighted cycle.
+"""Request mixes (`pipeparse.clients.load.mix`): the JSON-lines format, its errors, the weighted
+cycle.
 
 The same parser serves `pipeparse load --requests FILE` and the Locust user's ``requests``, so
 both are tested here through `load_mix` and `parse_mix`.
@@ -11,9 +12,15 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
-from clients.load_request import parse_url
-from clients.request_mix import MAX_CYCLE, Mix, RequestSpec, load_mix, parse_mix, weighted_cycle
+from pipeparse.clients.load.mix import (
+    MAX_CYCLE,
+    Mix,
+    RequestSpec,
+    load_mix,
+    parse_mix,
+    weighted_cycle,
+)
+from pipeparse.clients.load.request import parse_url
 
 
 def write_lines(path: Path, *lines: object) -> Path:

@@ -1,4 +1,5 @@
-"""Tests of `clients.wrk_servers`' pure parts: arguments, wrk's output, commands, the round
+"""Tests of `pipeparse.clients.crosscheck.wrk_servers`' pure parts: arguments, wrk's output,
+commands, the round
 order, medians and targets.
 
 Nothing here runs wrk or a server, and no timing is asserted: measurements are replaced by
@@ -14,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from clients import wrk_servers as ws
-from clients.bench_servers import ServerSpec, server_command
-from clients.wrk_servers import (
+from pipeparse.clients.bench.peers import ServerSpec, server_command
+from pipeparse.clients.crosscheck import wrk_servers as ws
+from pipeparse.clients.crosscheck.wrk_servers import (
     MATRICES,
     Contender,
     Matrix,
@@ -160,7 +161,7 @@ def test_wrk_command() -> None:
 def test_uvicorn_serves_the_plaintext_app_with_httptools_and_uvloop() -> None:
     assert ws.UVICORN_HTTPTOOLS.engine == "uvicorn"
     cmd = server_command(ws.UVICORN_HTTPTOOLS, 8123)
-    assert cmd[:4] == [sys.executable, "-m", "uvicorn", "servers.apps:plaintext"]
+    assert cmd[:4] == [sys.executable, "-m", "uvicorn", "pipeparse.servers.apps:plaintext"]
     assert cmd[cmd.index("--port") + 1] == "8123"
     assert cmd[cmd.index("--http") + 1] == "httptools"
     assert cmd[cmd.index("--loop") + 1] == "uvloop"
@@ -171,7 +172,7 @@ def test_granian_serves_the_plaintext_app_with_and_without_pipeline_flush() -> N
     flush = server_command(ws.GRANIAN_ASGI_FLUSH, 8124)
     for cmd in (plain, flush):
         assert cmd[:3] == [sys.executable, "-m", "granian"]
-        assert cmd[-1] == "servers.apps:plaintext"
+        assert cmd[-1] == "pipeparse.servers.apps:plaintext"
         assert cmd[cmd.index("--interface") + 1] == "asgi"
     assert "--http1-pipeline-flush" not in plain
     assert "--http1-pipeline-flush" in flush
@@ -226,13 +227,13 @@ def test_pipeparse_server_commands(matrix: str, label: str, expected: str) -> No
 def test_describe_peers() -> None:
     plain = _plaintext()
     uv = next(c for c in plain.contenders if c.kind == "uvicorn")
-    assert ws.describe(uv).startswith("python -m uvicorn servers.apps:plaintext ")
+    assert ws.describe(uv).startswith("python -m uvicorn pipeparse.servers.apps:plaintext ")
     assert " --http httptools --loop uvloop " in ws.describe(uv)
     assert "--port P" in ws.describe(uv)
     flush = next(c for c in plain.contenders if c.label == "granian-asgi-flush")
     assert ws.describe(flush).startswith("python -m granian --interface asgi ")
     assert "--port P" in ws.describe(flush)
-    assert ws.describe(flush).endswith(" --http1-pipeline-flush servers.apps:plaintext")
+    assert ws.describe(flush).endswith(" --http1-pipeline-flush pipeparse.servers.apps:plaintext")
     nginx = next(c for c in plain.contenders if c.kind == "nginx")
     assert "worker_processes 1" in ws.describe(nginx)
 

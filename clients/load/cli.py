@@ -1,4 +1,5 @@
-"""`pipeparse load`: the command line of the pipelined load client (engine: `clients.load`).
+"""`pipeparse load`: the command line of the pipelined load client (engine:
+`pipeparse.clients.load.client`).
 
 Strategy: argparse flags map one to one onto `LoadConfig` fields; `LoadConfig` checks them and
 any bad value is reported as ``pipeparse load: error: ...`` with exit status 2. The run shows a
@@ -16,14 +17,14 @@ import json
 import sys
 from pathlib import Path
 
-from pipeparse import KiB
+from pipeparse.clients.load.client import MODES, LoadConfig, run_load_sync
+from pipeparse.clients.load.hdr import format_merged, merge_hdr_logs, write_hdr_log
+from pipeparse.clients.load.mix import load_mix
+from pipeparse.clients.load.report import LiveProgress, format_summary
+from pipeparse.clients.load.request import parse_header
+from pipeparse.clients.load.result import latency_ms
 
-from .load import MODES, LoadConfig, run_load_sync
-from .load_hdr import format_merged, merge_hdr_logs, write_hdr_log
-from .load_report import LiveProgress, format_summary
-from .load_request import parse_header
-from .load_result import latency_ms
-from .request_mix import load_mix
+from pipeparse import KiB
 
 __all__ = ["add_arguments", "config_from_args", "run"]
 

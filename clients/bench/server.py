@@ -6,7 +6,8 @@ Every server a section compares is started once, before the section, and they al
 (idle ones cost nothing); each load shape is then run against every server side by side: in
 each repeat the servers take turns, in an order that rotates from repeat to repeat, and a row
 is the median over repeats of rps, p50 and p99. The load client runs in this process (one
-process, `clients.load.run_load_sync`), pinned to the first CPU; the servers are pinned to the
+process, `pipeparse.clients.load.client.run_load_sync`), pinned to the first CPU; the servers are
+pinned to the
 others, so on a 2-core machine the client and the server each own a core.
 
 The `server` and `batching` sections use one connection by default: they measure what an engine
@@ -25,15 +26,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .bench_procs import available_cpus, pinned, split_cpus
-from .bench_servers import (
+from pipeparse.clients.bench.peers import (
     ENGINES,
     ServerSpec,
     StartedServer,
     installed_peers,
     running_servers,
 )
-from .bench_stats import Row, median, safe_ratio
+from pipeparse.clients.bench.procs import available_cpus, pinned, split_cpus
+from pipeparse.clients.bench.stats import Row, median, safe_ratio
 
 __all__ = [
     "BATCHING_CONFIGS",
@@ -155,7 +156,10 @@ Run = dict[str, Any]  # rps, p50_ms, p99_ms (None: no request completed), reques
 
 def measure_once(url: str, shape: LoadShape, settings: ServerSettings) -> Run:
     """One load run: ``{"rps", "p50_ms", "p99_ms", "requests", "errors", "error_kinds"}``."""
-    from .load import LoadConfig, run_load_sync  # the load client (imported only when used)
+    from pipeparse.clients.load.client import (  # the load client (imported only when used)
+        LoadConfig,
+        run_load_sync,
+    )
 
     config = LoadConfig(
         url=url,

@@ -5,7 +5,7 @@ Strategy
 --------
 - RSS: each server (pipeparse's engine, and the installed peers serving the same ``plaintext``
   app's ASGI form) is started alone, with a keep-alive timeout longer than the measurement;
-  `clients.idle_connections` opens connections up to each count in turn (each sends one
+  `pipeparse.clients.bench.idle` opens connections up to each count in turn (each sends one
   request, reads the answer, then idles) and reads the server's RSS. A row is one server at one
   count: RSS, and its growth since before the first connection, per connection.
 - Throughput: pipeparse with its growing buffers against the same server with
@@ -19,11 +19,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .bench_procs import available_cpus, pinned, split_cpus
-from .bench_server import HANDLER_PATHS, LoadShape, ServerSettings, side_by_side
-from .bench_servers import HOST, ServerSpec, installed_peers, running_servers
-from .bench_stats import Row, safe_ratio
-from .idle_connections import raise_nofile_limit, rss_per_connection
+from pipeparse.clients.bench.idle import raise_nofile_limit, rss_per_connection
+from pipeparse.clients.bench.peers import HOST, ServerSpec, installed_peers, running_servers
+from pipeparse.clients.bench.procs import available_cpus, pinned, split_cpus
+from pipeparse.clients.bench.server import HANDLER_PATHS, LoadShape, ServerSettings, side_by_side
+from pipeparse.clients.bench.stats import Row, safe_ratio
 
 __all__ = [
     "ConnectionSettings",

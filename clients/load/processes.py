@@ -17,10 +17,9 @@ from dataclasses import replace
 from typing import Any
 
 import trio
-
-from .load import PROGRESS_EVERY, CannotConnect, run_load
-from .load_config import LoadConfig, Progress, ProgressCallback
-from .load_result import LoadResult
+from pipeparse.clients.load.client import PROGRESS_EVERY, CannotConnect, run_load
+from pipeparse.clients.load.config import LoadConfig, Progress, ProgressCallback
+from pipeparse.clients.load.result import LoadResult
 
 __all__ = ["run_processes"]
 

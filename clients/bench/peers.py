@@ -5,7 +5,7 @@ Strategy: the bench never serves in its own process. pipeparse's engines run as
 ``pipeparse: listening on http://HOST:PORT (...)`` as its first stdout line, and the bench reads
 the port from it. Peer servers (the `peers` extra: uvicorn with httptools and uvloop, hypercorn,
 granian's ASGI interface without and with ``--http1-pipeline-flush``) serve the same ASGI app
-from `servers.apps` on a port the bench picks, and are ready once a TCP connect succeeds
+from `pipeparse.servers.apps` on a port the bench picks, and are ready once a TCP connect succeeds
 (polled, bounded in time). Each server is pinned to the peer CPUs when there are two or more,
 and stopped with SIGTERM (then killed if it lingers).
 """
@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .bench_procs import can_pin
+from pipeparse.clients.bench.procs import can_pin
 
 __all__ = [
     "ENGINES",
@@ -56,8 +56,9 @@ HOST = "127.0.0.1"
 
 
 def peer_asgi_app(app: str) -> str:
-    """The import string a peer server loads for the built-in `app` (``servers.apps:APP``)."""
-    return f"servers.apps:{app}"
+    """The import string a peer server loads for the built-in `app`
+    (``pipeparse.servers.apps:APP``)."""
+    return f"pipeparse.servers.apps:{app}"
 
 
 START_TIMEOUT = 20.0  # seconds a server may take to listen

@@ -49,6 +49,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
+from pipeparse.clients.load.config import MODES, LoadConfig, Progress, ProgressCallback, requests_of
+from pipeparse.clients.load.request import Target, parse_url
+from pipeparse.clients.load.result import LoadResult, LoadStats
 
 from pipeparse import (
     BufferFull,
@@ -58,10 +61,6 @@ from pipeparse import (
     ResponseIndex,
     SeekableBuffer,
 )
-
-from .load_config import MODES, LoadConfig, Progress, ProgressCallback, requests_of
-from .load_request import Target, parse_url
-from .load_result import LoadResult, LoadStats
 
 __all__ = [
     "MODES",
@@ -776,7 +775,7 @@ def run_load_sync(config: LoadConfig, progress: ProgressCallback | None = None) 
     config.check()
     if config.processes == 1:
         return trio.run(_run_one, config, progress)
-    from .load_processes import run_processes  # (it imports this module)
+    from pipeparse.clients.load.processes import run_processes  # (it imports this module)
 
     return run_processes(config, progress)
 

@@ -19,19 +19,23 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .bench_connections import ConnectionSettings, connection_steps, run_connections_bench
-from .bench_plot import have_matplotlib, plot_all
-from .bench_procs import machine_info
-from .bench_report import Progress, format_table, make_progress, write_results
-from .bench_seek import SeekSettings, run_seek_bench
-from .bench_server import (
+from pipeparse.clients.bench.connections import (
+    ConnectionSettings,
+    connection_steps,
+    run_connections_bench,
+)
+from pipeparse.clients.bench.plot import have_matplotlib, plot_all
+from pipeparse.clients.bench.procs import machine_info
+from pipeparse.clients.bench.report import Progress, format_table, make_progress, write_results
+from pipeparse.clients.bench.seek import SeekSettings, run_seek_bench
+from pipeparse.clients.bench.server import (
     ServerSettings,
     run_batching_bench,
     run_server_bench,
     run_wall_bench,
     server_steps,
 )
-from .bench_stats import Row
+from pipeparse.clients.bench.stats import Row
 
 __all__ = ["SECTIONS", "add_arguments", "run", "targets"]
 
@@ -141,9 +145,11 @@ def connection_settings(args: argparse.Namespace) -> ConnectionSettings:
 
 def _run_parse(args: argparse.Namespace, progress: Progress, warnings: list[str]) -> list[Row]:
     try:
-        from .parsebench import run_parse_bench
+        from pipeparse.clients.bench.parse import run_parse_bench
     except ImportError as exc:
-        raise SectionUnavailable(f"clients.parsebench is not available ({exc})") from None
+        raise SectionUnavailable(
+            f"pipeparse.clients.bench.parse is not available ({exc})"
+        ) from None
     progress.start("parse", 1)
     kwargs: dict[str, Any] = {"quick": args.quick}
     if args.repeats is not None:
@@ -161,9 +167,11 @@ def _run_seek(args: argparse.Namespace, progress: Progress, warnings: list[str])
 
 def _need_load_client() -> None:
     try:
-        from . import load  # noqa: F401
+        from pipeparse.clients.load import client  # noqa: F401
     except ImportError as exc:
-        raise SectionUnavailable(f"the load client clients.load is not available ({exc})") from None
+        raise SectionUnavailable(
+            f"the load client pipeparse.clients.load.client is not available ({exc})"
+        ) from None
 
 
 def _run_server(args: argparse.Namespace, progress: Progress, warnings: list[str]) -> list[Row]:

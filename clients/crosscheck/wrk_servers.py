@@ -21,7 +21,8 @@ Each measurement starts a fresh server process, waits until it answers one GET w
 wrk, and stops the server, so no two servers ever run during a measurement. Rounds are taken in
 turn (round 1 measures every server once, then round 2, ...), and the order of the servers
 rotates from round to round so that drift on a noisy machine hurts each alike. wrk is pinned to
-the first usable CPU and every server to the others (`clients.bench_procs`; no pinning with a
+the first usable CPU and every server to the others (`pipeparse.clients.bench.procs`; no pinning
+with a
 single CPU). A run whose wrk output reports ``Non-2xx or 3xx responses`` or ``Socket errors``,
 or that failed, is shown with its errors and left out of the median: a server that answers
 errors must not look fast. A server's figure is the median requests/s over its clean runs;
@@ -35,16 +36,16 @@ The exact commands (P: a free port; the pipeparse servers pick their own)::
     python -m pipeparse.cli serve plaintext --engine pipeparse --interface native --port 0
     python -m pipeparse.cli serve plaintext --engine h11 --interface native --port 0
     python -m pipeparse.cli serve plaintext --engine pipeparse --interface asgi --port 0
-    python -m uvicorn servers.apps:plaintext --http httptools --loop uvloop \\
+    python -m uvicorn pipeparse.servers.apps:plaintext --http httptools --loop uvloop \\
         --host 127.0.0.1 --port P --log-level warning --no-access-log
     python -m granian --interface asgi --http 1 --host 127.0.0.1 --port P --workers 1 \\
-        --log-level warning [--http1-pipeline-flush] servers.apps:plaintext
+        --log-level warning [--http1-pipeline-flush] pipeparse.servers.apps:plaintext
     nginx, worker_processes 1, location = /plaintext { return 200 "Hello, World!"; }
-        (clients.load_nginx.nginx_server)
+        (pipeparse.clients.crosscheck.nginx.nginx_server)
     python -m pipeparse.cli serve echo --engine pipeparse --interface native --port 0
     python -m pipeparse.cli serve echo --engine h11 --interface native --port 0
 
-Run it as ``python -m clients.wrk_servers [--rounds 3] [--duration 5] [--json]
+Run it as ``python -m pipeparse.clients.crosscheck.wrk_servers [--rounds 3] [--duration 5] [--json]
 [--only plaintext|plaintext-depth1|sleep ...]``. Exit status 0 when it ran (a missed target is
 not an error), 2 when wrk is unavailable.
 """
@@ -63,13 +64,18 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .bench_procs import available_cpus, can_pin, machine_info, pinned, split_cpus
-from .bench_report import format_table
-from .bench_server import rotated
-from .bench_servers import ServerSpec, missing_modules, running_servers, server_command
-from .bench_stats import median, safe_ratio
-from .compare_wrk import WRK_PIPELINE_LUA, WRK_RPS, WRK_TOTAL, ensure_wrk
-from .load_nginx import ensure_nginx, nginx_server
+from pipeparse.clients.bench.peers import (
+    ServerSpec,
+    missing_modules,
+    running_servers,
+    server_command,
+)
+from pipeparse.clients.bench.procs import available_cpus, can_pin, machine_info, pinned, split_cpus
+from pipeparse.clients.bench.report import format_table
+from pipeparse.clients.bench.server import rotated
+from pipeparse.clients.bench.stats import median, safe_ratio
+from pipeparse.clients.crosscheck.nginx import ensure_nginx, nginx_server
+from pipeparse.clients.crosscheck.wrk import WRK_PIPELINE_LUA, WRK_RPS, WRK_TOTAL, ensure_wrk
 
 __all__ = [
     "MATRICES",
@@ -117,7 +123,7 @@ class Contender:
         label: its name in tables and targets.
         kind: ``pipeparse`` (either engine, via `pipeparse serve`), a peer (``uvicorn``,
             ``granian``) or ``nginx``.
-        spec: how `clients.bench_servers` starts it (every kind but nginx).
+        spec: how `pipeparse.clients.bench.peers` starts it (every kind but nginx).
     """
 
     label: str
@@ -233,7 +239,10 @@ def wrk_command(
 def describe(contender: Contender) -> str:
     """The command that starts `contender`, for the report (P: the port)."""
     if contender.spec is None:
-        return f"nginx, worker_processes 1, {NGINX_PLAINTEXT} (clients.load_nginx.nginx_server)"
+        return (
+            f"nginx, worker_processes 1, {NGINX_PLAINTEXT}"
+            " (pipeparse.clients.crosscheck.nginx.nginx_server)"
+        )
     cmd = server_command(contender.spec, 0)
     if contender.kind != "pipeparse":
         cmd[cmd.index("--port") + 1] = "P"  # a free port, chosen when it starts
@@ -588,7 +597,8 @@ def format_report(report: Mapping[str, Any]) -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m clients.wrk_servers", description=__doc__.splitlines()[0]
+        prog="python -m pipeparse.clients.crosscheck.wrk_servers",
+        description=__doc__.splitlines()[0],
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds (default: 3)")
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default: 5)")

@@ -12,8 +12,8 @@ import sys
 from types import TracebackType
 from typing import IO, TYPE_CHECKING
 
-from .load import LoadConfig, Progress
-from .load_result import LoadResult
+from pipeparse.clients.load.client import LoadConfig, Progress
+from pipeparse.clients.load.result import LoadResult
 
 if TYPE_CHECKING:
     from rich.live import Live

@@ -12,9 +12,9 @@ package, installed when missing and root) serves a small file; a last run by req
 checks that the client's count agrees with nginx's access log. wrk itself comes from the OS
 packages (``apt-get install -y wrk`` when missing and root).
 
-    python -m clients.compare_wrk http://127.0.0.1:8000/plaintext -c 64 -d 16 --runs 5
-    python -m clients.compare_wrk --nginx -c 64 -d 16 --runs 5
-    python -m clients.compare_wrk --plaintext -c 64 -d 16 --runs 5
+    python -m pipeparse.clients.crosscheck.wrk http://127.0.0.1:8000/plaintext -c 64 -d 16 --runs 5
+    python -m pipeparse.clients.crosscheck.wrk --nginx -c 64 -d 16 --runs 5
+    python -m pipeparse.clients.crosscheck.wrk --plaintext -c 64 -d 16 --runs 5
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .load_nginx import ensure_nginx, nginx_server
+from pipeparse.clients.crosscheck.nginx import ensure_nginx, nginx_server
 
 __all__ = ["WRK_PIPELINE_LUA", "WRK_RPS", "WRK_TOTAL", "ensure_wrk", "main"]
 

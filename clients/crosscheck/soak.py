@@ -1,6 +1,7 @@
 """Soak: mixed pipelined load on one server for a while; errors (expect 0) and memory over time.
 
-    python -m clients.soak [--duration 120] [--engine pipeparse] [--interval 10]
+    python -m pipeparse.clients.crosscheck.soak [--duration 120] [--engine pipeparse] [--interval
+    10]
 
 Starts ``pipeparse serve echo`` on loopback (with the bench's launcher), then runs the load
 client in rounds of `interval` seconds, each round a different mix (plain GETs at depth 16,
@@ -17,8 +18,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from clients.bench_servers import ServerSpec, running_servers
-from clients.load import LoadConfig, run_load_sync
+from pipeparse.clients.bench.peers import ServerSpec, running_servers
+from pipeparse.clients.load.client import LoadConfig, run_load_sync
 
 __all__ = ["main"]
 
@@ -49,7 +50,9 @@ def rss_mib(pid: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clients.soak", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeparse.clients.crosscheck.soak", description=__doc__
+    )
     parser.add_argument("--duration", type=float, default=120.0, help="seconds in all")
     parser.add_argument("--interval", type=float, default=10.0, help="seconds per round")
     parser.add_argument("--engine", choices=["pipeparse", "h11"], default="pipeparse")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .load_request import Target, render_request
+from pipeparse.clients.load.request import Target, render_request
 
 __all__ = [
     "MAX_CYCLE",

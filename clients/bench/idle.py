@@ -10,7 +10,7 @@ measurement takes (``--keep-alive-timeout``, uvicorn's ``--timeout-keep-alive``,
 RSS is the server process's and its children's (hypercorn serves from a child).
 
 Run it by hand against a server that is already listening:
-``python -m clients.idle_connections PORT PID 1000 5000 10000``.
+``python -m pipeparse.clients.bench.idle PORT PID 1000 5000 10000``.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ receiver leaves them in place and seeks past them. The metric is the receiver's 
 
 pipeparse's seekable buffer is that socket buffer moved to user space, so here:
 
-* the sender is a separate process (`python -m clients.bench_seek`), pinned to other CPUs
+* the sender is a separate process (`python -m pipeparse.clients.bench.seek`), pinned to other CPUs
   where possible, so its CPU time never counts;
 * both receivers read the same TCP stream with `recv_into`, in the same chunk size, into a
   buffer of the same capacity; both hand each message to the same sink as a view (no copy);
@@ -59,10 +59,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from pipeparse import KernelSeekableSocket, KiB, MiB, SeekableBuffer
+from pipeparse.clients.bench.procs import available_cpus, can_pin, pinned, split_cpus
+from pipeparse.clients.bench.stats import Row, median, reduction_pct
 
-from .bench_procs import available_cpus, can_pin, pinned, split_cpus
-from .bench_stats import Row, median, reduction_pct
+from pipeparse import KernelSeekableSocket, KiB, MiB, SeekableBuffer
 
 __all__ = [
     "FULL_NS",
@@ -395,7 +395,7 @@ def sender_main() -> int:
 def sender_process(cpus: set[int] | None) -> Iterator[int]:
     """Start the sender (pinned to `cpus` when given); yields its port; stops it after."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "clients.bench_seek"],
+        [sys.executable, "-m", "pipeparse.clients.bench.seek"],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+
 from pipeparse.clients.crosscheck.nginx import NginxServer, ensure_nginx, nginx_server
 
 __all__ = ["nginx_or_skip"]

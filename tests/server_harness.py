@@ -23,11 +23,11 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+
+from pipeparse import HttpRequest
 from pipeparse.servers import engine_h11, engine_pipeparse
 from pipeparse.servers.config import ServerConfig
 from pipeparse.servers.protocol import Handler
-
-from pipeparse import HttpRequest
 
 __all__ = [
     "CHUNKINGS",

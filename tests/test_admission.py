@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+
+import pipeparse
 from pipeparse.servers import listen
 from pipeparse.servers.admission import Admission
 from pipeparse.servers.config import ServerConfig
 from pipeparse.servers.listen import Server
-
-import pipeparse
 from tests.test_cli_serve import (
     SAFETY,
     WORKER_STARTED,

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+
 from pipeparse.servers.apps import BUILTIN_APPS, AppLoadError, EchoError, echo, load_app, plaintext
 from pipeparse.servers.handlers import resolve_app
-
 from tests.server_harness import RecordingSink, ScriptedSource, make_request
 
 INTERFACES = ["native", "asgi"]

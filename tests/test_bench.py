@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from pipeparse import cli
 from pipeparse.clients.bench import main as bench
 from pipeparse.clients.bench import peers as bench_servers
 from pipeparse.clients.bench import plot as bench_plot
@@ -46,8 +48,6 @@ from pipeparse.clients.bench.server import (
     summarize_runs,
 )
 from pipeparse.clients.bench.stats import Row, median, median_of, reduction_pct, safe_ratio
-
-from pipeparse import cli
 
 # -- medians -------------------------------------------------------------------------------
 

@@ -24,10 +24,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from pipeparse.servers import cli
-from pipeparse.servers.config import ServerConfig
 
 from pipeparse import KiB, Limits, MiB
+from pipeparse.servers import cli
+from pipeparse.servers.config import ServerConfig
 
 SAFETY = 30.0  # seconds: only a hang ever gets near this
 ENGINE = "pipeparse"  # the subprocess tests' engine (the pipeparse engine's own tests cover it)

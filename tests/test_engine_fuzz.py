@@ -11,11 +11,11 @@ import h11
 import trio
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+
+from pipeparse import HttpRequest, ProtocolError, Request, parse_requests
 from pipeparse.servers.config import ServerConfig
 from pipeparse.servers.engine_pipeparse import serve_connection
 from pipeparse.servers.protocol import ResponseSink
-
-from pipeparse import HttpRequest, ProtocolError, Request, parse_requests
 from tests.server_harness import parse_responses
 from tests.test_engine_pipeparse import exchange
 

@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 import trio
+
+from pipeparse import HttpRequest, Limits, Response
 from pipeparse.servers import engine_h11
 from pipeparse.servers.apps import echo, plaintext
 from pipeparse.servers.config import ServerConfig
 from pipeparse.servers.handlers import native, resolve_app
 from pipeparse.servers.listen import serve_listeners
 from pipeparse.servers.protocol import Handler, ResponseSink
-
-from pipeparse import HttpRequest, Limits, Response
 from tests.server_harness import (
     ENGINES,
     exchange,

@@ -17,11 +17,11 @@ from typing import ClassVar
 import pytest
 import trio
 import trio.testing
+
+from pipeparse import MIN_BLOCK, HttpRequest, Response, SeekableBuffer, native
 from pipeparse.servers import engine_pipeparse
 from pipeparse.servers.config import ServerConfig
 from pipeparse.servers.handlers import native_handler
-
-from pipeparse import MIN_BLOCK, HttpRequest, Response, SeekableBuffer, native
 from tests.server_harness import open_connection, parse_responses
 
 serve = engine_pipeparse.serve_connection

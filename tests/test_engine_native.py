@@ -27,12 +27,12 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+
+from pipeparse import HttpRequest, Limits, ProtocolError, Response, SeekableBuffer, native
 from pipeparse.servers import engine_pipeparse
 from pipeparse.servers.config import ServerConfig
 from pipeparse.servers.handlers import native_handler
 from pipeparse.servers.protocol import Handler, NativeHandler, ResponseSink, native_of
-
-from pipeparse import HttpRequest, Limits, ProtocolError, Response, SeekableBuffer, native
 from tests.server_harness import (
     exchange,
     open_connection,

@@ -10,12 +10,12 @@ import h11
 import pytest
 import trio
 import trio.testing
+
+from pipeparse import HttpRequest, Limits
 from pipeparse.servers.config import ServerConfig
 from pipeparse.servers.engine_pipeparse import serve_connection
 from pipeparse.servers.handlers import Receive, Scope, Send, asgi_handler
 from pipeparse.servers.protocol import Handler, ResponseSink
-
-from pipeparse import HttpRequest, Limits
 
 
 def get(target: str, *extra: str) -> bytes:

@@ -12,10 +12,10 @@ import socket
 import struct
 
 import trio
-from pipeparse.servers.listen import Server
 
 import pipeparse
 from pipeparse import HttpRequest, Response
+from pipeparse.servers.listen import Server
 
 
 async def test_client_abort_cancels_in_flight_handlers() -> None:

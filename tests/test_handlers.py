@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+
+from pipeparse import HttpRequest, ProtocolError, Response
 from pipeparse.servers.handlers import (
     LifespanError,
     ServedApp,
@@ -18,8 +20,6 @@ from pipeparse.servers.handlers import (
     resolve_app,
     split_target,
 )
-
-from pipeparse import HttpRequest, ProtocolError, Response
 from tests.server_harness import RecordingSink, ScriptedSource, make_request
 
 # --- native ---------------------------------------------------------------------------------

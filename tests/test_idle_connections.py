@@ -16,8 +16,8 @@ import socket
 import sys
 
 import pytest
-from pipeparse.clients.bench.idle import REQUEST, IdleConnections, raise_nofile_limit, rss_bytes
 
+from pipeparse.clients.bench.idle import REQUEST, IdleConnections, raise_nofile_limit, rss_bytes
 from tests.test_cli_serve import SAFETY, listening, serve_command, started
 
 CONNECTIONS = 2000

@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 import trio
-from pipeparse.servers.listen import Server
 
 import pipeparse
 from pipeparse import MiB
+from pipeparse.servers.listen import Server
 from tests.server_harness import parse_responses, receive_all
 
 SAFETY = 60.0  # seconds: only a hang ever gets near this

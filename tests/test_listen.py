@@ -23,15 +23,15 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+
+import pipeparse
+from pipeparse import Limits
 from pipeparse.servers import listen
 from pipeparse.servers.apps import plaintext
 from pipeparse.servers.config import ServerConfig
 from pipeparse.servers.handlers import resolve_app
 from pipeparse.servers.listen import Server, ShutdownSignal, current_shutdown, serve_listeners
 from pipeparse.servers.protocol import Handler, ResponseSink
-
-import pipeparse
-from pipeparse import Limits
 
 # Engines the real-socket tests run with (the lead adds "pipeparse" when it is ready).
 ENGINES = ("pipeparse", "h11")

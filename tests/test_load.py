@@ -19,6 +19,9 @@ from pathlib import Path
 
 import pytest
 import trio
+
+from pipeparse import FramedRequest, RequestIndex, SeekableBuffer
+from pipeparse.cli import main as cli_main
 from pipeparse.clients.load.client import (
     CannotConnect,
     LoadConfig,
@@ -30,9 +33,6 @@ from pipeparse.clients.load.mix import RequestSpec
 from pipeparse.clients.load.report import LiveProgress, format_summary
 from pipeparse.clients.load.request import parse_header, parse_url, render_request
 from pipeparse.clients.load.result import ERROR_KINDS, LoadResult, LoadStats
-
-from pipeparse import FramedRequest, RequestIndex, SeekableBuffer
-from pipeparse.cli import main as cli_main
 from tests.nginx_fixture import nginx_or_skip
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from hdrh.log import HistogramLogReader
+
 from pipeparse.clients.load.hdr import format_merged, merge_hdr_logs, write_hdr_log
 from pipeparse.clients.load.result import LoadResult, LoadStats, latency_ms, new_histogram
 

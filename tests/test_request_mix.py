@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from pipeparse.clients.load.mix import (
     MAX_CYCLE,
     Mix,

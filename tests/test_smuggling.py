@@ -13,9 +13,9 @@ import functools
 
 import pytest
 import trio
-from pipeparse.servers.listen import Server
 
 import pipeparse
+from pipeparse.servers.listen import Server
 
 GOOD = b"GET /ok HTTP/1.1\r\nHost: t\r\n\r\n"
 AFTER = b"GET /after HTTP/1.1\r\nHost: t\r\n\r\n"

@@ -14,12 +14,12 @@ pytest.importorskip("starlette")
 import anyio
 import trio
 import trio.testing
-from pipeparse.servers.handlers import resolve_app
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from pipeparse.servers.handlers import resolve_app
 from tests.server_harness import (
     exchange,
     parametrize_chunkings,

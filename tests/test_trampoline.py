@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+
+from pipeparse import HttpRequest
 from pipeparse.servers.config import ServerConfig
 from pipeparse.servers.engine_pipeparse import _Connection, _resume, _TaskTimer
 from pipeparse.servers.protocol import ResponseSink
-
-from pipeparse import HttpRequest
 
 # -- the trampoline, with plain yields for traps (no event loop) ---------------------------
 

@@ -31,9 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import h11
-from pipeparse.clients.bench.stats import Row
 
 from pipeparse import KiB, MiB, RequestIndex, SeekableBuffer, parse_requests
+from pipeparse.clients.bench.stats import Row
 
 __all__ = ["PARSERS", "WORKLOADS", "Workload", "main", "run_parse_bench"]
 

@@ -59,10 +59,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from pipeparse import KernelSeekableSocket, KiB, MiB, SeekableBuffer
 from pipeparse.clients.bench.procs import available_cpus, can_pin, pinned, split_cpus
 from pipeparse.clients.bench.stats import Row, median, reduction_pct
-
-from pipeparse import KernelSeekableSocket, KiB, MiB, SeekableBuffer
 
 __all__ = [
     "FULL_NS",

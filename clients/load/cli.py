@@ -17,14 +17,13 @@ import json
 import sys
 from pathlib import Path
 
+from pipeparse import KiB
 from pipeparse.clients.load.client import MODES, LoadConfig, run_load_sync
 from pipeparse.clients.load.hdr import format_merged, merge_hdr_logs, write_hdr_log
 from pipeparse.clients.load.mix import load_mix
 from pipeparse.clients.load.report import LiveProgress, format_summary
 from pipeparse.clients.load.request import parse_header
 from pipeparse.clients.load.result import latency_ms
-
-from pipeparse import KiB
 
 __all__ = ["add_arguments", "config_from_args", "run"]
 

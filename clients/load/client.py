@@ -49,9 +49,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
-from pipeparse.clients.load.config import MODES, LoadConfig, Progress, ProgressCallback, requests_of
-from pipeparse.clients.load.request import Target, parse_url
-from pipeparse.clients.load.result import LoadResult, LoadStats
 
 from pipeparse import (
     BufferFull,
@@ -61,6 +58,9 @@ from pipeparse import (
     ResponseIndex,
     SeekableBuffer,
 )
+from pipeparse.clients.load.config import MODES, LoadConfig, Progress, ProgressCallback, requests_of
+from pipeparse.clients.load.request import Target, parse_url
+from pipeparse.clients.load.result import LoadResult, LoadStats
 
 __all__ = [
     "MODES",

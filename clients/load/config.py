@@ -11,10 +11,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pipeparse import KiB
 from pipeparse.clients.load.mix import Mix, RequestSpec
 from pipeparse.clients.load.request import parse_url
-
-from pipeparse import KiB
 
 __all__ = ["MODES", "LoadConfig", "Progress", "ProgressCallback", "requests_of"]
 

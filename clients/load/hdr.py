@@ -17,6 +17,7 @@ from pathlib import Path
 
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader, HistogramLogWriter
+
 from pipeparse.clients.load.result import LoadResult, latency_ms, new_histogram
 
 __all__ = ["format_merged", "merge_hdr_logs", "write_hdr_log"]

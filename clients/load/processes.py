@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 import trio
+
 from pipeparse.clients.load.client import PROGRESS_EVERY, CannotConnect, run_load
 from pipeparse.clients.load.config import LoadConfig, Progress, ProgressCallback
 from pipeparse.clients.load.result import LoadResult

@@ -338,7 +338,26 @@ class SeekableBuffer:
         """The paper's seek_recv: take `n` bytes at `offset` from the head (a view)."""
         if offset < 0 or n < 0:
             raise ValueError("offset and n must not be negative")
-        return self.take(self._head + offset, self._head + offset + n)
+        start = self._head + offset
+        end = start + n
+        holes = self._holes
+        if (
+            offset
+            and n
+            and end <= self._tail
+            and start >= self._seg_abs[-1]
+            and (not holes or holes[-1][1] <= start)
+        ):
+            # The common case (a receiver taking a message ahead of the ones it skips): past
+            # every hole, in the newest segment. The new hole goes last, or extends the last.
+            self._held_in_holes += n
+            if holes and holes[-1][1] == start:
+                holes[-1][1] = end
+            else:
+                holes.append([start, end])
+            d = self._delta
+            return self._mv[start - d : end - d]
+        return self.take(start, end)
 
     def peek(self, offset: int, n: int) -> memoryview:
         """Read `n` bytes at `offset` from the head without taking them."""
@@ -351,13 +370,22 @@ class SeekableBuffer:
         if n < 0:
             raise ValueError("n must not be negative")
         a = self._head
-        e = min(a + n, self._tail)
+        e = a + n
+        if e > self._tail:
+            e = self._tail
         holes = self._holes
         if a >= self._seg_abs[-1] and (not holes or holes[0][0] >= e):
-            # The common case: no hole in the way, all in the newest segment.
+            # The common case: no hole in the way, all in the newest segment. The head moves
+            # to `e`, and over the hole that starts there, if any (holes coalesce: one at most).
             d = self._delta
             view = self._mv[a - d : e - d]
-            self._release(a, e)
+            if holes and holes[0][0] == e:
+                hs, he = holes.pop(0)
+                self._held_in_holes -= he - hs
+                e = he
+            self._head = e
+            if e == self._tail:
+                self._after_head_moved()
             return view
         parts: list[memoryview] = []
         got = 0

@@ -202,6 +202,19 @@ _FLAGS: dict[str, tuple[_Kind, tuple[str, ...] | None, str | None, str]] = {
     "recv_size": (_recv_size, None, "SIZE", "bytes per receive; 0: adaptive"),
     "flush": (str, ("adaptive", "each"), None, "when responses are written"),
     "server_name": (_server_name, None, "NAME", "value of the Server header"),
+    "proxy_headers": (
+        None,
+        None,
+        None,
+        "believe X-Forwarded-For/-Proto and Forwarded from --forwarded-allow-ips peers",
+    ),
+    "forwarded_allow_ips": (
+        str,
+        None,
+        "IPS",
+        "comma list of proxy addresses or networks trusted with proxy headers; * for all",
+    ),
+    "root_path": (str, None, "PATH", "the app's mount point behind a proxy (scope root_path)"),
     "gc_threshold": (
         _count_or_zero,
         None,

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pipeparse import KiB, Limits
 
+from .proxy import TrustedProxies
+
 __all__ = ["Engine", "Interface", "PipelinePolicy", "ServerConfig"]
 
 Engine = Literal["pipeparse", "h11"]
@@ -52,6 +54,12 @@ class ServerConfig:
     # young objects alive, so at 700 most of them are promoted and full collections walk the
     # whole heap every few thousand requests; nothing is cyclic garbage on the hot path.
     gc_threshold: int = 10_000
+    # Behind a proxy (uvicorn's names): believe X-Forwarded-For/-Proto and RFC 7239 Forwarded
+    # from the peers in forwarded_allow_ips (comma list of addresses or networks, "*": all) to
+    # set the client address and scheme; see servers/proxy.py.
+    proxy_headers: bool = False
+    forwarded_allow_ips: str = "127.0.0.1"
+    root_path: str = ""  # the app's mount point behind a proxy: scope["root_path"]
 
     def __post_init__(self) -> None:
         if self.max_in_flight < 1:
@@ -75,6 +83,14 @@ class ServerConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1 (or None: no limit), got {value}")
+        TrustedProxies.parse(self.forwarded_allow_ips)  # raises ValueError naming the entry
+        if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
+            raise ValueError(
+                f"root_path must start with '/' and not end with one (or be ''), got "
+                f"{self.root_path!r}"
+            )
+        if not self.root_path.isascii():
+            raise ValueError(f"root_path must be ASCII, got {self.root_path!r}")
         if self.backlog < 1:
             raise ValueError(f"backlog must be at least 1, got {self.backlog}")
         if self.workers < 1:

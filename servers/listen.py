@@ -61,6 +61,7 @@ from pipeparse import Limits
 from .admission import Admission, current_admission, using_admission
 from .config import ServerConfig
 from .protocol import Handler
+from .proxy import TrustedProxies
 
 __all__ = [
     "ACCESS_LOGGER",
@@ -584,7 +585,15 @@ async def serve(
     try:
         name = sock.getsockname()
         host, port = str(name[0]), int(name[1])
-        served = resolve_app(app, config.interface, server=(host, port))
+        served = resolve_app(
+            app,
+            config.interface,
+            server=(host, port),
+            root_path=config.root_path,
+            trusted=TrustedProxies.parse(config.forwarded_allow_ips)
+            if config.proxy_headers
+            else None,
+        )
     except BaseException:
         await trio.aclose_forcefully(listener)
         raise

@@ -9,7 +9,8 @@ usage error (exit 2).
 
 The first line on stdout, flushed at once, is exactly
 ``pipeparse: listening on http://HOST:PORT (engine ENGINE, interface INTERFACE, workers N)``,
-with the real port when ``--port 0`` was asked for and INTERFACE the one the app is served
+with the real port when ``--port 0`` was asked for (``unix:PATH`` instead of
+``http://HOST:PORT`` with ``--uds``) and INTERFACE the one the app is served
 through (``asgi`` or ``native``). Logs go to stderr. SIGINT or SIGTERM stops the server
 gracefully (exit 0; a second signal aborts the open connections). Exit codes: 0 stopped,
 1 cannot listen or a worker could not start, 2 usage error (bad flag, an app that cannot be
@@ -146,6 +147,13 @@ _Kind = Callable[[str], Any] | None
 _FLAGS: dict[str, tuple[_Kind, tuple[str, ...] | None, str | None, str]] = {
     "host": (str, None, "HOST", "address to listen on"),
     "port": (_port, None, "PORT", "port to listen on; 0 picks a free one (printed)"),
+    "uds": (str, None, "PATH", "listen on this Unix domain socket instead (default: none)"),
+    "fd": (
+        _count_or_zero,
+        None,
+        "N",
+        "serve on the inherited listening socket N, e.g. from systemd (default: none)",
+    ),
     "engine": (str, ("pipeparse", "h11"), None, "pipeparse: concurrent; h11: sequential"),
     "interface": (str, ("auto", "asgi", "native"), None, "app interface; auto prefers native"),
     "pipeline_policy": (

@@ -22,6 +22,8 @@ SECONDS = 1.0
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8000
+    uds: str | None = None  # listen on this Unix domain socket instead of host/port
+    fd: int | None = None  # serve on this inherited listening socket (socket activation)
     engine: Engine = "pipeparse"
     interface: Interface = "auto"
     pipeline_policy: PipelinePolicy = "safe"
@@ -83,6 +85,12 @@ class ServerConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1 (or None: no limit), got {value}")
+        if self.uds is not None and self.fd is not None:
+            raise ValueError("give either uds or fd, not both")
+        if self.uds is not None and not self.uds:
+            raise ValueError("uds must be a path, got ''")
+        if self.fd is not None and self.fd < 0:
+            raise ValueError(f"fd must be 0 or more, got {self.fd}")
         TrustedProxies.parse(self.forwarded_allow_ips)  # raises ValueError naming the entry
         if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
             raise ValueError(

@@ -62,6 +62,7 @@ from .admission import Admission, current_admission, using_admission
 from .config import ServerConfig
 from .protocol import Handler
 from .proxy import TrustedProxies
+from .sockets import listening_socket, unix_socket_owner
 
 __all__ = [
     "ACCESS_LOGGER",
@@ -79,6 +80,7 @@ __all__ = [
     "run_workers",
     "serve",
     "serve_listeners",
+    "socket_address",
 ]
 
 log = logging.getLogger("pipeparse.server")
@@ -296,6 +298,19 @@ def bind_socket(
     return sock
 
 
+def socket_address(sock: socket.socket) -> tuple[str, int]:
+    """``(host, port)`` a listening socket is bound to; ``(path, 0)`` for a Unix socket (the
+    ASGI ``scope["server"]`` of one, as uvicorn gives)."""
+    name = sock.getsockname()
+    if isinstance(name, tuple):
+        return (str(name[0]), int(name[1]))
+    return (name.decode("latin-1") if isinstance(name, bytes) else str(name), 0)
+
+
+def _unix_path(sock: socket.socket) -> str | None:
+    return socket_address(sock)[0] if sock.family == socket.AF_UNIX else None
+
+
 def _host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -318,15 +333,23 @@ class Server:
     """A running server: what `serve` reports through ``task_status``.
 
     Attributes:
-        host, port: the address it listens on (the real port when asked for port 0).
+        host, port: the address it listens on (the real port when asked for port 0); on a
+            Unix domain socket, its path and 0.
+        uds: the Unix domain socket's path, or None.
         interface: how the app is served, ``"asgi"`` or ``"native"``.
         config: its `ServerConfig`.
         shutdown_signal: set when the graceful shutdown begins (see `current_shutdown`).
     """
 
     def __init__(
-        self, host: str, port: int, config: ServerConfig, interface: str | None = None
+        self,
+        host: str,
+        port: int,
+        config: ServerConfig,
+        interface: str | None = None,
+        uds: str | None = None,
     ) -> None:
+        self.uds = uds
         self.host = host
         self.port = port
         self.config = config
@@ -343,6 +366,9 @@ class Server:
 
     @property
     def url(self) -> str:
+        """``http://HOST:PORT``, or ``unix:PATH`` on a Unix domain socket."""
+        if self.uds is not None:
+            return f"unix:{self.uds}"
         return f"http://{_host_port(self.host, self.port)}"
 
     @property
@@ -571,7 +597,6 @@ async def serve(
 ) -> None:
     """Serve `app` until shut down (see `pipeparse.serve`, which documents this)."""
     from .apps import load_app
-    from .handlers import resolve_app
 
     config = make_config(config, **overrides)
     if config.workers != 1 and sock is None:
@@ -579,16 +604,31 @@ async def serve(
     if isinstance(app, str):
         app = load_app(app)
     serve_connection = load_engine(config.engine)
+    owner: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
     if sock is None:
-        sock = bind_socket(config.host, config.port, backlog=config.backlog)
+        sock = listening_socket(config)
+        owner = unix_socket_owner(sock)  # removes the socket file it bound, at the end
+    with owner:
+        await _serve_on(app, config, sock, serve_connection, task_status)
+
+
+async def _serve_on(
+    app: object,
+    config: ServerConfig,
+    sock: socket.socket,
+    serve_connection: ServeConnection,
+    task_status: trio.TaskStatus[Server],
+) -> None:
+    from .handlers import resolve_app
+
     listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+    uds = _unix_path(sock)
     try:
-        name = sock.getsockname()
-        host, port = str(name[0]), int(name[1])
+        host, port = socket_address(sock)
         served = resolve_app(
             app,
             config.interface,
-            server=(host, port),
+            server=(host, port) if uds is None else None,  # None on a Unix socket, as uvicorn
             root_path=config.root_path,
             trusted=TrustedProxies.parse(config.forwarded_allow_ips)
             if config.proxy_headers
@@ -597,7 +637,7 @@ async def serve(
     except BaseException:
         await trio.aclose_forcefully(listener)
         raise
-    server = Server(host, port, config, served.interface)
+    server = Server(host, port, config, served.interface, uds=uds)
     try:
         async with served.lifespan(config.shutdown_timeout):
             await serve_listeners(

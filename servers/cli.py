@@ -124,6 +124,12 @@ def _server_name(text: str) -> bytes:
     return text.encode("ascii")
 
 
+def _cert_reqs(text: str) -> int:
+    if text not in ("0", "1", "2"):
+        raise argparse.ArgumentTypeError(f"{text!r}: use 0 (none), 1 (optional) or 2 (required)")
+    return int(text)
+
+
 def _format_size(value: int) -> str:
     if value and value % MiB == 0:
         return f"{value // MiB}M"
@@ -153,6 +159,23 @@ _FLAGS: dict[str, tuple[_Kind, tuple[str, ...] | None, str | None, str]] = {
         None,
         "N",
         "serve on the inherited listening socket N, e.g. from systemd (default: none)",
+    ),
+    "ssl_certfile": (str, None, "FILE", "serve HTTPS with this certificate chain (PEM)"),
+    "ssl_keyfile": (str, None, "FILE", "its private key (default: in --ssl-certfile)"),
+    "ssl_keyfile_password": (str, None, "PASSWORD", "password of an encrypted key"),
+    "ssl_ca_certs": (str, None, "FILE", "CA certificates for client certificates"),
+    "ssl_cert_reqs": (
+        _cert_reqs,
+        None,
+        "{0,1,2}",
+        "client certificates: 0 none, 1 optional, 2 required",
+    ),
+    "ssl_ciphers": (str, None, "CIPHERS", "OpenSSL cipher list (default: Python's)"),
+    "ssl_handshake_timeout": (
+        _seconds,
+        None,
+        "SECONDS",
+        "a TLS handshake must finish within this",
     ),
     "engine": (str, ("pipeparse", "h11"), None, "pipeparse: concurrent; h11: sequential"),
     "interface": (str, ("auto", "asgi", "native"), None, "app interface; auto prefers native"),

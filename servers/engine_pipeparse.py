@@ -101,6 +101,7 @@ from .handlers import send_stream
 from .heap import gave_back
 from .listen import current_shutdown, log_access
 from .protocol import Handler, native_of
+from .tls import close_stream
 
 __all__ = ["serve_connection"]
 
@@ -142,7 +143,7 @@ async def serve_connection(
             await conn.linger_close()
     finally:
         shutdown.discard_callback(conn.shut_down)
-        await trio.aclose_forcefully(stream)
+        await close_stream(stream)  # close_notify first over TLS
 
 
 async def _call(function: Callable[[], None]) -> None:

@@ -49,6 +49,7 @@ import logging
 import math
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextvars import ContextVar
@@ -58,6 +59,7 @@ import trio
 
 from pipeparse import Limits
 
+from . import tls
 from .admission import Admission, current_admission, using_admission
 from .config import ServerConfig
 from .protocol import Handler
@@ -336,6 +338,7 @@ class Server:
         host, port: the address it listens on (the real port when asked for port 0); on a
             Unix domain socket, its path and 0.
         uds: the Unix domain socket's path, or None.
+        ssl_context: the TLS context connections are wrapped in, or None (plain HTTP).
         interface: how the app is served, ``"asgi"`` or ``"native"``.
         config: its `ServerConfig`.
         shutdown_signal: set when the graceful shutdown begins (see `current_shutdown`).
@@ -348,8 +351,10 @@ class Server:
         config: ServerConfig,
         interface: str | None = None,
         uds: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.uds = uds
+        self.ssl_context = ssl_context
         self.host = host
         self.port = port
         self.config = config
@@ -369,7 +374,8 @@ class Server:
         """``http://HOST:PORT``, or ``unix:PATH`` on a Unix domain socket."""
         if self.uds is not None:
             return f"unix:{self.uds}"
-        return f"http://{_host_port(self.host, self.port)}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{_host_port(self.host, self.port)}"
 
     @property
     def closing(self) -> bool:
@@ -486,7 +492,9 @@ async def _accept_all(
         if not (server._aborted or server._leave_queued):  # serve the clients waiting too
             config = server.config
             for stream in _take_queued(listeners):
-                connections.start_soon(_connection, stream, handler, serve_connection, config)
+                connections.start_soon(
+                    _connection, stream, handler, serve_connection, config, server.ssl_context
+                )
         stopped.set()
         for listener in listeners:
             await trio.aclose_forcefully(listener)  # cancel-safe: closes even when cancelled
@@ -546,7 +554,9 @@ async def _accept_loop(
         except trio.ClosedResourceError:
             return
         backoff = ACCEPT_BACKOFF_MIN
-        connections.start_soon(_connection, stream, handler, serve_connection, config)
+        connections.start_soon(
+            _connection, stream, handler, serve_connection, config, server.ssl_context
+        )
 
 
 async def _connection(
@@ -554,12 +564,17 @@ async def _connection(
     handler: Handler,
     serve_connection: ServeConnection,
     config: ServerConfig,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> None:
     client = _peer(stream)
     admission = current_admission()
     if admission is not None:
         admission.connection_opened()
     try:
+        if ssl_context is not None:  # the handshake runs here, in this connection's task
+            stream = tls.wrap(stream, ssl_context)
+            if not await tls.handshake(stream, config.ssl_handshake_timeout, client):
+                return
         await serve_connection(stream, handler, config, client)
     except* Exception as group:
         log.error(
@@ -570,7 +585,7 @@ async def _connection(
     finally:
         if admission is not None:
             admission.connection_closed()
-        await trio.aclose_forcefully(stream)
+        await tls.close_stream(stream)
 
 
 def _single(group: BaseExceptionGroup[Any]) -> BaseException:
@@ -624,11 +639,13 @@ async def _serve_on(
     listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
     uds = _unix_path(sock)
     try:
+        ssl_context = tls.server_context(config)
         host, port = socket_address(sock)
         served = resolve_app(
             app,
             config.interface,
             server=(host, port) if uds is None else None,  # None on a Unix socket, as uvicorn
+            scheme="https" if ssl_context is not None else "http",
             root_path=config.root_path,
             trusted=TrustedProxies.parse(config.forwarded_allow_ips)
             if config.proxy_headers
@@ -637,7 +654,7 @@ async def _serve_on(
     except BaseException:
         await trio.aclose_forcefully(listener)
         raise
-    server = Server(host, port, config, served.interface, uds=uds)
+    server = Server(host, port, config, served.interface, uds=uds, ssl_context=ssl_context)
     try:
         async with served.lifespan(config.shutdown_timeout):
             await serve_listeners(

@@ -33,6 +33,7 @@ from typing import Any
 
 import trio
 
+from . import tls
 from .config import ServerConfig
 from .listen import (
     _SIGNALS,
@@ -88,7 +89,8 @@ def run_workers(
             host, port = socket_address(sock)
             uds = host if sock.family == socket.AF_UNIX else None
             interface = _interface_of(app, config, app_dir)
-            server = Server(host, port, config, interface, uds=uds)
+            context = tls.server_context(config)  # a bad certificate fails here, once
+            server = Server(host, port, config, interface, uds=uds, ssl_context=context)
             return int(_unwrap_run(_supervise, sock, app, config, server, on_listening, app_dir))
     finally:
         sock.close()

@@ -35,8 +35,10 @@ class Certs:
     client: ssl.SSLContext
 
 
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+@pytest.fixture(scope="module", name="certs")
+def certs_fixture(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    """A CA and a certificate for 127.0.0.1 and localhost, as files, and a client context
+    that trusts the CA (tests/test_load_tls.py imports it)."""
     folder = tmp_path_factory.mktemp("certs")
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1", "localhost")

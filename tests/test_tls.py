@@ -252,3 +252,27 @@ async def test_an_encrypted_key_with_its_password(certs: Certs, tmp_path: Path) 
         async with trio.SSLStream(tcp, certs.client, server_hostname="127.0.0.1") as stream:
             await stream.send_all(_requests(1).replace(b"/r0", b"/plaintext"))
             assert (await _receive_all(stream)).endswith(b"Hello, World!")
+
+
+def test_the_command_line_serves_https(certs: Certs) -> None:
+    import signal
+    import socket
+
+    from tests.test_cli_serve import SAFETY, read_line, serve_command, started
+
+    argv = serve_command(f"--ssl-certfile={certs.certfile}", f"--ssl-keyfile={certs.keyfile}")
+    with started(argv) as proc:
+        line = read_line(proc.stdout, [])
+        assert line.startswith("pipeparse: listening on https://127.0.0.1:"), line
+        port = int(line.split("https://127.0.0.1:")[1].split(" ")[0])
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=SAFETY) as raw,
+            certs.client.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            tls.sendall(b"GET /plaintext HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            response = b""
+            while data := tls.recv(65536):
+                response += data
+        assert response.startswith(b"HTTP/1.1 200 ") and response.endswith(b"Hello, World!")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(SAFETY) == 0

@@ -1167,7 +1167,9 @@ class _Connection:
         with trio.CancelScope(shield=True), trio.move_on_after(_LINGER_SECONDS):
             try:
                 await self.stream.send_eof()  # type: ignore[attr-defined]
-            except (AttributeError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            except AttributeError:  # TLS has no half-close: drain all the same
+                pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 return
             drained = 0
             try:

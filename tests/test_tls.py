@@ -254,25 +254,45 @@ async def test_an_encrypted_key_with_its_password(certs: Certs, tmp_path: Path) 
             assert (await _receive_all(stream)).endswith(b"Hello, World!")
 
 
-def test_the_command_line_serves_https(certs: Certs) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_command_line_serves_https(certs: Certs, workers: int) -> None:
     import signal
     import socket
 
     from tests.test_cli_serve import SAFETY, read_line, serve_command, started
 
-    argv = serve_command(f"--ssl-certfile={certs.certfile}", f"--ssl-keyfile={certs.keyfile}")
+    argv = serve_command(
+        f"--ssl-certfile={certs.certfile}", f"--ssl-keyfile={certs.keyfile}", f"--workers={workers}"
+    )
     with started(argv) as proc:
         line = read_line(proc.stdout, [])
         assert line.startswith("pipeparse: listening on https://127.0.0.1:"), line
         port = int(line.split("https://127.0.0.1:")[1].split(" ")[0])
-        with (
-            socket.create_connection(("127.0.0.1", port), timeout=SAFETY) as raw,
-            certs.client.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
-        ):
-            tls.sendall(b"GET /plaintext HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-            response = b""
-            while data := tls.recv(65536):
-                response += data
-        assert response.startswith(b"HTTP/1.1 200 ") and response.endswith(b"Hello, World!")
+        for _ in range(2 * workers):
+            with (
+                socket.create_connection(("127.0.0.1", port), timeout=SAFETY) as raw,
+                certs.client.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+            ):
+                tls.sendall(b"GET /plaintext HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                response = b""
+                while data := tls.recv(65536):
+                    response += data
+            assert response.startswith(b"HTTP/1.1 200 ") and response.endswith(b"Hello, World!")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(SAFETY) == 0
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_a_close_with_unread_bytes_still_delivers_the_response(
+    certs: Certs, engine: str
+) -> None:
+    """The server closes after `Connection: close` while the client's later bytes are still
+    arriving: it drains them first, so the kernel does not reset the connection under the
+    response (what lingering does for plain TCP)."""
+    async with tls_server("plaintext", certs, engine=engine) as server:
+        tcp = await trio.open_tcp_stream("127.0.0.1", server.port)
+        async with trio.SSLStream(tcp, certs.client, server_hostname="127.0.0.1") as stream:
+            first = b"GET /plaintext HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+            await stream.send_all(first + b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n" * 20000)
+            answer = await _receive_all(stream)
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"Hello, World!")

@@ -49,10 +49,22 @@ class HttpRequest:
         method, target: bytes as sent. http_version: ``b"1.1"`` or ``b"1.0"``.
         headers: ``(lowercased name, value)`` pairs in the order sent.
         seq: the request's index on its connection, from 0.
-        client: the peer's ``(host, port)``, when known.
+        client: the peer's ``(host, port)``, when known (behind a trusted proxy with proxy
+            headers on, the address the proxy forwarded for).
+        scheme: ``"http"`` or ``"https"`` (TLS, or what a trusted proxy said).
     """
 
-    __slots__ = ("_body", "_source", "client", "headers", "http_version", "method", "seq", "target")
+    __slots__ = (
+        "_body",
+        "_source",
+        "client",
+        "headers",
+        "http_version",
+        "method",
+        "scheme",
+        "seq",
+        "target",
+    )
 
     def __init__(
         self,
@@ -64,6 +76,7 @@ class HttpRequest:
         body: bytes | memoryview | None,
         source: BodySource,
         client: tuple[str, int] | None = None,
+        scheme: str = "http",
     ) -> None:
         self.method = method
         self.target = target
@@ -73,6 +86,7 @@ class HttpRequest:
         self._body = body  # the whole body when it had all arrived; None: it streams
         self._source = source
         self.client = client
+        self.scheme = scheme
 
     @property
     def body_complete(self) -> bool:

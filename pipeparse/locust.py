@@ -87,6 +87,8 @@ class _Plan:
                 f"{cls.__name__}.timeout must be positive seconds, got {cls.timeout!r}"
             )
         server = parse_url(host)
+        if server.tls:  # the Locust user speaks plain HTTP only (`pipeparse load` does https)
+            raise ValueError(f"only http:// URLs are supported, got {host!r}")
         if server.target not in ("/", ""):
             raise ValueError(
                 f"host {host!r} has a path: give whole targets in `paths` or `requests`"

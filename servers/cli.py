@@ -9,7 +9,8 @@ usage error (exit 2).
 
 The first line on stdout, flushed at once, is exactly
 ``pipeparse: listening on http://HOST:PORT (engine ENGINE, interface INTERFACE, workers N)``,
-with the real port when ``--port 0`` was asked for and INTERFACE the one the app is served
+with the real port when ``--port 0`` was asked for (``unix:PATH`` instead of
+``http://HOST:PORT`` with ``--uds``) and INTERFACE the one the app is served
 through (``asgi`` or ``native``). Logs go to stderr. SIGINT or SIGTERM stops the server
 gracefully (exit 0; a second signal aborts the open connections). Exit codes: 0 stopped,
 1 cannot listen or a worker could not start, 2 usage error (bad flag, an app that cannot be
@@ -123,6 +124,12 @@ def _server_name(text: str) -> bytes:
     return text.encode("ascii")
 
 
+def _cert_reqs(text: str) -> int:
+    if text not in ("0", "1", "2"):
+        raise argparse.ArgumentTypeError(f"{text!r}: use 0 (none), 1 (optional) or 2 (required)")
+    return int(text)
+
+
 def _format_size(value: int) -> str:
     if value and value % MiB == 0:
         return f"{value // MiB}M"
@@ -146,6 +153,30 @@ _Kind = Callable[[str], Any] | None
 _FLAGS: dict[str, tuple[_Kind, tuple[str, ...] | None, str | None, str]] = {
     "host": (str, None, "HOST", "address to listen on"),
     "port": (_port, None, "PORT", "port to listen on; 0 picks a free one (printed)"),
+    "uds": (str, None, "PATH", "listen on this Unix domain socket instead (default: none)"),
+    "fd": (
+        _count_or_zero,
+        None,
+        "N",
+        "serve on the inherited listening socket N, e.g. from systemd (default: none)",
+    ),
+    "ssl_certfile": (str, None, "FILE", "serve HTTPS with this certificate chain (PEM)"),
+    "ssl_keyfile": (str, None, "FILE", "its private key (default: in --ssl-certfile)"),
+    "ssl_keyfile_password": (str, None, "PASSWORD", "password of an encrypted key"),
+    "ssl_ca_certs": (str, None, "FILE", "CA certificates for client certificates"),
+    "ssl_cert_reqs": (
+        _cert_reqs,
+        None,
+        "{0,1,2}",
+        "client certificates: 0 none, 1 optional, 2 required",
+    ),
+    "ssl_ciphers": (str, None, "CIPHERS", "OpenSSL cipher list (default: Python's)"),
+    "ssl_handshake_timeout": (
+        _seconds,
+        None,
+        "SECONDS",
+        "a TLS handshake must finish within this",
+    ),
     "engine": (str, ("pipeparse", "h11"), None, "pipeparse: concurrent; h11: sequential"),
     "interface": (str, ("auto", "asgi", "native"), None, "app interface; auto prefers native"),
     "pipeline_policy": (
@@ -202,6 +233,19 @@ _FLAGS: dict[str, tuple[_Kind, tuple[str, ...] | None, str | None, str]] = {
     "recv_size": (_recv_size, None, "SIZE", "bytes per receive; 0: adaptive"),
     "flush": (str, ("adaptive", "each"), None, "when responses are written"),
     "server_name": (_server_name, None, "NAME", "value of the Server header"),
+    "proxy_headers": (
+        None,
+        None,
+        None,
+        "believe X-Forwarded-For/-Proto and Forwarded from --forwarded-allow-ips peers",
+    ),
+    "forwarded_allow_ips": (
+        str,
+        None,
+        "IPS",
+        "comma list of proxy addresses or networks trusted with proxy headers; * for all",
+    ),
+    "root_path": (str, None, "PATH", "the app's mount point behind a proxy (scope root_path)"),
     "gc_threshold": (
         _count_or_zero,
         None,

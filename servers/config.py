@@ -7,6 +7,8 @@ from typing import Literal
 
 from pipeparse import KiB, Limits
 
+from .proxy import TrustedProxies
+
 __all__ = ["Engine", "Interface", "PipelinePolicy", "ServerConfig"]
 
 Engine = Literal["pipeparse", "h11"]
@@ -20,6 +22,16 @@ SECONDS = 1.0
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8000
+    uds: str | None = None  # listen on this Unix domain socket instead of host/port
+    fd: int | None = None  # serve on this inherited listening socket (socket activation)
+    # TLS (uvicorn's names): serve https when ssl_certfile is set; see servers/tls.py.
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None  # None: the key is in ssl_certfile
+    ssl_keyfile_password: str | None = None
+    ssl_ca_certs: str | None = None  # CA certificates to check client certificates against
+    ssl_cert_reqs: int = 0  # ssl.CERT_NONE (0), CERT_OPTIONAL (1), CERT_REQUIRED (2)
+    ssl_ciphers: str | None = None  # an OpenSSL cipher list; None: Python's default
+    ssl_handshake_timeout: float = 10 * SECONDS  # a TLS handshake must finish within this
     engine: Engine = "pipeparse"
     interface: Interface = "auto"
     pipeline_policy: PipelinePolicy = "safe"
@@ -52,6 +64,12 @@ class ServerConfig:
     # young objects alive, so at 700 most of them are promoted and full collections walk the
     # whole heap every few thousand requests; nothing is cyclic garbage on the hot path.
     gc_threshold: int = 10_000
+    # Behind a proxy (uvicorn's names): believe X-Forwarded-For/-Proto and RFC 7239 Forwarded
+    # from the peers in forwarded_allow_ips (comma list of addresses or networks, "*": all) to
+    # set the client address and scheme; see servers/proxy.py.
+    proxy_headers: bool = False
+    forwarded_allow_ips: str = "127.0.0.1"
+    root_path: str = ""  # the app's mount point behind a proxy: scope["root_path"]
 
     def __post_init__(self) -> None:
         if self.max_in_flight < 1:
@@ -75,10 +93,39 @@ class ServerConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1 (or None: no limit), got {value}")
+        if self.ssl_certfile is None and (
+            self.ssl_keyfile is not None or self.ssl_ca_certs is not None
+        ):
+            raise ValueError("ssl_keyfile and ssl_ca_certs need ssl_certfile")
+        if self.ssl_cert_reqs not in (0, 1, 2):
+            raise ValueError(
+                f"ssl_cert_reqs must be 0 (none), 1 (optional) or 2 (required), got "
+                f"{self.ssl_cert_reqs}"
+            )
+        if self.uds is not None and self.fd is not None:
+            raise ValueError("give either uds or fd, not both")
+        if self.uds is not None and not self.uds:
+            raise ValueError("uds must be a path, got ''")
+        if self.fd is not None and self.fd < 0:
+            raise ValueError(f"fd must be 0 or more, got {self.fd}")
+        TrustedProxies.parse(self.forwarded_allow_ips)  # raises ValueError naming the entry
+        if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
+            raise ValueError(
+                f"root_path must start with '/' and not end with one (or be ''), got "
+                f"{self.root_path!r}"
+            )
+        if not self.root_path.isascii():
+            raise ValueError(f"root_path must be ASCII, got {self.root_path!r}")
         if self.backlog < 1:
             raise ValueError(f"backlog must be at least 1, got {self.backlog}")
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
-        for name in ("header_timeout", "keep_alive_timeout", "body_timeout", "request_timeout"):
+        for name in (
+            "header_timeout",
+            "keep_alive_timeout",
+            "body_timeout",
+            "request_timeout",
+            "ssl_handshake_timeout",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

@@ -51,6 +51,7 @@ from .admission import current_admission
 from .config import ServerConfig
 from .listen import current_shutdown, log_access
 from .protocol import Handler
+from .tls import close_stream
 
 __all__ = ["DRAIN_MAX_BYTES", "DRAIN_TIMEOUT", "RECEIVE_SIZE", "serve_connection"]
 
@@ -92,7 +93,7 @@ async def serve_connection(
     try:
         await connection.run()
     finally:
-        await trio.aclose_forcefully(stream)
+        await close_stream(stream)  # close_notify first over TLS
 
 
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]").search

@@ -101,6 +101,7 @@ from .handlers import send_stream
 from .heap import gave_back
 from .listen import current_shutdown, log_access
 from .protocol import Handler, native_of
+from .tls import close_stream
 
 __all__ = ["serve_connection"]
 
@@ -142,7 +143,7 @@ async def serve_connection(
             await conn.linger_close()
     finally:
         shutdown.discard_callback(conn.shut_down)
-        await trio.aclose_forcefully(stream)
+        await close_stream(stream)  # close_notify first over TLS
 
 
 async def _call(function: Callable[[], None]) -> None:
@@ -1166,7 +1167,9 @@ class _Connection:
         with trio.CancelScope(shield=True), trio.move_on_after(_LINGER_SECONDS):
             try:
                 await self.stream.send_eof()  # type: ignore[attr-defined]
-            except (AttributeError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            except AttributeError:  # TLS has no half-close: drain all the same
+                pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 return
             drained = 0
             try:

@@ -35,9 +35,10 @@ from urllib.parse import unquote_to_bytes
 
 import trio
 
-from pipeparse import NATIVE_MARK, HttpRequest, ProtocolError, native
+from pipeparse import NATIVE_MARK, HttpRequest, ProtocolError, Response, native
 
 from .protocol import Handler, NativeHandler, ResponseSink
+from .proxy import TrustedProxies, forwarded_client
 
 __all__ = [
     "AsgiApp",
@@ -50,6 +51,7 @@ __all__ = [
     "native_handler",
     "resolve_app",
     "send_stream",
+    "with_forwarding",
 ]
 
 logger = logging.getLogger("pipeparse.server")
@@ -71,6 +73,26 @@ def is_native(obj: object) -> bool:
 # --- native ---------------------------------------------------------------------------------
 
 _BYTES_TYPES = (bytes, bytearray, memoryview)
+
+
+def with_forwarding(
+    fn: NativeHandler, scheme: str = "http", trusted: TrustedProxies | None = None
+) -> NativeHandler:
+    """`fn`, seeing the connection's `scheme` and, from `trusted` proxies, the forwarded client
+    and scheme as ``request.client``/``request.scheme`` (`fn` itself when there is nothing to
+    change, so plain HTTP without proxy headers costs nothing)."""
+    if scheme == "http" and trusted is None:
+        return fn
+
+    async def forwarded(request: HttpRequest) -> Response:
+        request.scheme = scheme
+        if trusted is not None:
+            request.client, request.scheme = forwarded_client(
+                request.headers, request.client, scheme, trusted
+            )
+        return await fn(request)
+
+    return forwarded
 
 
 def native_handler(fn: NativeHandler) -> Handler:
@@ -217,6 +239,9 @@ def asgi_handler(
     *,
     server: tuple[str, int] | None = None,
     state: dict[str, Any] | None = None,
+    scheme: str = "http",
+    root_path: str = "",
+    trusted: TrustedProxies | None = None,
 ) -> Handler:
     """The engine handler for the ASGI 3 app `app`.
 
@@ -224,25 +249,36 @@ def asgi_handler(
         server: the listening ``(host, port)``, given to the app as ``scope["server"]``.
         state: the lifespan state; once it holds anything, each request's scope gets a
             shallow copy of it as ``"state"``.
+        scheme: the connection's, ``"http"`` or ``"https"`` (TLS).
+        root_path: ``scope["root_path"]``; ``path`` and ``raw_path`` start with it too, as
+            uvicorn's do (Starlette's routing strips it).
+        trusted: the proxies whose forwarding headers count (`servers.proxy`); None: none.
     """
+    root_raw = root_path.encode("ascii")
 
     async def handle(request: HttpRequest, sink: ResponseSink) -> None:
         method = request.method
         target = request.target
         path, raw_path, query = split_target(target)
+        client = request.client
+        request_scheme = scheme
+        if trusted is not None:
+            client, request_scheme = forwarded_client(request.headers, client, scheme, trusted)
+        if root_path:
+            path, raw_path = root_path + path, root_raw + raw_path
         scope: Scope = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
             "http_version": _HTTP_VERSIONS.get(request.http_version)
             or request.http_version.decode(),
             "method": _METHODS.get(method) or method.decode("latin-1"),
-            "scheme": "http",
+            "scheme": request_scheme,
             "path": path,
             "raw_path": raw_path,
             "query_string": query,
-            "root_path": "",
+            "root_path": root_path,
             "headers": list(request.headers),
-            "client": request.client,
+            "client": client,
             "server": server,
             "extensions": {"pipeparse": {"seq": request.seq, "target": target}},
         }
@@ -461,6 +497,9 @@ def resolve_app(
     interface: str = "auto",
     *,
     server: tuple[str, int] | None = None,
+    scheme: str = "http",
+    root_path: str = "",
+    trusted: TrustedProxies | None = None,
 ) -> ServedApp:
     """Pick how to serve `app`.
 
@@ -470,6 +509,7 @@ def resolve_app(
 
     Args:
         server: the listening ``(host, port)`` for ASGI's ``scope["server"]``.
+        scheme, root_path, trusted: see `asgi_handler` (a native handler has no root path).
 
     Raises:
         ValueError: `interface` is not ``auto``, ``asgi`` or ``native``.
@@ -490,7 +530,7 @@ def resolve_app(
             )
         if not _is_async_callable(native_fn):
             raise TypeError(f"native handler {native_fn!r} must be an async function")
-        return ServedApp(app, "native", native_handler(native_fn))
+        return ServedApp(app, "native", native_handler(with_forwarding(native_fn, scheme, trusted)))
     if is_native(app) or not callable(app):
         raise TypeError(
             f"{app!r} is not an ASGI 3 app (`async def app(scope, receive, send)`)"
@@ -502,7 +542,14 @@ def resolve_app(
         )
     asgi_app: AsgiApp = app
     state: dict[str, Any] = {}
-    handler = asgi_handler(asgi_app, server=server, state=state)
+    handler = asgi_handler(
+        asgi_app,
+        server=server,
+        state=state,
+        scheme=scheme,
+        root_path=root_path,
+        trusted=trusted,
+    )
     return ServedApp(app, "asgi", handler, asgi_app, state)
 
 

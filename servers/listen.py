@@ -49,6 +49,7 @@ import logging
 import math
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextvars import ContextVar
@@ -58,9 +59,12 @@ import trio
 
 from pipeparse import Limits
 
+from . import tls
 from .admission import Admission, current_admission, using_admission
 from .config import ServerConfig
 from .protocol import Handler
+from .proxy import TrustedProxies
+from .sockets import listening_socket, unix_socket_owner
 
 __all__ = [
     "ACCESS_LOGGER",
@@ -78,6 +82,7 @@ __all__ = [
     "run_workers",
     "serve",
     "serve_listeners",
+    "socket_address",
 ]
 
 log = logging.getLogger("pipeparse.server")
@@ -295,6 +300,19 @@ def bind_socket(
     return sock
 
 
+def socket_address(sock: socket.socket) -> tuple[str, int]:
+    """``(host, port)`` a listening socket is bound to; ``(path, 0)`` for a Unix socket (the
+    ASGI ``scope["server"]`` of one, as uvicorn gives)."""
+    name = sock.getsockname()
+    if isinstance(name, tuple):
+        return (str(name[0]), int(name[1]))
+    return (name.decode("latin-1") if isinstance(name, bytes) else str(name), 0)
+
+
+def _unix_path(sock: socket.socket) -> str | None:
+    return socket_address(sock)[0] if sock.family == socket.AF_UNIX else None
+
+
 def _host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -317,15 +335,26 @@ class Server:
     """A running server: what `serve` reports through ``task_status``.
 
     Attributes:
-        host, port: the address it listens on (the real port when asked for port 0).
+        host, port: the address it listens on (the real port when asked for port 0); on a
+            Unix domain socket, its path and 0.
+        uds: the Unix domain socket's path, or None.
+        ssl_context: the TLS context connections are wrapped in, or None (plain HTTP).
         interface: how the app is served, ``"asgi"`` or ``"native"``.
         config: its `ServerConfig`.
         shutdown_signal: set when the graceful shutdown begins (see `current_shutdown`).
     """
 
     def __init__(
-        self, host: str, port: int, config: ServerConfig, interface: str | None = None
+        self,
+        host: str,
+        port: int,
+        config: ServerConfig,
+        interface: str | None = None,
+        uds: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        self.uds = uds
+        self.ssl_context = ssl_context
         self.host = host
         self.port = port
         self.config = config
@@ -342,7 +371,11 @@ class Server:
 
     @property
     def url(self) -> str:
-        return f"http://{_host_port(self.host, self.port)}"
+        """``http://HOST:PORT``, or ``unix:PATH`` on a Unix domain socket."""
+        if self.uds is not None:
+            return f"unix:{self.uds}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{_host_port(self.host, self.port)}"
 
     @property
     def closing(self) -> bool:
@@ -459,7 +492,9 @@ async def _accept_all(
         if not (server._aborted or server._leave_queued):  # serve the clients waiting too
             config = server.config
             for stream in _take_queued(listeners):
-                connections.start_soon(_connection, stream, handler, serve_connection, config)
+                connections.start_soon(
+                    _connection, stream, handler, serve_connection, config, server.ssl_context
+                )
         stopped.set()
         for listener in listeners:
             await trio.aclose_forcefully(listener)  # cancel-safe: closes even when cancelled
@@ -519,7 +554,9 @@ async def _accept_loop(
         except trio.ClosedResourceError:
             return
         backoff = ACCEPT_BACKOFF_MIN
-        connections.start_soon(_connection, stream, handler, serve_connection, config)
+        connections.start_soon(
+            _connection, stream, handler, serve_connection, config, server.ssl_context
+        )
 
 
 async def _connection(
@@ -527,12 +564,17 @@ async def _connection(
     handler: Handler,
     serve_connection: ServeConnection,
     config: ServerConfig,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> None:
     client = _peer(stream)
     admission = current_admission()
     if admission is not None:
         admission.connection_opened()
     try:
+        if ssl_context is not None:  # the handshake runs here, in this connection's task
+            stream = tls.wrap(stream, ssl_context)
+            if not await tls.handshake(stream, config.ssl_handshake_timeout, client):
+                return
         await serve_connection(stream, handler, config, client)
     except* Exception as group:
         log.error(
@@ -543,7 +585,7 @@ async def _connection(
     finally:
         if admission is not None:
             admission.connection_closed()
-        await trio.aclose_forcefully(stream)
+        await tls.close_stream(stream)
 
 
 def _single(group: BaseExceptionGroup[Any]) -> BaseException:
@@ -570,7 +612,6 @@ async def serve(
 ) -> None:
     """Serve `app` until shut down (see `pipeparse.serve`, which documents this)."""
     from .apps import load_app
-    from .handlers import resolve_app
 
     config = make_config(config, **overrides)
     if config.workers != 1 and sock is None:
@@ -578,17 +619,42 @@ async def serve(
     if isinstance(app, str):
         app = load_app(app)
     serve_connection = load_engine(config.engine)
+    owner: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
     if sock is None:
-        sock = bind_socket(config.host, config.port, backlog=config.backlog)
+        sock = listening_socket(config)
+        owner = unix_socket_owner(sock)  # removes the socket file it bound, at the end
+    with owner:
+        await _serve_on(app, config, sock, serve_connection, task_status)
+
+
+async def _serve_on(
+    app: object,
+    config: ServerConfig,
+    sock: socket.socket,
+    serve_connection: ServeConnection,
+    task_status: trio.TaskStatus[Server],
+) -> None:
+    from .handlers import resolve_app
+
     listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+    uds = _unix_path(sock)
     try:
-        name = sock.getsockname()
-        host, port = str(name[0]), int(name[1])
-        served = resolve_app(app, config.interface, server=(host, port))
+        ssl_context = tls.server_context(config)
+        host, port = socket_address(sock)
+        served = resolve_app(
+            app,
+            config.interface,
+            server=(host, port) if uds is None else None,  # None on a Unix socket, as uvicorn
+            scheme="https" if ssl_context is not None else "http",
+            root_path=config.root_path,
+            trusted=TrustedProxies.parse(config.forwarded_allow_ips)
+            if config.proxy_headers
+            else None,
+        )
     except BaseException:
         await trio.aclose_forcefully(listener)
         raise
-    server = Server(host, port, config, served.interface)
+    server = Server(host, port, config, served.interface, uds=uds, ssl_context=ssl_context)
     try:
         async with served.lifespan(config.shutdown_timeout):
             await serve_listeners(

@@ -33,6 +33,7 @@ from typing import Any
 
 import trio
 
+from . import tls
 from .config import ServerConfig
 from .listen import (
     _SIGNALS,
@@ -43,11 +44,12 @@ from .listen import (
     _print_listening,
     _run_until_signalled,
     _unwrap_run,
-    bind_socket,
     configure_logging,
     gc_threshold,
     load_engine,
+    socket_address,
 )
+from .sockets import listening_socket, unix_socket_owner
 
 __all__ = ["EXIT_STARTUP_FAILED", "run_workers"]
 
@@ -81,11 +83,15 @@ def run_workers(
     workers, and returns 0 once they exited after SIGINT/SIGTERM, 1 when a worker could not
     start. See the module docstring.
     """
-    sock = bind_socket(config.host, config.port, reuse_port=True, backlog=config.backlog)
+    sock = listening_socket(config, reuse_port=True)
     try:
-        name = sock.getsockname()
-        server = Server(str(name[0]), int(name[1]), config, _interface_of(app, config, app_dir))
-        return int(_unwrap_run(_supervise, sock, app, config, server, on_listening, app_dir))
+        with unix_socket_owner(sock):  # the supervisor bound it: it removes the file
+            host, port = socket_address(sock)
+            uds = host if sock.family == socket.AF_UNIX else None
+            interface = _interface_of(app, config, app_dir)
+            context = tls.server_context(config)  # a bad certificate fails here, once
+            server = Server(host, port, config, interface, uds=uds, ssl_context=context)
+            return int(_unwrap_run(_supervise, sock, app, config, server, on_listening, app_dir))
     finally:
         sock.close()
 

@@ -481,3 +481,36 @@ def test_pipeparse_run_prints_the_listening_line_and_blocks_until_sigterm() -> N
         proc.send_signal(signal.SIGTERM)
         assert read_line(proc.stdout, log) == "run returned\n"
         assert proc.wait(SAFETY) == 0
+
+
+def test_serving_flags_of_issue_14_reach_the_config() -> None:
+    args = parse(
+        "--uds=/tmp/pp.sock",
+        "--proxy-headers",
+        "--forwarded-allow-ips=10.0.0.0/8,127.0.0.1",
+        "--root-path=/api",
+        "--ssl-certfile=c.pem",
+        "--ssl-keyfile=k.pem",
+        "--ssl-keyfile-password=pw",
+        "--ssl-ca-certs=ca.pem",
+        "--ssl-cert-reqs=2",
+        "--ssl-ciphers=ECDHE+AESGCM",
+        "--ssl-handshake-timeout=2.5",
+    )
+    assert cli.config_from_args(args) == ServerConfig(
+        uds="/tmp/pp.sock",
+        proxy_headers=True,
+        forwarded_allow_ips="10.0.0.0/8,127.0.0.1",
+        root_path="/api",
+        ssl_certfile="c.pem",
+        ssl_keyfile="k.pem",
+        ssl_keyfile_password="pw",
+        ssl_ca_certs="ca.pem",
+        ssl_cert_reqs=2,
+        ssl_ciphers="ECDHE+AESGCM",
+        ssl_handshake_timeout=2.5,
+    )
+    assert cli.config_from_args(parse("--fd=3")).fd == 3
+    for bad in (["--ssl-cert-reqs=3"], ["--fd=-1"], ["--ssl-handshake-timeout=0"]):
+        with pytest.raises(SystemExit):
+            parse(*bad)

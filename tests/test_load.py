@@ -605,7 +605,7 @@ async def test_duration_mode_drains_what_is_in_flight() -> None:
         ({"headers": [("Bad Name", "x")]}, "header name"),
         ({"headers": [("X", "a\nb")]}, "invalid characters"),
         ({"headers": [("Transfer-Encoding", "chunked")]}, "set by the client"),
-        ({"url": "https://127.0.0.1/"}, "http://"),
+        ({"url": "ftp://127.0.0.1/"}, "only http:// and https://"),
         ({"url": "http:///path"}, "no host"),
     ],
 )

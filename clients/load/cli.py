@@ -36,7 +36,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Drive an HTTP/1.1 server with pipelined requests and measure every request: "
         "throughput, latency percentiles (HDR histogram), errors by kind."
     )
-    parser.add_argument("url", metavar="URL", nargs="?", help="http://host[:port]/target")
+    parser.add_argument(
+        "url", metavar="URL", nargs="?", help="http://host[:port]/target or https://..."
+    )
+    parser.add_argument(
+        "--cacert",
+        metavar="FILE",
+        help="https: verify the server with this CA bundle (PEM) too (curl's name)",
+    )
+    parser.add_argument(
+        "-k",
+        "--insecure",
+        action="store_true",
+        help="https: do not verify the server's certificate (curl's name)",
+    )
+    parser.add_argument(
+        "--unix-socket",
+        metavar="PATH",
+        help="connect to this Unix domain socket; the URL gives Host and target (curl's name)",
+    )
     parser.add_argument(
         "-c", "--connections", type=int, default=10, help="connections (default: 10)"
     )
@@ -167,6 +185,9 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         mix = load_mix(args.mix_file)
     return LoadConfig(
         url=args.url,
+        cacert=args.cacert,
+        insecure=args.insecure,
+        unix_socket=args.unix_socket,
         connections=args.connections,
         depth=args.depth,
         duration=duration,

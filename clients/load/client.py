@@ -61,6 +61,8 @@ from pipeparse import (
 from pipeparse.clients.load.config import MODES, LoadConfig, Progress, ProgressCallback, requests_of
 from pipeparse.clients.load.request import Target, parse_url
 from pipeparse.clients.load.result import LoadResult, LoadStats
+from pipeparse.clients.load.tls import client_context, handshake
+from pipeparse.clients.load.tls import wait_readable as tls_wait_readable
 
 __all__ = [
     "MODES",
@@ -117,8 +119,14 @@ class _Plan:
         self.interval = config.connections / config.rate if config.rate else 0.0
         self.sockaddr: Any = None
         self.family = socket.AF_INET
+        self.tls = client_context(config.cacert, config.insecure) if self.target.tls else None
+        # Over TLS a read may find decrypted bytes already in OpenSSL (see clients/load/tls.py).
+        self.wait_readable = tls_wait_readable if self.tls else trio.lowlevel.wait_readable
 
     async def resolve(self) -> None:
+        if self.config.unix_socket is not None:
+            self.family, self.sockaddr = socket.AF_UNIX, self.config.unix_socket
+            return
         infos = await trio.socket.getaddrinfo(
             self.target.host, self.target.port, type=socket.SOCK_STREAM
         )
@@ -169,7 +177,6 @@ class _Failure(Exception):
         self.kind = kind
 
 
-_wait_readable = trio.lowlevel.wait_readable
 _wait_writable = trio.lowlevel.wait_writable
 
 
@@ -242,6 +249,8 @@ class _Connection:
                     err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                     if err:
                         raise OSError(err, os.strerror(err)) from None
+                if plan.tls is not None:
+                    sock = await handshake(sock, plan.tls, plan.target.host)
                 ok = True
         except OSError as e:
             self.connect_error = _reason(e)
@@ -329,6 +338,7 @@ class _Connection:
         plan = self.plan
         sock = self.sock
         assert sock is not None
+        wait_readable = plan.wait_readable
         buf = self.buf
         index = self.index
         stats = ph.stats
@@ -381,7 +391,7 @@ class _Connection:
                 kind = "read"
                 if buf.writable() < low_water:
                     self._release()
-                await _wait_readable(sock)
+                await wait_readable(sock)
                 try:
                     n = buf.recv_into(sock, recv_size)
                 except BlockingIOError:
@@ -598,6 +608,7 @@ class _Connection:
         plan = self.plan
         sock = self.sock
         assert sock is not None
+        wait_readable = plan.wait_readable
         buf = self.buf
         index = self.index
         stats = ph.stats
@@ -613,7 +624,7 @@ class _Connection:
                 deadline = (self._last if self.inflight else trio.current_time()) + timeout
                 with trio.CancelScope(deadline=deadline) as timer:
                     try:
-                        await _wait_readable(sock)
+                        await wait_readable(sock)
                     except OSError:
                         raise _Failure("read") from None
                 if timer.cancelled_caught:

@@ -25,7 +25,7 @@ class LoadConfig:
     """Everything a load run does (the `pipeparse load` flags).
 
     Attributes:
-        url: ``http://host[:port]/target``.
+        url: ``http://host[:port]/target`` or ``https://...``.
         connections: connections open at once (in all processes together).
         depth: requests in flight per connection (window) or per batch (batch).
         duration: seconds of load; None: run by count only.
@@ -44,6 +44,10 @@ class LoadConfig:
         processes: OS processes sharing the connections (histograms merged exactly).
         buffer_size: receive buffer per connection, bytes (with `verify`, the largest response).
         max_head_size: largest response head (and trailer section), bytes.
+        cacert: a CA bundle (PEM) to verify an https server with, besides the system's.
+        insecure: do not verify the https server's certificate (curl's ``-k``).
+        unix_socket: connect to this Unix domain socket instead of the URL's host and port
+            (which still give the Host field), as curl's ``--unix-socket``.
     """
 
     url: str
@@ -63,6 +67,9 @@ class LoadConfig:
     processes: int = 1
     buffer_size: int = 256 * KiB
     max_head_size: int = 16 * KiB
+    cacert: str | None = None
+    insecure: bool = False
+    unix_socket: str | None = None
 
     def __post_init__(self) -> None:
         self.check()

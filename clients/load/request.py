@@ -19,6 +19,7 @@ _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
 _FIELD_VALUE = re.compile(
     rb"(?:[\x21-\x7e\x80-\xff](?:[\t \x21-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?"
 )
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 # Methods whose requests carry Content-Length even with an empty body (RFC 9110 §8.6).
 _BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
@@ -32,17 +33,19 @@ class Target:
     port: int
     authority: str  # the Host field value
     target: str  # the request-target (origin form)
+    tls: bool = False  # an https:// URL
 
 
 def parse_url(url: str) -> Target:
-    """Split an ``http://host[:port]/path?query`` URL; raises ValueError with the reason."""
+    """Split an ``http(s)://host[:port]/path?query`` URL; raises ValueError with the reason."""
     parts = urlsplit(url)
-    if parts.scheme != "http":
-        raise ValueError(f"only http:// URLs are supported, got {url!r}")
+    if parts.scheme not in _DEFAULT_PORTS:
+        raise ValueError(f"only http:// and https:// URLs are supported, got {url!r}")
+    default_port = _DEFAULT_PORTS[parts.scheme]
     if not parts.hostname:
         raise ValueError(f"no host in {url!r}")
     try:
-        port = parts.port or 80
+        port = parts.port or default_port
     except ValueError as e:
         raise ValueError(f"bad port in {url!r}: {e}") from None
     if parts.username is not None or parts.password is not None:
@@ -51,13 +54,13 @@ def parse_url(url: str) -> Target:
     if not host.isascii():
         host = host.encode("idna").decode("ascii")
     shown = f"[{host}]" if ":" in host else host
-    authority = shown if port == 80 else f"{shown}:{port}"
+    authority = shown if port == default_port else f"{shown}:{port}"
     target = parts.path or "/"
     if parts.query:
         target += "?" + parts.query
     if any(c <= " " or c > "~" for c in target):
         raise ValueError(f"the request target {target!r} has spaces or non-ASCII characters")
-    return Target(host, port, authority, target)
+    return Target(host, port, authority, target, tls=parts.scheme == "https")
 
 
 def render_request(

@@ -7,10 +7,13 @@ on these names only.
 
 from __future__ import annotations
 
+from . import actions as actions
 from ._api import run as run
 from ._api import serve as serve
 from ._buffer import MIN_BLOCK as MIN_BLOCK
 from ._buffer import SeekableBuffer as SeekableBuffer
+from ._connection import ConnectionTimeouts as ConnectionTimeouts
+from ._connection import ServerConnection as ServerConnection
 from ._errors import BufferFull as BufferFull
 from ._errors import ProtocolError as ProtocolError
 from ._head import RequestHead as RequestHead
@@ -52,6 +55,7 @@ __all__ = [
     "SAFE_METHODS",
     "BodySource",
     "BufferFull",
+    "ConnectionTimeouts",
     "DispatchPolicy",
     "FramedRequest",
     "FramedResponse",
@@ -72,6 +76,8 @@ __all__ = [
     "ResponseIndex",
     "ResponseSlot",
     "SeekableBuffer",
+    "ServerConnection",
+    "actions",
     "chunk",
     "native",
     "parse_request_head",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from . import actions as actions
 from ._api import run as run
 from ._api import serve as serve
+from ._api import start_asyncio_server as start_asyncio_server
 from ._buffer import MIN_BLOCK as MIN_BLOCK
 from ._buffer import SeekableBuffer as SeekableBuffer
 from ._connection import ConnectionTimeouts as ConnectionTimeouts
@@ -86,6 +87,7 @@ __all__ = [
     "render_head",
     "run",
     "serve",
+    "start_asyncio_server",
     "status_line",
 ]
 

@@ -28,7 +28,7 @@ import asyncio
 import logging
 import types
 from collections.abc import Callable, Coroutine, Generator, Sequence
-from typing import Any
+from typing import Any, cast
 
 from pipeparse import ConnectionTimeouts, HttpRequest, ProtocolError, Response, ServerConnection
 from pipeparse.actions import (
@@ -127,8 +127,8 @@ class HttpProtocol(asyncio.Protocol):
     # -- transport callbacks -------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # (uvloop's transports implement the interface without subclassing it)
+        self.transport = transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.client = (str(peer[0]), int(peer[1]))

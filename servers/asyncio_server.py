@@ -171,7 +171,6 @@ def _config(config: ServerConfig | None, overrides: dict[str, Any]) -> ServerCon
     limits = {k: overrides.pop(k) for k in list(overrides) if k in limit_names}
     if limits:
         overrides["limits"] = replace(config.limits, **limits)
-    overrides.pop("loop", None)
     return replace(config, **overrides) if overrides else config
 
 

@@ -172,6 +172,7 @@ class ServerConnection:
         self._body_since = 0.0
         self._idle_since = clock()
         self._lingered = 0
+        self._batch_date = b""  # the Date of the requests framed by the last receive
 
     # -- events in -----------------------------------------------------------------------
 
@@ -309,8 +310,7 @@ class ServerConnection:
         if isinstance(key, int):
             ex = self._exchanges.get(key)
             if ex is not None and ex.timer:
-                ex.timer = False
-                self._fail(ex, 503, close=False)
+                self._fail(ex, 503, close=False)  # (with a fresh Date: its timer is on)
                 self._actions.append(Cancel(key))
             return
         if key == "linger":
@@ -373,6 +373,7 @@ class ServerConnection:
         framed = self.index.advance()
         if framed:
             self._queue.extend(framed)
+            self._batch_date = self.date()
         now = self.clock()
         index = self.index
         if index.current is not None:
@@ -475,7 +476,9 @@ class ServerConnection:
             http11=head.http_version == b"1.1",
             keep_alive=head.keep_alive and not last,
             body_length=length,
-            date=self.date(),
+            # One clock read per receive for the handlers that answer at once; a fresh one
+            # for a handler that suspended (it may answer much later).
+            date=self.date() if ex.timer or ex.streams_body else self._batch_date,
             server=self.server_name,
         )
 
@@ -620,8 +623,8 @@ class ServerConnection:
             self._actions.append(Timer("read", deadline))
 
     def _maybe_close(self) -> None:
-        """Once the last response is out: shut the write side (or close, if the client is
-        gone already)."""
+        """Once the last response is out: close in stages after a response that closes the
+        connection (shut the write side, drain, then close), else close now."""
         responses = self.responses
         if responses.closing:
             pass  # a closing response went out: nothing after it is sent
@@ -635,8 +638,10 @@ class ServerConnection:
                 self._actions.append(Timer(seq, None))
             self._actions.append(Cancel(seq))  # after a closing response: nobody to answer
         self._exchanges.clear()
-        if self._peer_eof:
-            self._close()  # the client has closed its side: nothing to drain
+        if self._peer_eof or not responses.closing:
+            # The client has closed its side, or nothing closes with a response (idle past
+            # the keep-alive timeout, a shutdown or EOF between requests): nothing to drain.
+            self._close()
             return
         self.state = self.state.to(ConnState.LINGERING)
         self._actions.append(ShutWrite())

@@ -123,6 +123,7 @@ class HttpProtocol(asyncio.Protocol):
         self._read_paused = False  # by the protocol
         self._write_paused = False  # by the transport
         self._drained: asyncio.Future[None] | None = None
+        self._no_body = _NoBody(self)  # the body source of every request with a whole body
 
     # -- transport callbacks -------------------------------------------------------------
 
@@ -265,7 +266,7 @@ class HttpProtocol(asyncio.Protocol):
         if start.body is None:
             source = self._bodies[seq] = _Body(self, seq)
         else:
-            source = _NoBody(self)
+            source = self._no_body
         request = HttpRequest(
             head.method, head.target, head.http_version, head.headers, seq, start.body, source,
             self.client,
@@ -319,13 +320,15 @@ class HttpProtocol(asyncio.Protocol):
         if sink is not None:  # a generic handler: it answered through its sink
             if not sink.finished:
                 raise RuntimeError("handler returned without a response")
-            self._bodies.pop(seq, None)
+            if self._bodies:
+                self._bodies.pop(seq, None)
             return
         if not isinstance(result, Response):
             raise TypeError(f"a native handler must return a Response, got {result!r}")
         if isinstance(result.body, _BYTES):
             self.conn.respond(seq, result.status, result.headers, result.body)
-            self._bodies.pop(seq, None)
+            if self._bodies:
+                self._bodies.pop(seq, None)
         elif seq not in self._tasks:  # inline: stream it from a task
             self.conn.handler_suspended(seq)
             self._tasks[seq] = self.loop.create_task(self._stream_task(seq, result))

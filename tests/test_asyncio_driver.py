@@ -21,6 +21,7 @@ from pipeparse import HttpRequest, Response
 from pipeparse.servers.asyncio_server import AsyncioServer, new_event_loop
 from pipeparse.servers.config import ServerConfig
 from tests.server_harness import parse_responses, request
+from tests.test_smuggling import AFTER, BAD, GOOD
 
 LOOPS = ["asyncio"]
 try:
@@ -394,3 +395,26 @@ def test_cli_serves_on_asyncio() -> None:
 def test_what_asyncio_does_not_serve_yet_is_a_clear_error(option: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=r"trio only|one process|not implemented"):
         ServerConfig(loop="asyncio", **option)
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_smuggling_cases_over_asyncio(case: str) -> None:
+    """As tests/test_smuggling.py for trio: the two valid requests are answered, the bad one
+    gets its 4xx, nothing after it, and the client reads it all (a staged close, no reset)."""
+    bad, status = BAD[case]
+
+    async def exchange(server: AsyncioServer) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(GOOD + GOOD + bad + AFTER + b"X" * 65536)
+        out = await reader.read()
+        writer.close()
+        return out
+
+    async def main() -> bytes:
+        return await serving("echo", exchange)
+
+    out = run("asyncio", main)
+    assert out.count(b"HTTP/1.1 200 OK") == 2
+    assert out.count(b"HTTP/1.1 ") == 3
+    assert out[out.rindex(b"HTTP/1.1 ") :].startswith(b"HTTP/1.1 %d " % status)
+    assert b"/after" not in out

@@ -338,8 +338,19 @@ def test_keep_alive_timeout_closes_an_idle_connection_quietly() -> None:
     conn.timer_expired("read")
     acts = conn.actions()
     assert wire(acts) == b""
-    assert kinds(acts) == ["ShutWrite"]
-    clock.now = 107.5
+    assert kinds(acts) == ["Close"]  # nothing was cut short: no staged close
+
+
+def test_the_staged_close_drains_until_the_linger_timer() -> None:
+    conn, clock = make(timeouts=ConnectionTimeouts(linger=2.0))
+    conn.receive_data(get("/a", "Connection: close\r\n"))
+    answer(conn, conn.actions())
+    acts = conn.actions()
+    assert kinds(acts) == ["Write", "ShutWrite"]
+    assert Timer("linger", 102.0) in acts
+    conn.receive_data(b"junk the client still sends")  # drained, dropped
+    assert kinds(conn.actions()) == []
+    clock.now = 102.0
     conn.timer_expired("linger")
     assert kinds(conn.actions()) == ["Close"]
 
@@ -381,7 +392,7 @@ def test_shutdown_of_an_idle_connection_closes_it() -> None:
     conn, _ = make()
     conn.actions()
     conn.shutdown()
-    assert kinds(conn.actions()) == ["ShutWrite"]
+    assert kinds(conn.actions()) == ["Close"]
 
 
 def test_eof_after_requests_answers_them_then_closes() -> None:
@@ -419,3 +430,28 @@ def test_nothing_is_written_after_a_closing_response() -> None:
     acts = conn.actions()
     assert bodies_in_order(wire(acts)) == [b"a"]
     assert kinds(acts) == ["Write", "ShutWrite"]
+
+
+# -- every smuggling case the engines are tested for, without I/O -------------------------------
+
+from tests.test_smuggling import AFTER, BAD, GOOD  # noqa: E402
+
+
+@pytest.mark.parametrize("piece", [0, 1], ids=["whole", "byte-by-byte"])
+@pytest.mark.parametrize("case", list(BAD))
+def test_a_malformed_request_after_valid_ones(case: str, piece: int) -> None:
+    bad, status = BAD[case]
+    stream = GOOD + GOOD + bad + AFTER + b"X" * 1000
+    conn, _ = make()
+    out = b""
+    seen: list[bytes] = []
+    step = piece or len(stream)
+    for i in range(0, len(stream), step):
+        conn.receive_data(stream[i : i + step])
+        acts = conn.actions()
+        seen += [a.head.target for a in starts(acts)]
+        answer(conn, acts)
+        out += wire(acts) + wire(conn.actions())
+    assert seen == [b"/ok", b"/ok"]
+    assert statuses(out) == [200, 200, status]
+    assert conn.state.value == "lingering"

@@ -551,7 +551,8 @@ class ServerConnection:
             self._actions.append(BodyEnd(seq))  # its bytes are released when it finishes
         elif self.error is not None:
             ex.wants_body = False
-            self._error_answered = True  # its handler answers it (with its status hint)
+            # Its handler may answer it (a closing response: the 4xx that follows it is
+            # then dropped) or not (an ASGI app sees a disconnect): the 4xx follows.
             self._actions.append(BodyError(seq, self.error))
         elif self._peer_eof or self.read_state is ReadState.DONE:
             ex.wants_body = False

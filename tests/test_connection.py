@@ -455,3 +455,30 @@ def test_a_malformed_request_after_valid_ones(case: str, piece: int) -> None:
     assert seen == [b"/ok", b"/ok"]
     assert statuses(out) == [200, 200, status]
     assert conn.state.value == "lingering"
+
+
+@pytest.mark.parametrize("handler_error", [RuntimeError("no response"), None])
+def test_a_streamed_body_that_breaks_is_answered_and_closed(
+    handler_error: Exception | None,
+) -> None:
+    conn, _ = make()
+    conn.receive_data(
+        b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Expect: 100-continue\r\n\r\n"
+    )
+    assert [a.body for a in starts(conn.actions())] == [None]
+    conn.read_body(0)
+    conn.actions()
+    conn.receive_data(b"3\r\nabc\r\nzz\r\n")  # a bad chunk size after a good chunk
+    acts = conn.actions()
+    assert [bytes(a.data) for a in acts if isinstance(a, BodyData)] == [b"abc"]
+    conn.read_body(0)
+    (error,) = [a for a in conn.actions() if isinstance(a, BodyError)]
+    if handler_error is None:  # the handler fails with the body's error: its status hint
+        conn.handler_failed(0, error.error)
+    else:  # the handler fails otherwise (an ASGI app that saw a disconnect): 500, then 400
+        conn.handler_failed(0, handler_error)
+    acts = conn.actions()
+    expected = [400] if handler_error is None else [500, 400]
+    assert statuses(wire(acts)) == expected
+    assert kinds(acts)[-1] == "ShutWrite"

@@ -418,3 +418,16 @@ def test_smuggling_cases_over_asyncio(case: str) -> None:
     assert out.count(b"HTTP/1.1 ") == 3
     assert out[out.rindex(b"HTTP/1.1 ") :].startswith(b"HTTP/1.1 %d " % status)
     assert b"/after" not in out
+
+
+@parametrize_loops
+def test_a_broken_streamed_upload_gets_its_4xx_then_close(loop: str) -> None:
+    head = b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+    data = head + b"Expect: 100-continue\r\n\r\n3\r\nabc\r\nzz\r\n" + request("GET", "/never")
+
+    async def main() -> bytes:
+        return await serving(sleepy, lambda s: talk(s.port, data))
+
+    out = run(loop, main)
+    assert [r.status for r in parse_responses(out)] == [400]
+    assert b"/never" not in out

@@ -19,7 +19,8 @@ dispatched), 100-continue (sent in order, when the handler first asks for the bo
 that nothing after a protocol error is processed (its 4xx follows every earlier response, then
 the staged close), and the timers: keep-alive, header and body timeouts ("read"), the request
 timeout of a handler that suspended (503, or a close once its response has begun), the linger
-after the write side is shut. Its states are `pipeparse._state`'s.
+after the write side is shut. Its states are `pipeparse._state`'s; when to read and how to
+close is `_reading.ReadAndClose` (its base class), one request's state `_exchange.Exchange`.
 
 A request whose body has all arrived starts with the body (a view into the buffer). One whose
 body is still arriving waits for it, unless it asked for 100-continue or the buffer is too full
@@ -36,9 +37,11 @@ from http import HTTPStatus
 
 from ._buffer import MIN_BLOCK, SeekableBuffer
 from ._errors import ProtocolError
+from ._exchange import Exchange
 from ._index import FramedRequest, RequestIndex
 from ._limits import KiB, Limits, MiB
-from ._ordered import DispatchPolicy, OrderedResponses, ResponseSlot
+from ._ordered import DispatchPolicy, OrderedResponses
+from ._reading import ReadAndClose
 from ._serialize import CONTINUE_100, LAST_CHUNK, HttpDate, ResponseFraming, chunk, render_head
 from ._state import ConnState, ExchangeState, ReadState
 from .actions import (
@@ -48,10 +51,6 @@ from .actions import (
     BodyError,
     Cancel,
     Chunk,
-    Close,
-    PauseReading,
-    ResumeReading,
-    ShutWrite,
     Start,
     Timer,
     TimerKey,
@@ -87,40 +86,7 @@ class ConnectionTimeouts:
         self.linger = linger
 
 
-class _Exchange:
-    """One dispatched request: its slot in line and the state of its response."""
-
-    __slots__ = (
-        "continued",
-        "framing",
-        "head",
-        "next_piece",
-        "released_to",
-        "request",
-        "sent",
-        "slot",
-        "state",
-        "streams_body",
-        "timer",
-        "wants_body",
-    )
-
-    def __init__(self, request: FramedRequest, slot: ResponseSlot, streams_body: bool) -> None:
-        self.request = request
-        self.head = request.head
-        self.slot = slot
-        self.state = ExchangeState.RUNNING
-        self.framing: ResponseFraming | None = None
-        self.sent = 0  # response body bytes
-        self.timer = False  # its request timeout is armed
-        self.streams_body = streams_body
-        self.wants_body = False  # the handler waits for the next piece of its body
-        self.continued = not request.head.expect_continue
-        self.next_piece = 0
-        self.released_to = request.head_end
-
-
-class ServerConnection:
+class ServerConnection(ReadAndClose):
     """The sans-I/O server side of one connection; see the module comment.
 
     Args:
@@ -152,7 +118,11 @@ class ServerConnection:
         self.index = RequestIndex(self.buffer, limits)
         self.policy = DispatchPolicy(policy, max_in_flight)
         self.responses = OrderedResponses()
-        self.timeouts = timeouts or ConnectionTimeouts()
+        self.timeouts = timeouts = timeouts or ConnectionTimeouts()
+        self._header_timeout = timeouts.header
+        self._body_timeout = timeouts.body
+        self._keep_alive_timeout = timeouts.keep_alive
+        self._linger_timeout = timeouts.linger
         self.server_name = server_name
         self.clock = clock
         self.date = date or HttpDate()
@@ -161,8 +131,8 @@ class ServerConnection:
         self.error: ProtocolError | None = None  # framing or timeout: answered, then close
         self._error_answered = False
         self._queue: deque[FramedRequest] = deque()  # framed, not yet started
-        self._exchanges: dict[int, _Exchange] = {}
-        self._streaming: _Exchange | None = None  # the request whose body is still arriving
+        self._exchanges: dict[int, Exchange] = {}
+        self._streaming: Exchange | None = None  # the request whose body is still arriving
         self._overflow: list[bytes] = []  # received bytes that did not fit in the buffer yet
         self._peer_eof = False
         self._shutdown = False
@@ -423,7 +393,7 @@ class ServerConnection:
         if not head.keep_alive:
             self._queue.clear()  # RFC 9112 §9.6: nothing after it is processed
             self._stop_dispatch()
-        ex = _Exchange(request, self.responses.reserve(request.seq), streams)
+        ex = Exchange(request, self.responses.reserve(request.seq), streams)
         self._exchanges[request.seq] = ex
         body: bytes | memoryview | None
         if streams:
@@ -465,7 +435,7 @@ class ServerConnection:
     # -- responses -----------------------------------------------------------------------
 
     def _render(
-        self, ex: _Exchange, status: int, headers: Headers, length: int | None
+        self, ex: Exchange, status: int, headers: Headers, length: int | None
     ) -> tuple[bytes, ResponseFraming]:
         head = ex.head
         last = self._shutdown and not self._queue and self.responses.is_last(ex.slot)
@@ -482,7 +452,7 @@ class ServerConnection:
             server=self.server_name,
         )
 
-    def _fail(self, ex: _Exchange, status: int, close: bool) -> None:
+    def _fail(self, ex: Exchange, status: int, close: bool) -> None:
         if ex.state is not ExchangeState.RUNNING:
             self._finish(ex, True)  # part of its response is out: only closing can tell
             return
@@ -492,7 +462,7 @@ class ServerConnection:
         self.responses.write(ex.slot, head + body if framing.send_body else head)
         self._finish(ex, close or framing.close)
 
-    def _finish(self, ex: _Exchange, close: bool) -> None:
+    def _finish(self, ex: Exchange, close: bool) -> None:
         ex.state = ExchangeState.DONE
         seq = ex.request.seq
         del self._exchanges[seq]
@@ -538,12 +508,12 @@ class ServerConnection:
         elif ex.wants_body:
             self._deliver_body(ex)
 
-    def _deliver_body(self, ex: _Exchange) -> None:
+    def _deliver_body(self, ex: Exchange) -> None:
         request = ex.request
         seq = request.seq
         if ex.next_piece < len(request.body):
             ex.wants_body = False
-            self._actions.append(BodyData(seq, self._next_piece(ex, take=True)))  # type: ignore[arg-type]
+            self._actions.append(BodyData(seq, ex.next_piece_of(self.buffer, take=True)))  # type: ignore[arg-type]
             if self._overflow:
                 self._take_overflow()
         elif request.end is not None:
@@ -560,24 +530,11 @@ class ServerConnection:
                 BodyError(seq, ProtocolError("client closed the connection mid-body", 400))
             )
 
-    def _next_piece(self, ex: _Exchange, take: bool) -> memoryview | None:
-        """Take (or just release) the next body piece and the chunk framing before it."""
-        s, e = ex.request.body[ex.next_piece]
-        ex.next_piece += 1
-        buf = self.buffer
-        if ex.released_to < s:
-            buf.release(ex.released_to, s)
-        ex.released_to = e
-        if take:
-            return buf.take(s, e)
-        buf.release(s, e)
-        return None
-
-    def _discard_body(self, ex: _Exchange) -> None:
+    def _discard_body(self, ex: Exchange) -> None:
         """The handler is done: drop what arrives of its body, up to its end."""
         request = ex.request
         while ex.next_piece < len(request.body):
-            self._next_piece(ex, take=False)
+            ex.next_piece_of(self.buffer, take=False)
         if request.end is not None and self._streaming is ex:
             buf = self.buffer
             if ex.released_to < request.end:
@@ -585,74 +542,5 @@ class ServerConnection:
             buf.release(request.start, request.head_end)
             self._streaming = None
 
-    # -- reading, timers, closing --------------------------------------------------------
-
-    def _update_reading(self) -> None:
-        read = self.read_state
-        if read is ReadState.DONE:
-            self._arm_read(None)
-            return
-        streaming = self._streaming
-        needs_body = (streaming is not None and streaming.request.end is None) or (
-            bool(self._queue) and self._queue[0].end is None
-        )
-        full = bool(self._overflow) or self.buffer.writable() == 0
-        busy = len(self._exchanges) + len(self._queue) >= self.policy.max_in_flight
-        closing = self.state is not ConnState.OPEN and streaming is None
-        want = not full and not closing and (needs_body or not busy)
-        if want and read is ReadState.PAUSED:
-            self.read_state = ReadState.READING
-            self._actions.append(ResumeReading())
-        elif not want and read is ReadState.READING:
-            self.read_state = ReadState.PAUSED
-            self._actions.append(PauseReading())
-        index = self.index
-        if self.read_state is not ReadState.READING:
-            self._arm_read(None)
-        elif index.current is not None:
-            self._arm_read(self._body_since + self.timeouts.body)
-        elif index.position < self.buffer.tail:
-            self._arm_read(self._head_since + self.timeouts.header)
-        elif not self._exchanges and not self._queue:
-            self._arm_read(self._idle_since + self.timeouts.keep_alive)
-        else:
-            self._arm_read(None)
-
-    def _arm_read(self, deadline: float | None) -> None:
-        if deadline != self._read_deadline:
-            self._read_deadline = deadline
-            self._actions.append(Timer("read", deadline))
-
-    def _maybe_close(self) -> None:
-        """Once the last response is out: close in stages after a response that closes the
-        connection (shut the write side, drain, then close), else close now."""
-        responses = self.responses
-        if responses.closing:
-            pass  # a closing response went out: nothing after it is sent
-        elif self.state is not ConnState.CLOSING or self._exchanges or len(responses):
-            return
-        if self._read_deadline is not None:
-            self._read_deadline = None
-            self._actions.append(Timer("read", None))
-        for seq, ex in list(self._exchanges.items()):
-            if ex.timer:
-                self._actions.append(Timer(seq, None))
-            self._actions.append(Cancel(seq))  # after a closing response: nobody to answer
-        self._exchanges.clear()
-        if self._peer_eof or not responses.closing:
-            # The client has closed its side, or nothing closes with a response (idle past
-            # the keep-alive timeout, a shutdown or EOF between requests): nothing to drain.
-            self._close()
-            return
-        self.state = self.state.to(ConnState.LINGERING)
-        self._actions.append(ShutWrite())
-        self._actions.append(Timer("linger", self.clock() + self.timeouts.linger))
-
-    def _close(self) -> None:
-        if self.state is ConnState.CLOSED:
-            return
-        if self.state is ConnState.LINGERING:
-            self._actions.append(Timer("linger", None))
-        self.state = self.state.to(ConnState.CLOSED)
-        self.read_state = ReadState.DONE
-        self._actions.append(Close())
+    def _clock(self) -> float:
+        return self.clock()

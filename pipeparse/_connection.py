@@ -295,6 +295,15 @@ class ServerConnection(ReadAndClose):
             return
         self._read_deadline = None
         index = self.index
+        if (
+            self.buffer.block_size
+            and not self._exchanges
+            and not self._queue
+            and index.at_boundary
+            and now < self._idle_since + self._keep_alive_timeout
+        ):
+            self.buffer.trim()  # idle for a moment: its receive memory goes back; wait on
+            return
         if index.current is not None:
             self._set_error(ProtocolError("request body not received in time", 408))
         elif index.position < self.buffer.tail:

@@ -23,7 +23,9 @@ from .actions import (
     Timer,
 )
 
-__all__ = ["ReadAndClose"]
+__all__ = ["TRIM_AFTER", "ReadAndClose"]
+
+TRIM_AFTER = 0.05  # seconds idle before a connection's receive block is given back
 
 
 class ReadAndClose:
@@ -82,7 +84,10 @@ class ReadAndClose:
         elif index.position < self.buffer.tail:
             self._arm_read(self._head_since + self._header_timeout)
         elif not self._exchanges and not self._queue:
-            self._arm_read(self._idle_since + self._keep_alive_timeout)
+            deadline = self._idle_since + self._keep_alive_timeout
+            if self.buffer.block_size:  # still idle a moment from now: give the block back
+                deadline = min(deadline, self._idle_since + TRIM_AFTER)
+            self._arm_read(deadline)
         else:
             self._arm_read(None)
 

@@ -327,6 +327,25 @@ def test_request_timeout_of_a_suspended_handler_is_503_and_cancels_it() -> None:
     assert wire(conn.actions()) == b""
 
 
+def test_an_idle_connection_gives_its_receive_block_back_then_times_out() -> None:
+    conn, clock = make(timeouts=ConnectionTimeouts(keep_alive=5.0))
+    conn.receive_data(get("/a"))
+    answer(conn, conn.actions())
+    acts = conn.actions()
+    assert conn.buffer.block_size > 0
+    assert Timer("read", 100.05) in acts  # idle a moment: the trim
+    clock.now = 100.05
+    conn.timer_expired("read")
+    acts = conn.actions()
+    assert conn.buffer.block_size == 0
+    assert Timer("read", 105.0) in acts  # the keep-alive timeout goes on
+    conn.receive_data(get("/b"))  # a new block for the next request
+    assert [a.head.target for a in starts(conn.actions())] == [b"/b"]
+    clock.now = 110.0
+    conn.timer_expired("read")
+    assert kinds(conn.actions()) == []  # it was not idle: the timer was stale
+
+
 def test_keep_alive_timeout_closes_an_idle_connection_quietly() -> None:
     conn, clock = make(timeouts=ConnectionTimeouts(keep_alive=5.0))
     acts = conn.actions()

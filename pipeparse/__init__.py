@@ -7,10 +7,14 @@ on these names only.
 
 from __future__ import annotations
 
+from . import actions as actions
 from ._api import run as run
 from ._api import serve as serve
+from ._api import start_asyncio_server as start_asyncio_server
 from ._buffer import MIN_BLOCK as MIN_BLOCK
 from ._buffer import SeekableBuffer as SeekableBuffer
+from ._connection import ConnectionTimeouts as ConnectionTimeouts
+from ._connection import ServerConnection as ServerConnection
 from ._errors import BufferFull as BufferFull
 from ._errors import ProtocolError as ProtocolError
 from ._head import RequestHead as RequestHead
@@ -52,6 +56,7 @@ __all__ = [
     "SAFE_METHODS",
     "BodySource",
     "BufferFull",
+    "ConnectionTimeouts",
     "DispatchPolicy",
     "FramedRequest",
     "FramedResponse",
@@ -72,6 +77,8 @@ __all__ = [
     "ResponseIndex",
     "ResponseSlot",
     "SeekableBuffer",
+    "ServerConnection",
+    "actions",
     "chunk",
     "native",
     "parse_request_head",
@@ -80,6 +87,7 @@ __all__ = [
     "render_head",
     "run",
     "serve",
+    "start_asyncio_server",
     "status_line",
 ]
 

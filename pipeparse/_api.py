@@ -17,10 +17,11 @@ if TYPE_CHECKING:
 
     import trio
 
+    from pipeparse.servers.asyncio_server import AsyncioServer
     from pipeparse.servers.config import ServerConfig
     from pipeparse.servers.listen import Server
 
-__all__ = ["run", "serve"]
+__all__ = ["run", "serve", "start_asyncio_server"]
 
 
 async def serve(
@@ -81,3 +82,24 @@ def run(app: object, *, config: ServerConfig | None = None, **overrides: Any) ->
 
     if _run(app, config=config, **overrides) != 0:
         raise RuntimeError("a worker process could not start its app (see the log)")
+
+
+async def start_asyncio_server(
+    app: object,
+    *,
+    config: ServerConfig | None = None,
+    sock: socket.socket | None = None,
+    **overrides: Any,
+) -> AsyncioServer:
+    """Serve `app` on the running asyncio (or uvloop) loop; returns at once, listening.
+
+    ``server = await pipeparse.start_asyncio_server(app, host="127.0.0.1", port=0)``; then
+    ``server.port`` and ``server.url``; ``server.shutdown()`` starts a graceful shutdown (stop
+    accepting, answer what was read, at most ``shutdown_timeout`` seconds) and ``await
+    server.wait_closed()`` waits for it. Takes the arguments of `serve` (one process: no
+    ``workers``; the pipeparse engine only). An ASGI app's lifespan startup runs before it
+    returns, and its shutdown at the end of `wait_closed`.
+    """
+    from pipeparse.servers.asyncio_server import start_asyncio_server as _start
+
+    return await _start(app, config=config, sock=sock, **overrides)

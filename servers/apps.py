@@ -197,7 +197,7 @@ class EchoApp:
         except _BadParameter as exc:
             return Response(_json_error(str(exc)), 400, json_type)
         if sleep_s:
-            await trio.sleep(sleep_s)
+            await _sleep(sleep_s)
         if fail:
             raise EchoError("raise=1: the echo app raises on purpose")
         body = request.body if request.body_complete else await request.read()

@@ -177,7 +177,19 @@ _FLAGS: dict[str, tuple[_Kind, tuple[str, ...] | None, str | None, str]] = {
         "SECONDS",
         "a TLS handshake must finish within this",
     ),
-    "engine": (str, ("pipeparse", "h11"), None, "pipeparse: concurrent; h11: sequential"),
+    "engine": (
+        str,
+        ("pipeparse", "h11"),
+        None,
+        "pipeparse: concurrent; h11: sequential (trio only)",
+    ),
+    "loop": (
+        str,
+        ("trio", "asyncio", "uvloop"),
+        None,
+        "event loop; asyncio and uvloop (pip install 'pipeparse[uvloop]') serve asyncio-only"
+        " apps, with --engine pipeparse and one worker",
+    ),
     "interface": (str, ("auto", "asgi", "native"), None, "app interface; auto prefers native"),
     "pipeline_policy": (
         str,
@@ -331,6 +343,13 @@ def run(args: argparse.Namespace) -> int:
         config = config_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
+    if config.loop != "trio":
+        from .asyncio_server import new_event_loop
+
+        try:
+            new_event_loop(config.loop).close()  # uvloop missing: a clear error, now
+        except RuntimeError as exc:
+            parser.error(str(exc))
     app_dir = os.getcwd()
     try:
         listen.load_engine(config.engine)
@@ -346,6 +365,14 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # until trio's handler is in
     try:
+        if config.loop != "trio":
+            from .asyncio_server import run_asyncio
+
+            def on_asyncio_listening(server: Any) -> None:
+                line = listening_line(server.url, config.engine, server.interface, 1)
+                print(line, flush=True)
+
+            return run_asyncio(app, config, config.loop, on_listening=on_asyncio_listening)
         if config.workers > 1:
             return listen.run_workers(args.app, config, on_listening=on_listening, app_dir=app_dir)
         return listen.run(app, config=config, on_listening=on_listening)

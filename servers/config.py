@@ -9,11 +9,12 @@ from pipeparse import KiB, Limits
 
 from .proxy import TrustedProxies
 
-__all__ = ["Engine", "Interface", "PipelinePolicy", "ServerConfig"]
+__all__ = ["Engine", "Interface", "Loop", "PipelinePolicy", "ServerConfig"]
 
 Engine = Literal["pipeparse", "h11"]
 Interface = Literal["auto", "asgi", "native"]
 PipelinePolicy = Literal["safe", "all", "serial"]
+Loop = Literal["trio", "asyncio", "uvloop"]
 
 SECONDS = 1.0
 
@@ -33,6 +34,7 @@ class ServerConfig:
     ssl_ciphers: str | None = None  # an OpenSSL cipher list; None: Python's default
     ssl_handshake_timeout: float = 10 * SECONDS  # a TLS handshake must finish within this
     engine: Engine = "pipeparse"
+    loop: Loop = "trio"  # the event loop; asyncio and uvloop serve with the pipeparse engine
     interface: Interface = "auto"
     pipeline_policy: PipelinePolicy = "safe"
     max_in_flight: int = 16  # requests framed but not yet answered, per connection
@@ -72,6 +74,26 @@ class ServerConfig:
     root_path: str = ""  # the app's mount point behind a proxy: scope["root_path"]
 
     def __post_init__(self) -> None:
+        if self.loop not in ("trio", "asyncio", "uvloop"):
+            raise ValueError(f"loop must be trio, asyncio or uvloop, got {self.loop!r}")
+        if self.loop != "trio" and self.engine != "pipeparse":
+            raise ValueError(
+                f"the {self.engine} engine runs on trio only: --loop {self.loop} needs "
+                "--engine pipeparse"
+            )
+        if self.loop != "trio" and self.workers != 1:
+            raise ValueError(f"--loop {self.loop} serves in one process: --workers must be 1")
+        if self.loop != "trio":
+            for name in ("limit_concurrency", "limit_max_requests"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} is not implemented on --loop {self.loop} yet")
+            if self.access_log:
+                raise ValueError(f"access_log is not implemented on --loop {self.loop} yet")
+            for name in ("uds", "fd", "ssl_certfile"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} is not implemented on --loop {self.loop} yet")
+            if self.proxy_headers or self.root_path:
+                raise ValueError(f"proxy headers and root_path are trio-only (--loop {self.loop})")
         if self.max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, got {self.max_in_flight}")
         if self.buffer_size < 1024:

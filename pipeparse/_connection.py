@@ -1,0 +1,555 @@
+"""ServerConnection: the server side of one pipelined HTTP/1.1 connection, sans-I/O.
+
+Strategy
+--------
+Events go in as method calls (bytes, EOF, a handler's response or failure, a handler that
+suspended, a timer's expiry, shutdown); they only change state. `actions()` then works out
+everything that follows and returns it as a list of `pipeparse.actions` records, in the
+order the driver must perform them: `Start` the requests `DispatchPolicy` lets start, `Write`
+every response byte that may leave (one record: `OrderedResponses` orders and coalesces),
+`ShutWrite` / `Close`, `PauseReading` / `ResumeReading`, and `Timer`s as deadlines on the
+clock the connection was given. A driver loops: perform the actions (running instant handlers
+inline, whose responses are reported back at once), then call `actions()` again until it
+returns nothing. So all the responses of one receive's batch leave in one `Write`.
+
+What it decides, in one place: the receive buffer (a growing `SeekableBuffer`; bytes that do
+not fit wait here and reading pauses), framing (`RequestIndex`), the dispatch policy, slots in
+request order, keep-alive, ``Connection: close`` and HTTP/1.0 (nothing after such a request is
+dispatched), 100-continue (sent in order, when the handler first asks for the body), the rule
+that nothing after a protocol error is processed (its 4xx follows every earlier response, then
+the staged close), and the timers: keep-alive, header and body timeouts ("read"), the request
+timeout of a handler that suspended (503, or a close once its response has begun), the linger
+after the write side is shut. Its states are `pipeparse._state`'s; when to read and how to
+close is `_reading.ReadAndClose` (its base class), one request's state `_exchange.Exchange`.
+
+A request whose body has all arrived starts with the body (a view into the buffer). One whose
+body is still arriving waits for it, unless it asked for 100-continue or the buffer is too full
+to take the rest: then it starts with a streamed body, read piece by piece (`read_body`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from http import HTTPStatus
+
+from ._buffer import MIN_BLOCK, SeekableBuffer
+from ._errors import ProtocolError
+from ._exchange import Exchange
+from ._index import FramedRequest, RequestIndex
+from ._limits import KiB, Limits, MiB
+from ._ordered import DispatchPolicy, OrderedResponses
+from ._reading import ReadAndClose
+from ._serialize import CONTINUE_100, LAST_CHUNK, HttpDate, ResponseFraming, chunk, render_head
+from ._state import ConnState, ExchangeState, ReadState
+from .actions import (
+    Action,
+    BodyData,
+    BodyEnd,
+    BodyError,
+    Cancel,
+    Chunk,
+    Start,
+    Timer,
+    TimerKey,
+    Write,
+)
+
+__all__ = ["ConnectionTimeouts", "ServerConnection"]
+
+Headers = Sequence[tuple[bytes, bytes]]
+_TEXT_PLAIN = ((b"content-type", b"text/plain; charset=utf-8"),)
+_MIN_ROOM = 4 * KiB  # a request whose body cannot get this much room streams it instead
+_LINGER_BYTES = 1 * MiB  # after the write side is shut, drain at most this many bytes
+
+
+class ConnectionTimeouts:
+    """Seconds: `header` for a head to complete, `body` between body pieces, `keep_alive`
+    idle, `request` for a handler that suspended (then 503), `linger` after the shut."""
+
+    __slots__ = ("body", "header", "keep_alive", "linger", "request")
+
+    def __init__(
+        self,
+        header: float = 10.0,
+        body: float = 30.0,
+        keep_alive: float = 5.0,
+        request: float = 60.0,
+        linger: float = 2.0,
+    ) -> None:
+        self.header = header
+        self.body = body
+        self.keep_alive = keep_alive
+        self.request = request
+        self.linger = linger
+
+
+class ServerConnection(ReadAndClose):
+    """The sans-I/O server side of one connection; see the module comment.
+
+    Args:
+        limits: framing limits (`Limits`).
+        policy, max_in_flight: the `DispatchPolicy`.
+        buffer_size: the receive buffer's capacity; `fixed_buffer` allocates it up front.
+        timeouts: `ConnectionTimeouts`.
+        server_name: the Server field's value.
+        clock: seconds, monotonic (the driver's loop time); timers are on this clock.
+        date: the Date field's value (a formatted `HttpDate` by default).
+    """
+
+    def __init__(
+        self,
+        *,
+        limits: Limits | None = None,
+        policy: str = "safe",
+        max_in_flight: int = 16,
+        buffer_size: int = 256 * KiB,
+        fixed_buffer: bool = False,
+        timeouts: ConnectionTimeouts | None = None,
+        server_name: bytes = b"pipeparse",
+        clock: Callable[[], float] = time.monotonic,
+        date: Callable[[], bytes] | None = None,
+    ) -> None:
+        self.buffer = SeekableBuffer(
+            buffer_size, min_block=buffer_size if fixed_buffer else MIN_BLOCK
+        )
+        self.index = RequestIndex(self.buffer, limits)
+        self.policy = DispatchPolicy(policy, max_in_flight)
+        self.responses = OrderedResponses()
+        self.timeouts = timeouts = timeouts or ConnectionTimeouts()
+        self._header_timeout = timeouts.header
+        self._body_timeout = timeouts.body
+        self._keep_alive_timeout = timeouts.keep_alive
+        self._linger_timeout = timeouts.linger
+        self.server_name = server_name
+        self.clock = clock
+        self.date = date or HttpDate()
+        self.state = ConnState.OPEN
+        self.read_state = ReadState.READING
+        self.error: ProtocolError | None = None  # framing or timeout: answered, then close
+        self._error_answered = False
+        self._queue: deque[FramedRequest] = deque()  # framed, not yet started
+        self._exchanges: dict[int, Exchange] = {}
+        self._streaming: Exchange | None = None  # the request whose body is still arriving
+        self._overflow: list[bytes] = []  # received bytes that did not fit in the buffer yet
+        self._peer_eof = False
+        self._shutdown = False
+        self._actions: list[Action] = []
+        self._read_deadline: float | None = None
+        self._head_since = math.inf
+        self._body_since = 0.0
+        self._idle_since = clock()
+        self._lingered = 0
+        self._batch_date = b""  # the Date of the requests framed by the last receive
+
+    # -- events in -----------------------------------------------------------------------
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Bytes from the client (b"" is EOF)."""
+        if not data:
+            self.receive_eof()
+            return
+        if self.state is ConnState.LINGERING:
+            self._lingered += len(data)  # drained and dropped
+            if self._lingered >= _LINGER_BYTES:
+                self._close()
+            return
+        if self.read_state is ReadState.DONE or self.state is ConnState.CLOSED:
+            return
+        if self._overflow:
+            self._overflow.append(bytes(data))
+        else:
+            room = self.buffer.writable()
+            if len(data) > room:
+                self._overflow.append(bytes(data[room:]))
+                data = data[:room]
+            self.buffer.feed(data)
+        self._framed_more()
+
+    def receive_eof(self) -> None:
+        """The client closed its side (or is gone)."""
+        if self.state is ConnState.LINGERING:
+            self._close()
+            return
+        self._peer_eof = True
+        self.read_state = ReadState.DONE
+        if self._streaming is not None:
+            self._streaming_arrived()
+
+    def respond(self, seq: int, status: int, headers: Headers, body: Chunk) -> None:
+        """Request `seq`'s whole response (its body known at once)."""
+        ex = self._exchanges.get(seq)
+        if ex is None or ex.state is not ExchangeState.RUNNING:
+            if ex is None:
+                return  # answered already (timed out): ignored
+            raise RuntimeError(f"response {seq} already started")
+        length = len(body)
+        data, framing = self._render(ex, status, headers, length)
+        if framing.send_body:
+            if framing.content_length is not None and length != framing.content_length:
+                raise RuntimeError(
+                    f"response body of {length} bytes, Content-Length {framing.content_length}"
+                )
+            ex.sent = length
+            self.responses.write(ex.slot, data + body if length <= 4096 else data)
+            if length > 4096:
+                self.responses.write(ex.slot, body)  # not copied
+        else:
+            self.responses.write(ex.slot, data)
+        self._finish(ex, framing.close)
+
+    def start_response(self, seq: int, status: int, headers: Headers) -> None:
+        """Request `seq`'s response head; its body follows with `send_body`."""
+        ex = self._exchanges.get(seq)
+        if ex is None:
+            return
+        if ex.state is not ExchangeState.RUNNING:
+            raise RuntimeError(f"response {seq} already started")
+        head, framing = self._render(ex, status, headers, None)
+        ex.framing = framing
+        ex.state = ExchangeState.STREAMING
+        if framing.close:
+            self._stop_dispatch()
+        self.responses.write(ex.slot, head)
+
+    def send_body(self, seq: int, data: Chunk, more: bool = True) -> None:
+        """A piece of request `seq`'s response body; ``more=False`` ends the response."""
+        ex = self._exchanges.get(seq)
+        if ex is None:
+            return
+        framing = ex.framing
+        if ex.state is not ExchangeState.STREAMING or framing is None:
+            raise RuntimeError(f"send_body({seq}) without a started response")
+        slot = ex.slot
+        if data and framing.send_body:
+            ex.sent += len(data)
+            if framing.content_length is not None and ex.sent > framing.content_length:
+                raise RuntimeError(
+                    f"response body longer than its Content-Length {framing.content_length}"
+                )
+            if framing.chunked:
+                self.responses.write_many(slot, chunk(data))
+            else:
+                self.responses.write(slot, data)
+        if more:
+            return
+        close = framing.close
+        if framing.chunked:
+            self.responses.write(slot, LAST_CHUNK)
+        elif framing.send_body and framing.content_length not in (None, ex.sent):
+            close = True  # shorter than promised: only closing can end it
+        self._finish(ex, close)
+
+    def handler_failed(self, seq: int, error: BaseException | None = None) -> None:
+        """Request `seq`'s handler raised: a 500 (a `ProtocolError`'s status hint, then a
+        close) if none of its response is out, else the connection closes after it."""
+        ex = self._exchanges.get(seq)
+        if ex is None:
+            return
+        status = error.status_hint if isinstance(error, ProtocolError) else 500
+        self._fail(ex, status, close=isinstance(error, ProtocolError))
+
+    def handler_suspended(self, seq: int) -> None:
+        """Request `seq`'s handler did not finish inline: its request timeout starts now."""
+        ex = self._exchanges.get(seq)
+        if ex is not None and not ex.timer:
+            ex.timer = True
+            self._actions.append(Timer(seq, self.clock() + self.timeouts.request))
+
+    def read_body(self, seq: int) -> None:
+        """Request `seq`'s handler wants the next piece of its streamed body: a `BodyData`,
+        `BodyEnd` or `BodyError` action follows (now, or once it has arrived)."""
+        ex = self._exchanges.get(seq)
+        if ex is None:
+            return
+        if not ex.streams_body:
+            self._actions.append(BodyEnd(seq))
+            return
+        if not ex.continued:  # the client waits for this before it sends the body
+            ex.continued = True
+            if not ex.request.body:
+                self.responses.write(ex.slot, CONTINUE_100)
+        ex.wants_body = True
+        self._deliver_body(ex)
+
+    def timer_expired(self, key: TimerKey) -> None:
+        """Timer `key` fired (perhaps early: then it is re-armed)."""
+        now = self.clock()
+        if isinstance(key, int):
+            ex = self._exchanges.get(key)
+            if ex is not None and ex.timer:
+                self._fail(ex, 503, close=False)  # (with a fresh Date: its timer is on)
+                self._actions.append(Cancel(key))
+            return
+        if key == "linger":
+            if self.state is ConnState.LINGERING:
+                self._close()
+            return
+        deadline = self._read_deadline
+        if deadline is None or self.read_state is ReadState.DONE:
+            return
+        if now < deadline:
+            self._actions.append(Timer("read", deadline))  # it fired early: wait on
+            return
+        self._read_deadline = None
+        index = self.index
+        if (
+            self.buffer.block_size
+            and not self._exchanges
+            and not self._queue
+            and index.at_boundary
+            and now < self._idle_since + self._keep_alive_timeout
+        ):
+            self.buffer.trim()  # idle for a moment: its receive memory goes back; wait on
+            return
+        if index.current is not None:
+            self._set_error(ProtocolError("request body not received in time", 408))
+        elif index.position < self.buffer.tail:
+            self._set_error(ProtocolError("request head not received in time", 408))
+        else:  # idle past the keep-alive timeout: close quietly
+            self.read_state = ReadState.DONE
+            self._stop_dispatch()
+
+    def shutdown(self) -> None:
+        """Graceful shutdown: read nothing new, answer what was framed, close when done."""
+        if self._shutdown or self.state is not ConnState.OPEN:
+            self._shutdown = True
+            return
+        self._shutdown = True
+        self.read_state = ReadState.DONE
+        if self._streaming is not None:
+            self._streaming_arrived()
+
+    # -- actions out ---------------------------------------------------------------------
+
+    def actions(self) -> list[Action]:
+        """Everything the driver must do now, in order (see the module comment)."""
+        if self.state is ConnState.CLOSED:
+            out, self._actions = self._actions, []
+            return out
+        if self.state is ConnState.OPEN:
+            self._dispatch()
+        responses = self.responses
+        if responses.has_output:
+            self._actions.append(Write(responses.take()))
+        if self.state is not ConnState.LINGERING:
+            self._maybe_close()
+        if self.state is ConnState.OPEN or self.state is ConnState.CLOSING:
+            self._update_reading()
+        out, self._actions = self._actions, []
+        return out
+
+    @property
+    def in_flight(self) -> int:
+        """Requests started and not yet answered."""
+        return len(self._exchanges)
+
+    # -- framing and dispatch ------------------------------------------------------------
+
+    def _framed_more(self) -> None:
+        framed = self.index.advance()
+        if framed:
+            self._queue.extend(framed)
+            self._batch_date = self.date()
+        now = self.clock()
+        index = self.index
+        if index.current is not None:
+            self._body_since = now  # body bytes keep coming: the body timer restarts
+        elif index.position == self.buffer.tail:
+            self._head_since = math.inf
+        elif self._head_since == math.inf:
+            self._head_since = now  # a new head has begun
+        if index.error is not None and self.error is None:
+            self._set_error(index.error)
+        if self._streaming is not None:
+            self._streaming_arrived()
+
+    def _set_error(self, error: ProtocolError) -> None:
+        self.error = error
+        self.read_state = ReadState.DONE  # nothing after it is read (or trusted)
+        queue = self._queue
+        if queue and queue[-1] is self.index.current and queue[-1].end is None:
+            queue.pop()  # its body broke before it started: its 4xx follows the others
+        if self._streaming is not None:
+            self._streaming_arrived()
+
+    def _dispatch(self) -> None:
+        queue = self._queue
+        policy = self.policy
+        while queue and self.state is ConnState.OPEN:
+            request = queue[0]
+            if not policy.can_start(request.head.method):
+                return
+            streams = request.end is None
+            if streams and not (request.head.expect_continue or self.buffer.writable() < _MIN_ROOM):
+                if self._peer_eof or self.read_state is ReadState.DONE:
+                    queue.clear()  # its body will never complete: close without an answer
+                    self._stop_dispatch()
+                return  # its body first
+            queue.popleft()
+            self._start(request, streams)
+        if not queue and self.error is not None and not self._error_answered:
+            if self._streaming is None:
+                self._answer_error(self.error)
+        elif not queue and (self._peer_eof or self._shutdown):
+            self._stop_dispatch()  # nothing more will come: close once all is answered
+
+    def _start(self, request: FramedRequest, streams: bool) -> None:
+        head = request.head
+        self.policy.started(head.method)
+        if not head.keep_alive:
+            self._queue.clear()  # RFC 9112 §9.6: nothing after it is processed
+            self._stop_dispatch()
+        ex = Exchange(request, self.responses.reserve(request.seq), streams)
+        self._exchanges[request.seq] = ex
+        body: bytes | memoryview | None
+        if streams:
+            body = None
+            self._streaming = ex
+        else:
+            pieces = request.body
+            if not pieces:
+                body = b""
+            elif len(pieces) == 1:
+                body = self.buffer.view(*pieces[0])
+            else:
+                body = b"".join([self.buffer.view(s, e) for s, e in pieces])
+        self._actions.append(Start(request.seq, head, body))
+
+    def _stop_dispatch(self) -> None:
+        if self.state is ConnState.OPEN:
+            self.state = self.state.to(ConnState.CLOSING)
+
+    def _answer_error(self, error: ProtocolError) -> None:
+        """The 4xx of a protocol error, after every earlier response; then the close."""
+        self._error_answered = True
+        body = (error.message + "\n").encode("utf-8", "replace")
+        head, _ = render_head(
+            error.status_hint,
+            _TEXT_PLAIN,
+            method=b"GET",
+            http11=True,
+            keep_alive=False,
+            body_length=len(body),
+            date=self.date(),
+            server=self.server_name,
+        )
+        slot = self.responses.reserve(-1)
+        self.responses.write(slot, head + body)
+        self.responses.finish(slot, close=True)
+        self._stop_dispatch()
+
+    # -- responses -----------------------------------------------------------------------
+
+    def _render(
+        self, ex: Exchange, status: int, headers: Headers, length: int | None
+    ) -> tuple[bytes, ResponseFraming]:
+        head = ex.head
+        last = self._shutdown and not self._queue and self.responses.is_last(ex.slot)
+        return render_head(
+            status,
+            headers,
+            method=head.method,
+            http11=head.http_version == b"1.1",
+            keep_alive=head.keep_alive and not last,
+            body_length=length,
+            # One clock read per receive for the handlers that answer at once; a fresh one
+            # for a handler that suspended (it may answer much later).
+            date=self.date() if ex.timer or ex.streams_body else self._batch_date,
+            server=self.server_name,
+        )
+
+    def _fail(self, ex: Exchange, status: int, close: bool) -> None:
+        if ex.state is not ExchangeState.RUNNING:
+            self._finish(ex, True)  # part of its response is out: only closing can tell
+            return
+        body = b"%d %s\n" % (status, HTTPStatus(status).phrase.encode())
+        head, framing = self._render(ex, status, _TEXT_PLAIN, len(body))
+        ex.sent = len(body) if framing.send_body else 0
+        self.responses.write(ex.slot, head + body if framing.send_body else head)
+        self._finish(ex, close or framing.close)
+
+    def _finish(self, ex: Exchange, close: bool) -> None:
+        ex.state = ExchangeState.DONE
+        seq = ex.request.seq
+        del self._exchanges[seq]
+        self.policy.finished(ex.head.method)
+        if ex.timer:
+            ex.timer = False
+            self._actions.append(Timer(seq, None))
+        request = ex.request
+        if not ex.streams_body:
+            assert request.end is not None  # (it started with its whole body)
+            self.buffer.release(request.start, request.end)
+        else:
+            ex.wants_body = False
+            self._discard_body(ex)
+            if self._streaming is ex and (self.error is not None or self._peer_eof):
+                self._streaming = None  # its body will never complete: nothing to discard
+        self.responses.finish(ex.slot, close=close)
+        if close:
+            self._stop_dispatch()
+        if not self._exchanges and not self._queue:
+            self._idle_since = self.clock()
+        if self._overflow:
+            self._take_overflow()
+
+    def _take_overflow(self) -> None:
+        """Bytes that waited for room: into the buffer as far as it now has room."""
+        pending = b"".join(self._overflow)
+        room = self.buffer.writable()
+        if not room:
+            return
+        self.buffer.feed(pending[:room])
+        self._overflow = [pending[room:]] if len(pending) > room else []
+        self._framed_more()
+
+    # -- streamed request bodies ---------------------------------------------------------
+
+    def _streaming_arrived(self) -> None:
+        ex = self._streaming
+        if ex is None:
+            return
+        if ex.state is ExchangeState.DONE:
+            self._discard_body(ex)
+        elif ex.wants_body:
+            self._deliver_body(ex)
+
+    def _deliver_body(self, ex: Exchange) -> None:
+        request = ex.request
+        seq = request.seq
+        if ex.next_piece < len(request.body):
+            ex.wants_body = False
+            self._actions.append(BodyData(seq, ex.next_piece_of(self.buffer, take=True)))  # type: ignore[arg-type]
+            if self._overflow:
+                self._take_overflow()
+        elif request.end is not None:
+            ex.wants_body = False
+            self._actions.append(BodyEnd(seq))  # its bytes are released when it finishes
+        elif self.error is not None:
+            ex.wants_body = False
+            # Its handler may answer it (a closing response: the 4xx that follows it is
+            # then dropped) or not (an ASGI app sees a disconnect): the 4xx follows.
+            self._actions.append(BodyError(seq, self.error))
+        elif self._peer_eof or self.read_state is ReadState.DONE:
+            ex.wants_body = False
+            self._actions.append(
+                BodyError(seq, ProtocolError("client closed the connection mid-body", 400))
+            )
+
+    def _discard_body(self, ex: Exchange) -> None:
+        """The handler is done: drop what arrives of its body, up to its end."""
+        request = ex.request
+        while ex.next_piece < len(request.body):
+            ex.next_piece_of(self.buffer, take=False)
+        if request.end is not None and self._streaming is ex:
+            buf = self.buffer
+            if ex.released_to < request.end:
+                buf.release(ex.released_to, request.end)
+            buf.release(request.start, request.head_end)
+            self._streaming = None
+
+    def _clock(self) -> float:
+        return self.clock()

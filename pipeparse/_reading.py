@@ -1,0 +1,131 @@
+"""Reading, the read timer and closing: the part of `ServerConnection` that decides when to
+pause or resume reading, which read timeout applies (keep-alive, header, body), and how the
+connection ends (at once, or in stages after a response that closes it). A base class, so
+`ServerConnection` stays one class per concern; the state it reads is `ServerConnection`'s.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from ._buffer import SeekableBuffer
+from ._exchange import Exchange
+from ._index import FramedRequest, RequestIndex
+from ._ordered import DispatchPolicy, OrderedResponses
+from ._state import ConnState, ReadState
+from .actions import (
+    Action,
+    Cancel,
+    Close,
+    PauseReading,
+    ResumeReading,
+    ShutWrite,
+    Timer,
+)
+
+__all__ = ["TRIM_AFTER", "ReadAndClose"]
+
+TRIM_AFTER = 0.05  # seconds idle before a connection's receive block is given back
+
+
+class ReadAndClose:
+    """See the module comment; every attribute is set by `ServerConnection.__init__`."""
+
+    buffer: SeekableBuffer
+    index: RequestIndex
+    policy: DispatchPolicy
+    responses: OrderedResponses
+    state: ConnState
+    read_state: ReadState
+    _queue: deque[FramedRequest]
+    _exchanges: dict[int, Exchange]
+    _streaming: Exchange | None
+    _overflow: list[bytes]
+    _peer_eof: bool
+    _actions: list[Action]
+    _read_deadline: float | None
+    _head_since: float
+    _body_since: float
+    _idle_since: float
+    _header_timeout: float
+    _body_timeout: float
+    _keep_alive_timeout: float
+    _linger_timeout: float
+
+    def _clock(self) -> float:
+        raise NotImplementedError
+
+    # -- reading, timers, closing --------------------------------------------------------
+
+    def _update_reading(self) -> None:
+        read = self.read_state
+        if read is ReadState.DONE:
+            self._arm_read(None)
+            return
+        streaming = self._streaming
+        needs_body = (streaming is not None and streaming.request.end is None) or (
+            bool(self._queue) and self._queue[0].end is None
+        )
+        full = bool(self._overflow) or self.buffer.writable() == 0
+        busy = len(self._exchanges) + len(self._queue) >= self.policy.max_in_flight
+        closing = self.state is not ConnState.OPEN and streaming is None
+        want = not full and not closing and (needs_body or not busy)
+        if want and read is ReadState.PAUSED:
+            self.read_state = ReadState.READING
+            self._actions.append(ResumeReading())
+        elif not want and read is ReadState.READING:
+            self.read_state = ReadState.PAUSED
+            self._actions.append(PauseReading())
+        index = self.index
+        if self.read_state is not ReadState.READING:
+            self._arm_read(None)
+        elif index.current is not None:
+            self._arm_read(self._body_since + self._body_timeout)
+        elif index.position < self.buffer.tail:
+            self._arm_read(self._head_since + self._header_timeout)
+        elif not self._exchanges and not self._queue:
+            deadline = self._idle_since + self._keep_alive_timeout
+            if self.buffer.block_size:  # still idle a moment from now: give the block back
+                deadline = min(deadline, self._idle_since + TRIM_AFTER)
+            self._arm_read(deadline)
+        else:
+            self._arm_read(None)
+
+    def _arm_read(self, deadline: float | None) -> None:
+        if deadline != self._read_deadline:
+            self._read_deadline = deadline
+            self._actions.append(Timer("read", deadline))
+
+    def _maybe_close(self) -> None:
+        """Once the last response is out: close in stages after a response that closes the
+        connection (shut the write side, drain, then close), else close now."""
+        responses = self.responses
+        if responses.closing:
+            pass  # a closing response went out: nothing after it is sent
+        elif self.state is not ConnState.CLOSING or self._exchanges or len(responses):
+            return
+        if self._read_deadline is not None:
+            self._read_deadline = None
+            self._actions.append(Timer("read", None))
+        for seq, ex in list(self._exchanges.items()):
+            if ex.timer:
+                self._actions.append(Timer(seq, None))
+            self._actions.append(Cancel(seq))  # after a closing response: nobody to answer
+        self._exchanges.clear()
+        if self._peer_eof or not responses.closing:
+            # The client has closed its side, or nothing closes with a response (idle past
+            # the keep-alive timeout, a shutdown or EOF between requests): nothing to drain.
+            self._close()
+            return
+        self.state = self.state.to(ConnState.LINGERING)
+        self._actions.append(ShutWrite())
+        self._actions.append(Timer("linger", self._clock() + self._linger_timeout))
+
+    def _close(self) -> None:
+        if self.state is ConnState.CLOSED:
+            return
+        if self.state is ConnState.LINGERING:
+            self._actions.append(Timer("linger", None))
+        self.state = self.state.to(ConnState.CLOSED)
+        self.read_state = ReadState.DONE
+        self._actions.append(Close())

@@ -1,0 +1,130 @@
+"""What a `ServerConnection` asks its driver to do: small frozen records, read in order.
+
+A driver performs each with a few attribute reads and no await: `Start` a handler, `Write`
+bytes (already ordered and coalesced), deliver request body pieces (`BodyData`, `BodyEnd`,
+`BodyError`), `Cancel` a handler that ran over its time, pause or resume reading, arm or
+cancel a `Timer` (a deadline as data, on the clock the connection was given), `ShutWrite`
+and `Close`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._errors import ProtocolError
+from ._head import RequestHead
+
+__all__ = [
+    "Action",
+    "BodyData",
+    "BodyEnd",
+    "BodyError",
+    "Cancel",
+    "Close",
+    "PauseReading",
+    "ResumeReading",
+    "ShutWrite",
+    "Start",
+    "Timer",
+    "TimerKey",
+    "Write",
+]
+
+Chunk = bytes | bytearray | memoryview
+# A timer's name: "read" (keep-alive, header or body timeout, whichever applies), "linger",
+# or a request's seq (its request timeout).
+TimerKey = str | int
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Run the handler of request `seq` now. `body` is the whole body (a view into the
+    receive buffer, valid until the handler's response is reported), or None when it
+    streams: then ask for it with `ServerConnection.read_body`."""
+
+    seq: int
+    head: RequestHead
+    body: bytes | memoryview | None
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """Send these bytes, in order (every response that may leave now, coalesced)."""
+
+    parts: list[Chunk]
+
+
+@dataclass(frozen=True, slots=True)
+class BodyData:
+    """The next piece of request `seq`'s streamed body."""
+
+    seq: int
+    data: memoryview
+
+
+@dataclass(frozen=True, slots=True)
+class BodyEnd:
+    """Request `seq`'s streamed body is complete."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class BodyError:
+    """Request `seq`'s streamed body cannot complete (bad framing, a limit, EOF, a timeout)."""
+
+    seq: int
+    error: ProtocolError
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Request `seq` ran over its timeout and has been answered: cancel its handler (what
+    it reports from now on is ignored)."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """Arm timer `key` at `deadline` (None: it is no longer needed). A driver may keep an
+    earlier timer instead: `timer_expired` re-arms it if its deadline has not come yet."""
+
+    key: TimerKey
+    deadline: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PauseReading:
+    """Stop reading (back-pressure); `ResumeReading` follows when there is room again."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeReading:
+    """Read again."""
+
+
+@dataclass(frozen=True, slots=True)
+class ShutWrite:
+    """The last response is out: shut the write side (the client's bytes are then drained
+    until EOF, `Limits`' linger bytes, or the "linger" timer, then `Close` comes)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close the connection."""
+
+
+Action = (
+    Start
+    | Write
+    | BodyData
+    | BodyEnd
+    | BodyError
+    | Cancel
+    | Timer
+    | PauseReading
+    | ResumeReading
+    | ShutWrite
+    | Close
+)

@@ -1,0 +1,458 @@
+"""The asyncio driver: moves bytes between an asyncio transport and a `ServerConnection`.
+
+Strategy
+--------
+Nothing here decides anything about HTTP: `pipeparse.ServerConnection` does. `HttpProtocol` (an
+`asyncio.Protocol`, so it runs on asyncio's and uvloop's transports, not streams) feeds it what
+arrives and performs the actions it returns, in order, until it has none: `Start` runs a
+handler, `Write` goes to the transport, `Timer`s become `loop.call_at` handles, pause and resume
+go to the transport, `ShutWrite` is `write_eof`, `Close` closes.
+
+Handlers run inline: the driver drives the handler's coroutine itself (one ``coro.send(None)``),
+so a handler that never waits finishes right there, with no task, and its response is in the
+same `Write` as the rest of the batch. Only a handler that suspends becomes a task, which goes
+on awaiting from the very point it suspended (`_resume`): the protocol then arms its request
+timeout, and a `Cancel` (after the 503) cancels the task.
+
+Native handlers (`protocol.native_of`) are called directly and their `Response` reported with
+`ServerConnection.respond`; any other handler (the ASGI adapter) answers through `_Sink`.
+
+Back-pressure: the protocol pauses reading (its buffer is full, or `max_in_flight` requests are
+unanswered); the transport's `pause_writing` pauses reading too, and a handler streaming its
+response waits for `resume_writing`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import types
+from collections.abc import Callable, Coroutine, Generator, Sequence
+from typing import Any, cast
+
+from pipeparse import ConnectionTimeouts, HttpRequest, ProtocolError, Response, ServerConnection
+from pipeparse.actions import (
+    BodyData,
+    BodyEnd,
+    BodyError,
+    Cancel,
+    Close,
+    PauseReading,
+    ResumeReading,
+    ShutWrite,
+    Start,
+    Timer,
+    TimerKey,
+    Write,
+)
+
+from .config import ServerConfig
+from .handlers import send_stream
+from .protocol import Handler, native_of
+
+__all__ = ["HttpProtocol"]
+
+log = logging.getLogger("pipeparse.server")
+_BYTES = (bytes, bytearray, memoryview)
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, Any], trap: Any) -> Generator[Any, Any, Any]:
+    """Go on awaiting `coro`, which suspended on `trap` when first sent None; its result.
+
+    Exactly what ``await coro`` would have done from there: `trap` (an asyncio future, or None
+    for a bare yield) goes to the task, and what the task sends or throws goes to `coro`.
+    """
+    while True:
+        try:
+            value = yield trap
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
+            try:
+                trap = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                trap = coro.send(value)
+            except StopIteration as stop:
+                return stop.value
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One connection: an asyncio `Protocol` driving a `ServerConnection`."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        config: ServerConfig,
+        connections: set[HttpProtocol],
+        shutting_down: Callable[[], bool],
+    ) -> None:
+        self.handler = handler
+        self.native = native_of(handler)
+        self.config = config
+        self.connections = connections
+        self.shutting_down = shutting_down
+        self.loop = asyncio.get_running_loop()
+        self.conn = ServerConnection(
+            limits=config.limits,
+            policy=config.pipeline_policy,
+            max_in_flight=config.max_in_flight,
+            buffer_size=config.buffer_size,
+            fixed_buffer=config.fixed_buffer,
+            timeouts=ConnectionTimeouts(
+                header=config.header_timeout,
+                body=config.body_timeout,
+                keep_alive=config.keep_alive_timeout,
+                request=config.request_timeout,
+            ),
+            server_name=config.server_name,
+            clock=self.loop.time,
+        )
+        self.transport: asyncio.Transport | None = None
+        self.client: tuple[str, int] | None = None
+        self.closed = self.loop.create_future()  # done when the connection is gone
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._cancelled: set[int] = set()
+        self._bodies: dict[int, _Body] = {}
+        self._timers: dict[TimerKey, asyncio.TimerHandle] = {}
+        self._pumping = False
+        self._read_paused = False  # by the protocol
+        self._write_paused = False  # by the transport
+        self._drained: asyncio.Future[None] | None = None
+        self._no_body = _NoBody(self)  # the body source of every request with a whole body
+
+    # -- transport callbacks -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # (uvloop's transports implement the interface without subclassing it)
+        self.transport = transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.client = (str(peer[0]), int(peer[1]))
+        self.connections.add(self)
+        if self.shutting_down():
+            self.conn.shutdown()
+        self.pump()
+
+    def data_received(self, data: bytes) -> None:
+        self.conn.receive_data(data)
+        self.pump()
+
+    def eof_received(self) -> bool:
+        self.conn.receive_eof()
+        self.pump()
+        return True  # keep the write side open for the answers still to come
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        for task in self._tasks.values():
+            task.cancel()
+        for body in self._bodies.values():
+            body.put(ProtocolError("client closed the connection", 400))
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        if self.transport is not None and not self._read_paused:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self.transport is not None and not self._read_paused:
+            self.transport.resume_reading()
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        self._drained = None
+
+    def shutdown(self) -> None:
+        """Graceful shutdown: answer what was read, then close."""
+        self.conn.shutdown()
+        self.pump()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- performing actions --------------------------------------------------------------
+
+    def pump(self) -> None:
+        """Perform the protocol's actions until it has none (not reentrant: a nested call
+        returns, and the outer loop picks up what it would have done)."""
+        if self._pumping:
+            return
+        self._pumping = True
+        conn = self.conn
+        transport = self.transport
+        assert transport is not None
+        try:
+            while actions := conn.actions():
+                for action in actions:
+                    kind = type(action)
+                    if kind is Start:
+                        self._start(action)  # type: ignore[arg-type]
+                    elif kind is Write:
+                        parts = action.parts  # type: ignore[union-attr]
+                        transport.write(parts[0] if len(parts) == 1 else b"".join(parts))
+                    elif kind is Timer:
+                        self._timer(action)  # type: ignore[arg-type]
+                    elif kind is BodyData:
+                        self._bodies[action.seq].put(action.data)  # type: ignore[union-attr]
+                    elif kind is BodyEnd:
+                        self._bodies[action.seq].put(None)  # type: ignore[union-attr]
+                    elif kind is BodyError:
+                        self._bodies[action.seq].put(action.error)  # type: ignore[union-attr]
+                    elif kind is PauseReading:
+                        self._read_paused = True
+                        if not self._write_paused:
+                            transport.pause_reading()
+                    elif kind is ResumeReading:
+                        self._read_paused = False
+                        if not self._write_paused:
+                            transport.resume_reading()
+                    elif kind is Cancel:
+                        self._cancel(action.seq)  # type: ignore[union-attr]
+                    elif kind is ShutWrite:
+                        if transport.can_write_eof():
+                            transport.write_eof()
+                        if self._read_paused:  # drain what the client still sends
+                            self._read_paused = False
+                            transport.resume_reading()
+                    elif kind is Close:
+                        transport.close()
+        finally:
+            self._pumping = False
+
+    def _timer(self, action: Timer) -> None:
+        key, deadline = action.key, action.deadline
+        timers = self._timers
+        handle = timers.get(key)
+        if deadline is None:
+            if handle is not None and type(key) is int:
+                handle.cancel()
+                del timers[key]
+            return  # ("read": left to fire; the protocol ignores it then)
+        if handle is not None:
+            if handle.when() <= deadline:
+                return  # it fires first; the protocol re-arms it for the real deadline
+            handle.cancel()
+        timers[key] = self.loop.call_at(deadline, self._fire, key)
+
+    def _fire(self, key: TimerKey) -> None:
+        self._timers.pop(key, None)
+        self.conn.timer_expired(key)
+        self.pump()
+
+    def _cancel(self, seq: int) -> None:
+        task = self._tasks.get(seq)
+        if task is not None:
+            self._cancelled.add(seq)
+            task.cancel()
+
+    # -- running handlers ----------------------------------------------------------------
+
+    def _start(self, start: Start) -> None:
+        seq, head = start.seq, start.head
+        source: _Body | _NoBody
+        if start.body is None:
+            source = self._bodies[seq] = _Body(self, seq)
+        else:
+            source = self._no_body
+        request = HttpRequest(
+            head.method, head.target, head.http_version, head.headers, seq, start.body, source,
+            self.client,
+        )  # fmt: skip
+        native = self.native
+        sink: _Sink | None = None
+        try:
+            if native is not None:
+                coro: Coroutine[Any, Any, Any] = native(request)
+            else:
+                sink = _Sink(self, seq)
+                coro = self.handler(request, sink)
+            try:
+                trap = coro.send(None)  # run inline: an instant handler finishes right here
+            except StopIteration as stop:
+                self._finished(seq, sink, stop.value)
+                return
+        except Exception as exc:
+            self._failed(seq, exc)
+            return
+        self.conn.handler_suspended(seq)
+        self._tasks[seq] = self.loop.create_task(self._go_on(seq, sink, coro, trap))
+
+    async def _go_on(
+        self, seq: int, sink: _Sink | None, coro: Coroutine[Any, Any, Any], trap: Any
+    ) -> None:
+        """A handler that suspended, going on in a task of its own."""
+        try:
+            result = await _resume(coro, trap)
+            self._finished(seq, sink, result)
+            if (
+                sink is None
+                and isinstance(result, Response)
+                and not isinstance(result.body, _BYTES)
+            ):
+                await self._stream_native(seq, result)
+        except asyncio.CancelledError:
+            if seq not in self._cancelled:
+                raise
+        except Exception as exc:
+            self._failed(seq, exc)
+        finally:
+            self._tasks.pop(seq, None)
+            self._cancelled.discard(seq)
+            self._bodies.pop(seq, None)
+            if self.transport is not None and not self.transport.is_closing():
+                self.pump()
+
+    def _finished(self, seq: int, sink: _Sink | None, result: Any) -> None:
+        """The handler of `seq` returned `result`: report its response."""
+        if sink is not None:  # a generic handler: it answered through its sink
+            if not sink.finished:
+                raise RuntimeError("handler returned without a response")
+            if self._bodies:
+                self._bodies.pop(seq, None)
+            return
+        if not isinstance(result, Response):
+            raise TypeError(f"a native handler must return a Response, got {result!r}")
+        if isinstance(result.body, _BYTES):
+            self.conn.respond(seq, result.status, result.headers, result.body)
+            if self._bodies:
+                self._bodies.pop(seq, None)
+        elif seq not in self._tasks:  # inline: stream it from a task
+            self.conn.handler_suspended(seq)
+            self._tasks[seq] = self.loop.create_task(self._stream_task(seq, result))
+
+    async def _stream_task(self, seq: int, response: Response) -> None:
+        try:
+            await self._stream_native(seq, response)
+        except asyncio.CancelledError:
+            if seq not in self._cancelled:
+                raise
+        except Exception as exc:
+            self._failed(seq, exc)
+        finally:
+            self._tasks.pop(seq, None)
+            self._cancelled.discard(seq)
+            if self.transport is not None and not self.transport.is_closing():
+                self.pump()
+
+    async def _stream_native(self, seq: int, response: Response) -> None:
+        sink = _Sink(self, seq)
+        await sink.start(response.status, response.headers)
+        await send_stream(response.body, sink)
+
+    def _failed(self, seq: int, exc: Exception) -> None:
+        if isinstance(exc, ProtocolError):
+            log.debug("request %d: %s", seq, exc)
+        else:
+            log.exception("handler failed", exc_info=exc)
+        self.conn.handler_failed(seq, exc)
+        self._bodies.pop(seq, None)
+
+    async def wait_writable(self) -> None:
+        """Wait while the transport's write buffer is over its high-water mark."""
+        while self._write_paused and not self.closed.done():
+            if self._drained is None:
+                self._drained = self.loop.create_future()
+            await self._drained
+
+
+class _Sink:
+    """One request's `ResponseSink` over `ServerConnection`'s response events."""
+
+    __slots__ = ("finished", "headers", "proto", "seq", "started", "status", "streaming")
+
+    def __init__(self, proto: HttpProtocol, seq: int) -> None:
+        self.proto = proto
+        self.seq = seq
+        self.started = False
+        self.streaming = False
+        self.finished = False
+        self.status = 0
+        self.headers: Sequence[tuple[bytes, bytes]] = ()
+
+    async def start(self, status: int, headers: Sequence[tuple[bytes, bytes]]) -> None:
+        if self.started:
+            raise RuntimeError("response already started")
+        self.started = True
+        self.status = status
+        self.headers = headers
+
+    async def send(self, data: bytes | bytearray | memoryview, more: bool = False) -> None:
+        if not self.started:
+            raise RuntimeError("send() before start()")
+        if self.finished:
+            raise RuntimeError("response already complete")
+        conn = self.proto.conn
+        if not self.streaming:
+            if not more:  # the whole response at once (the usual case)
+                self.finished = True
+                conn.respond(self.seq, self.status, self.headers, data)
+                return
+            self.streaming = True
+            conn.start_response(self.seq, self.status, self.headers)
+        if not more:
+            self.finished = True
+        conn.send_body(self.seq, data, more)
+        if more:
+            self.proto.pump()  # a streamed response goes out as it is produced
+            await self.proto.wait_writable()
+
+
+class _NoBody:
+    """The body source of a request whose body had all arrived."""
+
+    __slots__ = ("proto",)
+
+    def __init__(self, proto: HttpProtocol) -> None:
+        self.proto = proto
+
+    async def next_chunk(self) -> bytes | memoryview | None:
+        return None
+
+    async def wait_disconnect(self) -> None:
+        await asyncio.shield(self.proto.closed)
+
+
+class _Body:
+    """The streamed body of request `seq`: pieces as the protocol delivers them."""
+
+    __slots__ = ("_waiter", "proto", "seq")
+
+    def __init__(self, proto: HttpProtocol, seq: int) -> None:
+        self.proto = proto
+        self.seq = seq
+        self._waiter: asyncio.Future[memoryview | ProtocolError | None] | None = None
+
+    def put(self, item: memoryview | ProtocolError | None) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(item)
+
+    async def next_chunk(self) -> bytes | memoryview | None:
+        proto = self.proto
+        if proto.closed.done():
+            raise ProtocolError("client closed the connection", 400)
+        waiter: asyncio.Future[memoryview | ProtocolError | None] = proto.loop.create_future()
+        self._waiter = waiter
+        proto.conn.read_body(self.seq)
+        proto.pump()
+        item = await waiter
+        self._waiter = None
+        if isinstance(item, ProtocolError):
+            raise item
+        return item
+
+    async def wait_disconnect(self) -> None:
+        await asyncio.shield(self.proto.closed)

@@ -1,0 +1,252 @@
+"""Serving on asyncio (or uvloop): listening, the ASGI lifespan, graceful shutdown.
+
+Strategy: `start_asyncio_server` resolves the app (`handlers.resolve_app`), runs the ASGI
+lifespan startup on the running loop (`_AsyncioLifespan`: the trio one in `handlers` needs a
+trio nursery), and listens with ``loop.create_server`` and one `asyncio_driver.HttpProtocol`
+per connection. It returns at once with an `AsyncioServer`: ``shutdown()`` stops accepting and
+tells every connection to finish what it has read (the `ServerConnection` closes each when it
+is done), ``wait_closed()`` waits for that, for at most ``shutdown_timeout`` seconds before the
+rest are aborted, then runs the lifespan shutdown. `run_asyncio` is the blocking form for
+``pipeparse serve --loop asyncio|uvloop``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import fields, replace
+from typing import Any
+
+from pipeparse import Limits
+
+from .asyncio_driver import HttpProtocol
+from .config import ServerConfig
+from .handlers import AsgiApp, resolve_app
+
+__all__ = ["AsyncioServer", "new_event_loop", "run_asyncio", "start_asyncio_server"]
+
+log = logging.getLogger("pipeparse.server")
+LOOPS = ("trio", "asyncio", "uvloop")
+
+
+def new_event_loop(loop: str) -> asyncio.AbstractEventLoop:
+    """A new event loop of the kind named (``asyncio`` or ``uvloop``)."""
+    if loop == "asyncio":
+        return asyncio.new_event_loop()
+    if loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            raise RuntimeError(
+                "--loop uvloop needs uvloop, which is not installed: "
+                "pip install 'pipeparse[uvloop]' (or pip install uvloop)"
+            ) from None
+        new_loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        return new_loop
+    raise ValueError(f"loop must be 'asyncio' or 'uvloop' here, got {loop!r}")
+
+
+class _AsyncioLifespan:
+    """The ASGI lifespan protocol on asyncio. An app that does not support it (it raises, or
+    returns, before answering the startup) is served without it, as the trio path does."""
+
+    def __init__(self, app: AsgiApp, state: dict[str, Any]) -> None:
+        self.app = app
+        self.state = state
+        self.to_app: asyncio.Queue[Any] = asyncio.Queue()
+        self.from_app: asyncio.Queue[Any] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None
+        self.supported = True
+
+    async def _main(self) -> None:
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}}
+        scope["state"] = self.state
+        try:
+            await self.app(scope, self.to_app.get, self.from_app.put)
+        except Exception as exc:
+            if self.supported:
+                log.debug("ASGI lifespan not supported: %r", exc)
+        finally:
+            self.supported = False
+            await self.from_app.put({"type": "lifespan.gone"})
+
+    async def _ask(self, kind: str) -> None:
+        if not self.supported:
+            return
+        await self.to_app.put({"type": f"lifespan.{kind}"})
+        reply = await self.from_app.get()
+        if reply["type"] == f"lifespan.{kind}.failed":
+            raise RuntimeError(f"ASGI lifespan {kind} failed: {reply.get('message', '')}")
+
+    async def startup(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._main())
+        await self._ask("startup")
+
+    async def shutdown(self) -> None:
+        try:
+            await self._ask("shutdown")
+        finally:
+            if self.task is not None:
+                self.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.task
+
+
+class AsyncioServer:
+    """A server listening on the running asyncio loop (see the module comment).
+
+    Attributes:
+        host, port: the address it listens on (the real port when asked for port 0).
+        url: ``http://host:port``. interface: ``"asgi"`` or ``"native"``.
+    """
+
+    def __init__(
+        self,
+        server: asyncio.Server,
+        config: ServerConfig,
+        interface: str,
+        connections: set[HttpProtocol],
+        lifespan: _AsyncioLifespan | None,
+    ) -> None:
+        self._server = server
+        self.config = config
+        self.interface = interface
+        self._connections = connections
+        self._lifespan = lifespan
+        self._closing = False
+        self._closed = asyncio.get_running_loop().create_future()
+        self._task: asyncio.Task[None] | None = None
+        sockname = server.sockets[0].getsockname()
+        self.host: str = sockname[0]
+        self.port: int = sockname[1]
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def shutdown(self) -> None:
+        """Stop accepting; open connections answer what they read, within
+        ``config.shutdown_timeout`` seconds (then they are aborted)."""
+        if self._closing:
+            return
+        self._closing = True
+        self._server.close()
+        for proto in list(self._connections):
+            proto.shutdown()
+        self._task = asyncio.get_running_loop().create_task(self._finish())
+
+    async def _finish(self) -> None:
+        try:
+            waiting = [p.closed for p in self._connections]
+            if waiting:
+                _, pending = await asyncio.wait(waiting, timeout=self.config.shutdown_timeout)
+                if pending:
+                    log.warning("%d connections still open after shutdown: aborted", len(pending))
+                    for proto in list(self._connections):
+                        proto.abort()
+            await self._server.wait_closed()
+            if self._lifespan is not None:
+                await self._lifespan.shutdown()
+        finally:
+            if not self._closed.done():
+                self._closed.set_result(None)
+
+    async def wait_closed(self) -> None:
+        """Wait until `shutdown` has finished (it must have been called, or is called later)."""
+        await asyncio.shield(self._closed)
+
+
+def _config(config: ServerConfig | None, overrides: dict[str, Any]) -> ServerConfig:
+    config = config or ServerConfig()
+    limit_names = {f.name for f in fields(Limits)}
+    limits = {k: overrides.pop(k) for k in list(overrides) if k in limit_names}
+    if limits:
+        overrides["limits"] = replace(config.limits, **limits)
+    return replace(config, **overrides) if overrides else config
+
+
+async def start_asyncio_server(
+    app: object,
+    *,
+    config: ServerConfig | None = None,
+    sock: socket.socket | None = None,
+    **overrides: Any,
+) -> AsyncioServer:
+    """Serve `app` on the running asyncio (or uvloop) loop; returns once it listens."""
+    from .apps import load_app
+
+    config = _config(config, dict(overrides))
+    if config.engine != "pipeparse":
+        raise ValueError("the h11 engine runs on trio only; asyncio serves with engine 'pipeparse'")
+    if config.workers != 1:
+        raise ValueError("start_asyncio_server serves in one process: workers must be 1")
+    loop = asyncio.get_running_loop()
+    target = load_app(app) if isinstance(app, str) else app
+    served = resolve_app(target, config.interface, server=(config.host, config.port))
+    lifespan = None
+    asgi_app = served._asgi_app
+    if asgi_app is not None:
+        lifespan = _AsyncioLifespan(asgi_app, served._state)
+        await lifespan.startup()
+    connections: set[HttpProtocol] = set()
+    box: list[AsyncioServer] = []
+
+    def closing() -> bool:
+        return bool(box) and box[0].closing
+
+    def factory() -> HttpProtocol:
+        return HttpProtocol(served.handler, config, connections, closing)
+
+    if sock is not None:
+        server = await loop.create_server(factory, sock=sock, backlog=config.backlog)
+    else:
+        server = await loop.create_server(
+            factory, config.host, config.port, backlog=config.backlog, reuse_address=True
+        )
+    result = AsyncioServer(server, config, served.interface, connections, lifespan)
+    box.append(result)
+    return result
+
+
+def run_asyncio(
+    app: object,
+    config: ServerConfig,
+    loop_name: str,
+    on_listening: Callable[[AsyncioServer], None] | None = None,
+) -> int:
+    """Serve until SIGINT or SIGTERM on a new loop of kind `loop_name` (blocking)."""
+    loop = new_event_loop(loop_name)
+
+    async def main() -> None:
+        server = await start_asyncio_server(app, config=config)
+        if on_listening is not None:
+            on_listening(server)
+        signals = 0
+
+        def stop() -> None:
+            nonlocal signals
+            signals += 1
+            if signals == 1:
+                server.shutdown()
+            else:
+                for proto in list(server._connections):
+                    proto.abort()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop)
+        await server.wait_closed()
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    return 0

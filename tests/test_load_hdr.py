@@ -113,3 +113,18 @@ def test_a_file_that_is_not_a_log_is_an_error_naming_it(
     assert str(info.value).startswith(f"{path}: ")
     with pytest.raises(ValueError, match="no such file"):
         merge_hdr_logs([tmp_path / "absent.hlog"])
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.0004, 0.0005, 0.1234567, 0.9996, 0.99999])
+def test_a_start_within_a_millisecond_keeps_the_first_interval(
+    tmp_path: Path, fraction: float
+) -> None:
+    # The log's BaseTime has three decimals and StartTime six; a start with a fraction of a
+    # millisecond once made the reader skip the first interval (and a short run's log empty).
+    histogram = new_histogram()
+    histogram.record_value(250)
+    result = LoadResult(
+        1, 1, {}, 0.5, 0, 1, 1, intervals=[histogram], start_epoch=1_764_540_000 + fraction
+    )
+    write_hdr_log(result, tmp_path / "run.hlog", "test")
+    assert merge_hdr_logs([tmp_path / "run.hlog"]).get_total_count() == 1

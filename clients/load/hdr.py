@@ -12,6 +12,7 @@ exactly the histogram one client recording everything would have: percentiles me
 from __future__ import annotations
 
 import datetime
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,7 +28,10 @@ _US_PER_MS = 1000.0
 
 def write_hdr_log(result: LoadResult, path: Path, title: str) -> None:
     """Write `result`'s per-second histograms to `path` as an HDR interval log."""
-    start = result.start_epoch
+    # Whole milliseconds: the BaseTime line keeps three decimals and StartTime six, and the
+    # reader skips an interval that starts before StartTime, so a start with a fraction of a
+    # millisecond made the first interval vanish from the log, depending on the clock.
+    start = math.floor(result.start_epoch * 1000) / 1000
     with open(path, "w", encoding="ascii") as f:
         writer = HistogramLogWriter(f)
         writer.output_comment(f"[{title}]")

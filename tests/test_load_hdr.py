@@ -115,16 +115,17 @@ def test_a_file_that_is_not_a_log_is_an_error_naming_it(
         merge_hdr_logs([tmp_path / "absent.hlog"])
 
 
-@pytest.mark.parametrize("fraction", [0.0, 0.0004, 0.0005, 0.1234567, 0.9996, 0.99999])
+@pytest.mark.parametrize("fraction", [0.0, 0.0004, 0.1234567, 0.5959625, 0.99999])
 def test_a_start_within_a_millisecond_keeps_the_first_interval(
     tmp_path: Path, fraction: float
 ) -> None:
-    # The log's BaseTime has three decimals and StartTime six; a start with a fraction of a
-    # millisecond once made the reader skip the first interval (and a short run's log empty).
+    # StartTime and BaseTime are both printed with six decimals, BaseTime from the start in
+    # milliseconds divided back: for some starts (0.5959625 here) the round trip printed one
+    # digit lower, and the reader skipped the first interval as before the start.
     histogram = new_histogram()
     histogram.record_value(250)
     result = LoadResult(
-        1, 1, {}, 0.5, 0, 1, 1, intervals=[histogram], start_epoch=1_764_540_000 + fraction
+        1, 1, {}, 0.5, 0, 1, 1, intervals=[histogram], start_epoch=1764540000 + fraction
     )
     write_hdr_log(result, tmp_path / "run.hlog", "test")
     assert merge_hdr_logs([tmp_path / "run.hlog"]).get_total_count() == 1

@@ -28,9 +28,9 @@ _US_PER_MS = 1000.0
 
 def write_hdr_log(result: LoadResult, path: Path, title: str) -> None:
     """Write `result`'s per-second histograms to `path` as an HDR interval log."""
-    # Whole milliseconds: the BaseTime line keeps three decimals and StartTime six, and the
-    # reader skips an interval that starts before StartTime, so a start with a fraction of a
-    # millisecond made the first interval vanish from the log, depending on the clock.
+    # Whole milliseconds: BaseTime is printed from the start in milliseconds divided back, and
+    # for some starts that round trip printed one digit below StartTime; the reader then
+    # skipped the first interval as starting before the log (an empty log for a short run).
     start = math.floor(result.start_epoch * 1000) / 1000
     with open(path, "w", encoding="ascii") as f:
         writer = HistogramLogWriter(f)

@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import types
-from collections.abc import Callable, Coroutine, Generator, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, cast
 
 from pipeparse import ConnectionTimeouts, HttpRequest, ProtocolError, Response, ServerConnection
@@ -49,36 +48,12 @@ from pipeparse.actions import (
 from .config import ServerConfig
 from .handlers import send_stream
 from .protocol import Handler, native_of
+from .trampoline import resume as _resume
 
 __all__ = ["HttpProtocol"]
 
 log = logging.getLogger("pipeparse.server")
 _BYTES = (bytes, bytearray, memoryview)
-
-
-@types.coroutine
-def _resume(coro: Coroutine[Any, Any, Any], trap: Any) -> Generator[Any, Any, Any]:
-    """Go on awaiting `coro`, which suspended on `trap` when first sent None; its result.
-
-    Exactly what ``await coro`` would have done from there: `trap` (an asyncio future, or None
-    for a bare yield) goes to the task, and what the task sends or throws goes to `coro`.
-    """
-    while True:
-        try:
-            value = yield trap
-        except GeneratorExit:
-            coro.close()
-            raise
-        except BaseException as exc:
-            try:
-                trap = coro.throw(exc)
-            except StopIteration as stop:
-                return stop.value
-        else:
-            try:
-                trap = coro.send(value)
-            except StopIteration as stop:
-                return stop.value
 
 
 class HttpProtocol(asyncio.Protocol):

@@ -68,9 +68,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-import types
 from collections import deque
-from collections.abc import Callable, Coroutine, Generator, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from http import HTTPStatus
 from typing import Any, NamedTuple
 
@@ -102,6 +101,7 @@ from .heap import gave_back
 from .listen import current_shutdown, log_access
 from .protocol import Handler, native_of
 from .tls import close_stream
+from .trampoline import resume as _resume
 
 __all__ = ["serve_connection"]
 
@@ -148,32 +148,6 @@ async def serve_connection(
 
 async def _call(function: Callable[[], None]) -> None:
     function()
-
-
-@types.coroutine
-def _resume(coro: Coroutine[Any, Any, Any], trap: Any) -> Generator[Any, Any, Any]:
-    """Go on awaiting `coro`, which suspended on `trap` when first sent None; its result.
-
-    Exactly what ``await coro`` would have done from there: `trap` goes to trio, and every
-    value or exception trio sends back goes on to the coroutine. Together with one
-    ``coro.send(None)`` this runs a handler inline, and tells whether it ever suspended.
-    """
-    while True:
-        try:
-            value = yield trap
-        except GeneratorExit:
-            coro.close()
-            raise
-        except BaseException as exc:
-            try:
-                trap = coro.throw(exc)
-            except StopIteration as stop:
-                return stop.value
-        else:
-            try:
-                trap = coro.send(value)
-            except StopIteration as stop:
-                return stop.value
 
 
 class _Connection:

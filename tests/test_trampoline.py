@@ -1,4 +1,4 @@
-"""The pipeparse engine's coroutine trampoline (`_resume`) and request-timeout watchdog
+"""The drivers' coroutine trampoline (`servers/trampoline.py`) and request-timeout watchdog
 (`_Connection._arm` / `_disarm` / `_watch_timeouts`, `_TaskTimer`), without a client.
 
 `_resume` must behave exactly like ``await coro`` from where the coroutine first suspended:
@@ -22,8 +22,9 @@ import trio.testing
 
 from pipeparse import HttpRequest
 from pipeparse.servers.config import ServerConfig
-from pipeparse.servers.engine_pipeparse import _Connection, _resume, _TaskTimer
+from pipeparse.servers.engine_pipeparse import _Connection, _TaskTimer
 from pipeparse.servers.protocol import ResponseSink
+from pipeparse.servers.trampoline import resume as _resume
 
 # -- the trampoline, with plain yields for traps (no event loop) ---------------------------
 

@@ -262,33 +262,40 @@ class HttpProtocol(asyncio.Protocol):
         except Exception as exc:
             self._failed(seq, exc)
             return
-        self.conn.handler_suspended(seq)
-        self._tasks[seq] = self.loop.create_task(self._go_on(seq, sink, coro, trap))
+        self._in_task(seq, self._go_on(seq, sink, coro, trap))
 
-    async def _go_on(
-        self, seq: int, sink: _Sink | None, coro: Coroutine[Any, Any, Any], trap: Any
-    ) -> None:
-        """A handler that suspended, going on in a task of its own."""
+    def _in_task(self, seq: int, work: Coroutine[Any, Any, None]) -> None:
+        """Go on with request `seq`'s `work` in a task of its own (its handler suspended, or
+        its native response streams)."""
+        self.conn.handler_suspended(seq)
+        self._tasks[seq] = self.loop.create_task(self._task(seq, work))
+
+    async def _task(self, seq: int, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work`: a timeout's cancellation ends it quietly, a failure is reported, and
+        either way the connection goes on."""
         try:
-            result = await _resume(coro, trap)
-            self._finished(seq, sink, result)
-            if (
-                sink is None
-                and isinstance(result, Response)
-                and not isinstance(result.body, _BYTES)
-            ):
-                await self._stream_native(seq, result)
+            await work
         except asyncio.CancelledError:
             if seq not in self._cancelled:
                 raise
         except Exception as exc:
             self._failed(seq, exc)
         finally:
+            work.close()  # (a no-op once it ran; one cancelled before it started stays quiet)
             self._tasks.pop(seq, None)
             self._cancelled.discard(seq)
             self._bodies.pop(seq, None)
             if self.transport is not None and not self.transport.is_closing():
                 self.pump()
+
+    async def _go_on(
+        self, seq: int, sink: _Sink | None, coro: Coroutine[Any, Any, Any], trap: Any
+    ) -> None:
+        """A handler that suspended, going on from where it did."""
+        result = await _resume(coro, trap)
+        self._finished(seq, sink, result)
+        if sink is None and isinstance(result, Response) and not isinstance(result.body, _BYTES):
+            await self._stream_native(seq, result)
 
     def _finished(self, seq: int, sink: _Sink | None, result: Any) -> None:
         """The handler of `seq` returned `result`: report its response."""
@@ -305,22 +312,7 @@ class HttpProtocol(asyncio.Protocol):
             if self._bodies:
                 self._bodies.pop(seq, None)
         elif seq not in self._tasks:  # inline: stream it from a task
-            self.conn.handler_suspended(seq)
-            self._tasks[seq] = self.loop.create_task(self._stream_task(seq, result))
-
-    async def _stream_task(self, seq: int, response: Response) -> None:
-        try:
-            await self._stream_native(seq, response)
-        except asyncio.CancelledError:
-            if seq not in self._cancelled:
-                raise
-        except Exception as exc:
-            self._failed(seq, exc)
-        finally:
-            self._tasks.pop(seq, None)
-            self._cancelled.discard(seq)
-            if self.transport is not None and not self.transport.is_closing():
-                self.pump()
+            self._in_task(seq, self._stream_native(seq, result))
 
     async def _stream_native(self, seq: int, response: Response) -> None:
         sink = _Sink(self, seq)

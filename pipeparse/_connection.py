@@ -54,6 +54,7 @@ from .actions import (
     Start,
     Timer,
     TimerKey,
+    Upgrade,
     Write,
 )
 
@@ -97,6 +98,9 @@ class ServerConnection(ReadAndClose):
         server_name: the Server field's value.
         clock: seconds, monotonic (the driver's loop time); timers are on this clock.
         date: the Date field's value (a formatted `HttpDate` by default).
+        upgrades: a WebSocket upgrade request ends the HTTP stream: once every earlier
+            response is out, an `Upgrade` action hands the connection over. Without it, such
+            a request is an ordinary one.
     """
 
     def __init__(
@@ -111,11 +115,12 @@ class ServerConnection(ReadAndClose):
         server_name: bytes = b"pipeparse",
         clock: Callable[[], float] = time.monotonic,
         date: Callable[[], bytes] | None = None,
+        upgrades: bool = False,
     ) -> None:
         self.buffer = SeekableBuffer(
             buffer_size, min_block=buffer_size if fixed_buffer else MIN_BLOCK
         )
-        self.index = RequestIndex(self.buffer, limits)
+        self.index = RequestIndex(self.buffer, limits, upgrades=upgrades)
         self.policy = DispatchPolicy(policy, max_in_flight)
         self.responses = OrderedResponses()
         self.timeouts = timeouts = timeouts or ConnectionTimeouts()
@@ -326,7 +331,7 @@ class ServerConnection(ReadAndClose):
 
     def actions(self) -> list[Action]:
         """Everything the driver must do now, in order (see the module comment)."""
-        if self.state is ConnState.CLOSED:
+        if self.state is ConnState.CLOSED or self.state is ConnState.UPGRADED:
             out, self._actions = self._actions, []
             return out
         if self.state is ConnState.OPEN:
@@ -334,6 +339,10 @@ class ServerConnection(ReadAndClose):
         responses = self.responses
         if responses.has_output:
             self._actions.append(Write(responses.take()))
+        if self.index.upgrade is not None and self._may_upgrade():
+            self._upgrade()
+            out, self._actions = self._actions, []
+            return out
         if self.state is not ConnState.LINGERING:
             self._maybe_close()
         if self.state is ConnState.OPEN or self.state is ConnState.CLOSING:
@@ -417,6 +426,28 @@ class ServerConnection(ReadAndClose):
             else:
                 body = b"".join([self.buffer.view(s, e) for s, e in pieces])
         self._actions.append(Start(request.seq, head, body))
+
+    def _may_upgrade(self) -> bool:
+        """Every request before the upgrade request is answered and written, and nothing
+        closes the connection (an error, a closing response, EOF, a shutdown)."""
+        return (
+            self.state is ConnState.OPEN
+            and not self._queue
+            and not self._exchanges
+            and not len(self.responses)
+            and self.error is None
+        )
+
+    def _upgrade(self) -> None:
+        request = self.index.upgrade
+        assert request is not None and request.end is not None  # (an upgrade has no body)
+        buffer = self.buffer
+        data = buffer.scan_bytes(request.end, buffer.tail) + b"".join(self._overflow)
+        self._overflow = []
+        self._arm_read(None)
+        self.state = self.state.to(ConnState.UPGRADED)
+        self.read_state = ReadState.DONE
+        self._actions.append(Upgrade(request.seq, request.head, data))
 
     def _stop_dispatch(self) -> None:
         if self.state is ConnState.OPEN:

@@ -50,6 +50,9 @@ class RequestHead(Head):
         chunked: True for ``Transfer-Encoding: chunked``.
         keep_alive: whether the connection may stay open after this request (RFC 9112 §9.3).
         expect_continue: the request carries ``Expect: 100-continue``.
+        websocket: an HTTP/1.1 GET asking to switch to WebSocket (``Upgrade: websocket`` and
+            ``Connection: upgrade``, RFC 6455 §4.2.1). Whether it is valid is the WebSocket
+            handshake's business; whether the server switches is its own (`RequestIndex`).
     """
 
     __slots__ = (
@@ -59,6 +62,7 @@ class RequestHead(Head):
         "keep_alive",
         "method",
         "target",
+        "websocket",
     )
 
     def __init__(
@@ -71,6 +75,7 @@ class RequestHead(Head):
         chunked: bool,
         keep_alive: bool,
         expect_continue: bool,
+        websocket: bool = False,
     ) -> None:
         self.method = method
         self.target = target
@@ -80,6 +85,7 @@ class RequestHead(Head):
         self.chunked = chunked
         self.keep_alive = keep_alive
         self.expect_continue = expect_continue
+        self.websocket = websocket
 
     def __repr__(self) -> str:
         return (
@@ -93,7 +99,7 @@ _HOST = _abnf.HOST.fullmatch
 _AUTHORITY_FORM = _abnf.AUTHORITY_FORM.fullmatch
 _ABSOLUTE_FORM = _abnf.ABSOLUTE_FORM.fullmatch
 _FRAMING_NAMES = frozenset(
-    {b"host", b"content-length", b"transfer-encoding", b"connection", b"expect"}
+    {b"host", b"content-length", b"transfer-encoding", b"connection", b"expect", b"upgrade"}
 )
 
 
@@ -122,6 +128,7 @@ def parse_request_head(head: bytes, limits: Limits) -> RequestHead:
     transfer_codings: list[bytes] = []
     connection = b""
     expect_continue = False
+    upgrade = b""
     for name, value in headers:
         if name not in _FRAMING_NAMES:
             continue
@@ -142,6 +149,8 @@ def parse_request_head(head: bytes, limits: Limits) -> RequestHead:
             transfer_codings.append(value)
         elif name == b"connection":
             connection = value if not connection else connection + b"," + value
+        elif name == b"upgrade":
+            upgrade = value if not upgrade else upgrade + b"," + value
         elif value.lower() == b"100-continue":
             expect_continue = True
     if transfer_codings:
@@ -167,7 +176,18 @@ def parse_request_head(head: bytes, limits: Limits) -> RequestHead:
         chunked,
         keep_alive(connection, http11),
         expect_continue,
+        bool(upgrade) and http11 and method == b"GET" and _asks_websocket(connection, upgrade),
     )
+
+
+def _asks_websocket(connection: bytes, upgrade: bytes) -> bool:
+    """``Connection`` lists ``upgrade`` and ``Upgrade`` lists ``websocket`` (case-insensitive
+    tokens; a protocol version such as ``websocket/13`` is not the RFC 6455 handshake)."""
+    return _has_token(connection, b"upgrade") and _has_token(upgrade, b"websocket")
+
+
+def _has_token(value: bytes, token: bytes) -> bool:
+    return any(t.strip().lower() == token for t in value.split(b","))
 
 
 def _is_chunked(value: bytes) -> bool:

@@ -24,7 +24,11 @@ Empty lines (CRLF) where a request line is expected, at the start of the stream 
 requests, are ignored (RFC 9112 §2.2), up to `Limits.max_empty_lines` in a row; the index
 releases their bytes itself, since no request owns them. A CONNECT request ends the HTTP stream
 (what follows is tunnel data): pipeparse does not tunnel, so the index answers it as an error
-with status 501, and frames nothing after it.
+with status 501, and frames nothing after it. So does a WebSocket upgrade request
+(`RequestHead.websocket`) when the index was made with ``upgrades=True``: it is framed and held
+as `upgrade` (not returned by `advance`), and what follows its head belongs to the new protocol.
+Without ``upgrades`` it is an ordinary request (a server may ignore Upgrade, RFC 9110 §7.8).
+Neither kind of head is cached, so the hot path never tests for them.
 
 After the first error nothing later is framed: `error` holds it, and `advance()` returns nothing
 more, because the boundaries after a framing error cannot be trusted (request smuggling).
@@ -88,14 +92,21 @@ class RequestIndex(BodyFramer[FramedRequest]):
     Args:
         buffer: the receive buffer the requests arrive in.
         limits: sizes and counts to enforce.
+        upgrades: stop at a WebSocket upgrade request and hold it as `upgrade`.
     """
 
-    def __init__(self, buffer: SeekableBuffer, limits: Limits | None = None) -> None:
+    def __init__(
+        self, buffer: SeekableBuffer, limits: Limits | None = None, upgrades: bool = False
+    ) -> None:
         # Body framing: 400 for bad syntax, 431 for trailers, 413 over the body limit, and the
         # strict rules (bare LF fails at once, no framing fields as trailers).
         super().__init__(buffer, status=400, fields_status=431, body_status=413, strict=True)
         self.limits = limits or Limits()
         self.error: ProtocolError | None = None
+        self.upgrades = upgrades
+        # The WebSocket upgrade request that ended the HTTP stream (with ``upgrades``): its
+        # bytes end at `position`; everything after belongs to the WebSocket.
+        self.upgrade: FramedRequest | None = None
         self.framed = 0  # requests framed so far (complete or not)
         self._cache: dict[bytes, RequestHead] = {}
         self._last_raw: bytes | None = None  # the last head framed, and its parse
@@ -126,7 +137,7 @@ class RequestIndex(BodyFramer[FramedRequest]):
         On a protocol error, returns the requests framed before it and sets `error`.
         """
         out: list[FramedRequest] = []
-        if self.error is not None:
+        if self.error is not None or self.upgrade is not None:
             return out
         try:
             self._advance(out)
@@ -194,6 +205,9 @@ class RequestIndex(BodyFramer[FramedRequest]):
                         cached = parse_request_head(raw, self.limits)
                         if cached.method == b"CONNECT":
                             raise ProtocolError("CONNECT: this server does not tunnel", 501)
+                        if cached.websocket and self.upgrades:
+                            seq = self._upgrade(seq, start, head_end, cached)
+                            return False
                         remember(cache, raw, cached, _HEAD_CACHE_SIZE)
                     head = cached
                     self._last_raw = last_raw = raw
@@ -222,6 +236,15 @@ class RequestIndex(BodyFramer[FramedRequest]):
             raise
         finally:
             self.framed = seq
+
+    def _upgrade(self, seq: int, start: int, head_end: int, head: RequestHead) -> int:
+        """End the HTTP stream at the upgrade request [start, head_end); returns the next seq."""
+        if head.chunked or head.content_length:
+            # RFC 6455's handshake has no body; with one, where the WebSocket starts is unclear.
+            raise ProtocolError("a WebSocket upgrade request with a body")
+        self.upgrade = FramedRequest(seq, start, head_end, head, head_end)
+        self._pos = self._searched = head_end
+        return seq + 1
 
     def _skip_empty_lines(self, start: int, tail: int) -> int:
         """Skip (and release) the empty lines from `start`, which holds a CR; returns the offset

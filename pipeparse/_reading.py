@@ -68,7 +68,10 @@ class ReadAndClose:
         )
         full = bool(self._overflow) or self.buffer.writable() == 0
         busy = len(self._exchanges) + len(self._queue) >= self.policy.max_in_flight
-        closing = self.state is not ConnState.OPEN and streaming is None
+        # (after an upgrade request, what comes is the new protocol's: not read until then)
+        closing = (
+            self.state is not ConnState.OPEN or self.index.upgrade is not None
+        ) and streaming is None
         want = not full and not closing and (needs_body or not busy)
         if want and read is ReadState.PAUSED:
             self.read_state = ReadState.READING

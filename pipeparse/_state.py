@@ -25,6 +25,7 @@ class ConnState(enum.Enum):
     CLOSING = "closing"
     LINGERING = "lingering"
     CLOSED = "closed"
+    UPGRADED = "upgraded"  # handed over to another protocol (WebSocket): no HTTP any more
 
     def to(self, new: ConnState) -> ConnState:
         """`new`, if the table allows the move from this state; else a `RuntimeError`."""
@@ -34,10 +35,13 @@ class ConnState(enum.Enum):
 
 
 _CONN_MOVES: dict[ConnState, frozenset[ConnState]] = {
-    ConnState.OPEN: frozenset({ConnState.CLOSING, ConnState.LINGERING, ConnState.CLOSED}),
+    ConnState.OPEN: frozenset(
+        {ConnState.CLOSING, ConnState.LINGERING, ConnState.CLOSED, ConnState.UPGRADED}
+    ),
     ConnState.CLOSING: frozenset({ConnState.LINGERING, ConnState.CLOSED}),
     ConnState.LINGERING: frozenset({ConnState.CLOSED}),
     ConnState.CLOSED: frozenset(),
+    ConnState.UPGRADED: frozenset(),
 }
 
 

@@ -4,7 +4,7 @@ A driver performs each with a few attribute reads and no await: `Start` a handle
 bytes (already ordered and coalesced), deliver request body pieces (`BodyData`, `BodyEnd`,
 `BodyError`), `Cancel` a handler that ran over its time, pause or resume reading, arm or
 cancel a `Timer` (a deadline as data, on the clock the connection was given), `ShutWrite`
-and `Close`.
+and `Close`; or hand the connection over to the protocol a request asked for (`Upgrade`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ __all__ = [
     "Start",
     "Timer",
     "TimerKey",
+    "Upgrade",
     "Write",
 ]
 
@@ -115,6 +116,17 @@ class Close:
     """Close the connection."""
 
 
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """Every response before request `seq` is out (in the `Write`s before this): switch the
+    connection to the protocol it asked for (WebSocket). `data` arrived after its head and
+    belongs to that protocol. No action follows: the connection is the driver's now."""
+
+    seq: int
+    head: RequestHead
+    data: bytes
+
+
 Action = (
     Start
     | Write
@@ -127,4 +139,5 @@ Action = (
     | ResumeReading
     | ShutWrite
     | Close
+    | Upgrade
 )

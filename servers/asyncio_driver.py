@@ -42,6 +42,7 @@ from pipeparse.actions import (
     Start,
     Timer,
     TimerKey,
+    Upgrade,
     Write,
 )
 
@@ -49,6 +50,8 @@ from .config import ServerConfig
 from .handlers import send_stream
 from .protocol import Handler, native_of
 from .trampoline import resume as _resume
+from .websocket import websocket_of
+from .websocket_asyncio import AsyncioWebSocket
 
 __all__ = ["HttpProtocol"]
 
@@ -68,6 +71,8 @@ class HttpProtocol(asyncio.Protocol):
     ) -> None:
         self.handler = handler
         self.native = native_of(handler)
+        self.endpoint = websocket_of(handler) if config.ws != "none" else None
+        self.websocket: AsyncioWebSocket | None = None  # after an `Upgrade`: its callbacks
         self.config = config
         self.connections = connections
         self.shutting_down = shutting_down
@@ -86,6 +91,7 @@ class HttpProtocol(asyncio.Protocol):
             ),
             server_name=config.server_name,
             clock=self.loop.time,
+            upgrades=self.endpoint is not None,
         )
         self.transport: asyncio.Transport | None = None
         self.client: tuple[str, int] | None = None
@@ -114,15 +120,23 @@ class HttpProtocol(asyncio.Protocol):
         self.pump()
 
     def data_received(self, data: bytes) -> None:
+        if self.websocket is not None:
+            self.websocket.data_received(data)
+            return
         self.conn.receive_data(data)
         self.pump()
 
     def eof_received(self) -> bool:
+        if self.websocket is not None:
+            self.websocket.data_received(b"")
+            return True
         self.conn.receive_eof()
         self.pump()
         return True  # keep the write side open for the answers still to come
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.websocket is not None:
+            self.websocket.connection_lost()
         self.connections.discard(self)
         for handle in self._timers.values():
             handle.cancel()
@@ -137,11 +151,15 @@ class HttpProtocol(asyncio.Protocol):
             self.closed.set_result(None)
 
     def pause_writing(self) -> None:
+        if self.websocket is not None:
+            self.websocket.pause_writing()
         self._write_paused = True
         if self.transport is not None and not self._read_paused:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        if self.websocket is not None:
+            self.websocket.resume_writing()
         self._write_paused = False
         if self.transport is not None and not self._read_paused:
             self.transport.resume_reading()
@@ -151,6 +169,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def shutdown(self) -> None:
         """Graceful shutdown: answer what was read, then close."""
+        if self.websocket is not None:
+            self.websocket.going_away()
+            return
         self.conn.shutdown()
         self.pump()
 
@@ -181,7 +202,7 @@ class HttpProtocol(asyncio.Protocol):
                     elif kind is Timer:
                         self._timer(action)  # type: ignore[arg-type]
                     elif kind is BodyData:
-                        self._bodies[action.seq].put(action.data)  # type: ignore[union-attr]
+                        self._bodies[action.seq].put(action.data)  # type: ignore[union-attr, arg-type]
                     elif kind is BodyEnd:
                         self._bodies[action.seq].put(None)  # type: ignore[union-attr]
                     elif kind is BodyError:
@@ -204,8 +225,21 @@ class HttpProtocol(asyncio.Protocol):
                             transport.resume_reading()
                     elif kind is Close:
                         transport.close()
+                    elif kind is Upgrade:
+                        self._upgrade(action)  # type: ignore[arg-type]
         finally:
             self._pumping = False
+
+    def _upgrade(self, action: Upgrade) -> None:
+        """The connection is a WebSocket's now: its callbacks go to `AsyncioWebSocket`."""
+        assert self.endpoint is not None and self.transport is not None
+        if self._read_paused and not self._write_paused:
+            self.transport.resume_reading()
+        self._read_paused = False
+        self.websocket = AsyncioWebSocket(
+            self.transport, self.endpoint, action.head, self.client, action.data,
+            self.config.websocket_options(), self.conn.date(),
+        )  # fmt: skip
 
     def _timer(self, action: Timer) -> None:
         key, deadline = action.key, action.deadline

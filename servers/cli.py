@@ -258,6 +258,20 @@ _FLAGS: dict[str, tuple[_Kind, tuple[str, ...] | None, str | None, str]] = {
         "comma list of proxy addresses or networks trusted with proxy headers; * for all",
     ),
     "root_path": (str, None, "PATH", "the app's mount point behind a proxy (scope root_path)"),
+    "ws": (
+        str,
+        ("auto", "none"),
+        None,
+        "WebSockets for ASGI apps (wsproto); none: Upgrade requests are plain HTTP",
+    ),
+    "ws_max_size": (_positive_size, None, "SIZE", "largest WebSocket message (1009 beyond)"),
+    "ws_ping_interval": (_seconds_or_zero, None, "SECONDS", "WebSocket ping interval; 0: none"),
+    "ws_ping_timeout": (
+        _seconds_or_zero,
+        None,
+        "SECONDS",
+        "a WebSocket whose pong is later is dropped; 0: wait",
+    ),
     "gc_threshold": (
         _count_or_zero,
         None,

@@ -8,6 +8,7 @@ from typing import Literal
 from pipeparse import KiB, Limits
 
 from .proxy import TrustedProxies
+from .websocket import WebSocketOptions
 
 __all__ = ["Engine", "Interface", "Loop", "PipelinePolicy", "ServerConfig"]
 
@@ -72,6 +73,12 @@ class ServerConfig:
     proxy_headers: bool = False
     forwarded_allow_ips: str = "127.0.0.1"
     root_path: str = ""  # the app's mount point behind a proxy: scope["root_path"]
+    # WebSockets for ASGI apps (uvicorn's names; see servers/websocket.py). "none": an
+    # Upgrade request is an ordinary HTTP request (the app's routes answer it).
+    ws: Literal["auto", "none"] = "auto"
+    ws_max_size: int = 16 * 1024 * KiB  # a larger message closes the WebSocket with 1009
+    ws_ping_interval: float = 20 * SECONDS  # the server pings this often; 0: never
+    ws_ping_timeout: float = 20 * SECONDS  # a pong later than this drops it; 0: wait
 
     def __post_init__(self) -> None:
         if self.loop not in ("trio", "asyncio", "uvloop"):
@@ -124,6 +131,13 @@ class ServerConfig:
                 f"ssl_cert_reqs must be 0 (none), 1 (optional) or 2 (required), got "
                 f"{self.ssl_cert_reqs}"
             )
+        if self.ws not in ("auto", "none"):
+            raise ValueError(f"ws must be 'auto' or 'none', got {self.ws!r}")
+        if self.ws_max_size < 1:
+            raise ValueError(f"ws_max_size must be at least 1 byte, got {self.ws_max_size}")
+        for name in ("ws_ping_interval", "ws_ping_timeout"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 (off) or positive, got {getattr(self, name)}")
         if self.uds is not None and self.fd is not None:
             raise ValueError("give either uds or fd, not both")
         if self.uds is not None and not self.uds:
@@ -151,3 +165,12 @@ class ServerConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    def websocket_options(self) -> WebSocketOptions:
+        """The WebSocket limits and timers (0 seconds: off)."""
+        return WebSocketOptions(
+            max_size=self.ws_max_size,
+            ping_interval=self.ws_ping_interval or None,
+            ping_timeout=self.ws_ping_timeout or None,
+            server_name=self.server_name,
+        )

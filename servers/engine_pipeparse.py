@@ -102,6 +102,8 @@ from .listen import current_shutdown, log_access
 from .protocol import Handler, native_of
 from .tls import close_stream
 from .trampoline import resume as _resume
+from .websocket import websocket_of
+from .websocket_trio import serve_websocket
 
 __all__ = ["serve_connection"]
 
@@ -139,7 +141,9 @@ async def serve_connection(
                 # reads at once) still takes what the client already sent, to be answered.
                 nursery.start_soon(_call, conn.shut_down)
             await conn.work(leader=True)
-        if conn.linger or conn.responses.closing:
+        if conn.upgrading():
+            await conn.upgrade()
+        elif conn.linger or conn.responses.closing:
             await conn.linger_close()
     finally:
         shutdown.discard_callback(conn.shut_down)
@@ -198,6 +202,7 @@ class _Connection:
         "timeouts",
         "watchdog",
         "watchdog_scope",
+        "websocket",
         "writing",
     )
 
@@ -218,7 +223,9 @@ class _Connection:
         self.buf = SeekableBuffer(
             config.buffer_size, min_block=config.buffer_size if config.fixed_buffer else MIN_BLOCK
         )
-        self.index = RequestIndex(self.buf, config.limits)
+        # An upgrade request ends the HTTP stream when the app takes WebSockets (`upgrade`).
+        self.websocket = websocket_of(handler) if config.ws != "none" else None
+        self.index = RequestIndex(self.buf, config.limits, upgrades=self.websocket is not None)
         self.policy = DispatchPolicy(config.pipeline_policy, config.max_in_flight)
         self.responses = OrderedResponses()
         self.queue: deque[FramedRequest] = deque()  # framed, not yet started
@@ -577,6 +584,8 @@ class _Connection:
         if framed:
             self.queue.extend(framed)
             self.date = _date()  # one clock read per batch, not per response
+        if index.upgrade is not None:
+            self.eof = True  # what follows is the WebSocket's: answer the rest, then `upgrade`
         now = trio.current_time()
         if index.current is not None:
             self.body_since = now  # body bytes keep coming: the body timer restarts
@@ -670,6 +679,30 @@ class _Connection:
                 return -1
         finally:
             self.keep_alive_at = math.inf
+
+    def upgrading(self) -> bool:
+        """Every request before an upgrade request is answered, and nothing closed the
+        connection (a closing request, an error, a shutdown, the client leaving)."""
+        return (
+            self.index.upgrade is not None
+            and not self.stop_dispatch
+            and not self.shutting_down
+            and not self.responses.closing
+            and self.timeout_error is None
+        )
+
+    async def upgrade(self) -> None:
+        """Serve the WebSocket the upgrade request asked for (the HTTP part is over)."""
+        request = self.index.upgrade
+        assert request is not None and self.websocket is not None  # (`upgrading`)
+        buf = self.buf
+        data = buf.scan_bytes(request.head_end, buf.tail)  # the WebSocket's first bytes
+        options = self.config.websocket_options()
+        status = await serve_websocket(
+            self.stream, self.websocket, request.head, self.client, data, options, _date()
+        )
+        if self.access_log:
+            log_access(self.client, b"GET", request.head.target, status, 0)
 
     async def _send(self, data: bytes | bytearray | memoryview) -> None:
         """Send it all: straight to the socket when it takes everything (the usual case),

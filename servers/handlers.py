@@ -35,10 +35,11 @@ from urllib.parse import unquote_to_bytes
 
 import trio
 
-from pipeparse import NATIVE_MARK, HttpRequest, ProtocolError, Response, native
+from pipeparse import NATIVE_MARK, HttpRequest, ProtocolError, RequestHead, Response, native
 
 from .protocol import Handler, NativeHandler, ResponseSink
 from .proxy import TrustedProxies, forwarded_client
+from .websocket import AsgiWebSocket, WebSocketChannel, WebSocketSession
 
 __all__ = [
     "AsgiApp",
@@ -297,6 +298,39 @@ def asgi_handler(
                 else "ASGI app returned before completing its response"
             )
 
+    def websocket(
+        head: RequestHead,
+        client: tuple[str, int] | None,
+        session: WebSocketSession,
+        channel: WebSocketChannel,
+    ) -> AsgiWebSocket:
+        path, raw_path, query = split_target(head.target)
+        secure = scheme == "https"
+        if trusted is not None:
+            client, proto = forwarded_client(head.headers, client, scheme, trusted)
+            secure = proto in ("https", "wss")
+        if root_path:
+            path, raw_path = root_path + path, root_raw + raw_path
+        scope: Scope = {
+            "type": "websocket",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "scheme": "wss" if secure else "ws",
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": query,
+            "root_path": root_path,
+            "headers": list(head.headers),
+            "client": client,
+            "server": server,
+            "subprotocols": session.subprotocols,
+            "extensions": {},
+        }
+        if state:
+            scope["state"] = state.copy()
+        return AsgiWebSocket(app, scope, session, channel)
+
+    handle.websocket = websocket  # type: ignore[attr-defined]  # see `websocket.websocket_of`
     return handle
 
 

@@ -367,8 +367,8 @@ class WebSocketSession:
 
     def close(self, code: int, reason: str = "") -> bytes:
         """The server closes (the app, an error, a shutdown); the bytes of its close frame."""
-        if self._frames.state not in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
-            return b""
+        if self.closed or self._frames.state is not ConnectionState.OPEN:
+            return b""  # closed already (by either side), or the connection is lost
         self._end(code, reason)
         return self._frames.send(CloseConnection(code, reason))
 

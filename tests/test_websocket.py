@@ -37,6 +37,7 @@ from pipeparse.servers.websocket import (
 )
 from tests.server_harness import parse_responses
 from tests.test_cli_serve import parse
+from tests.test_tls import Certs, certs_fixture  # noqa: F401  (the "certs" fixture)
 
 KEY = base64.b64encode(b"0123456789abcdef").decode()
 UPGRADE = (
@@ -559,3 +560,29 @@ def test_ws_flags_reach_the_config_and_bad_values_are_refused() -> None:
         ServerConfig(ws_max_size=0)
     with pytest.raises(ValueError, match="ws_ping_timeout"):
         ServerConfig(ws_ping_timeout=-1)
+
+
+async def test_the_h11_engine_serves_upgrade_requests_as_http() -> None:
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(partial(pipeparse.serve, echo, port=0, engine="h11"))
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        async with stream:
+            await stream.send_all(upgrade() + get("/b", "Connection: close\r\n"))
+            data = b""
+            while chunk := await stream.receive_some():
+                data += chunk
+        server.shutdown()
+    assert [r.body for r in parse_responses(data)] == [b"/ws", b"/b"]
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_wss_over_tls(loop: str, certs: Certs) -> None:
+    tls = {"ssl_certfile": certs.certfile, "ssl_keyfile": certs.keyfile}
+    with (
+        serving(echo, loop, interface="asgi", **tls) as port,
+        connect(f"wss://localhost:{port}/", ssl=certs.client, open_timeout=10) as ws,
+    ):
+        ws.send("scope")
+        assert str(ws.recv(timeout=10)).startswith("['wss', '/'")
+        ws.send(b"\xff" * 70_000)  # over several TLS records
+        assert ws.recv(timeout=10) == b"\xff" * 70_000

@@ -16,6 +16,8 @@ behaviour. Tests and benchmarks rely on these contracts:
   Query parameters: ``sleep_ms=N`` sleeps N ms first, ``status=NNN`` answers with that status
   (200..599), ``raise=1`` raises (the server answers 500). A bad parameter value is a 400 with
   ``{"error": ...}``. Under ASGI, seq and target come from ``scope["extensions"]["pipeparse"]``.
+  As an ASGI app (``--interface asgi``) it also accepts every WebSocket and sends each message
+  back as it came (text or bytes) until the client closes (the WebSocket echo benchmark).
 
 Strings in echo's JSON are the request's bytes decoded as latin-1 (lossless).
 """
@@ -215,6 +217,8 @@ class EchoApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             return await _lifespan(receive, send)
+        if scope["type"] == "websocket":
+            return await _websocket_echo(receive, send)
         _check_scope(scope)
         json_type = [(b"content-type", b"application/json")]
         try:
@@ -257,6 +261,20 @@ class EchoApp:
 
     def __repr__(self) -> str:
         return "<pipeparse built-in app 'echo'>"
+
+
+async def _websocket_echo(receive: Receive, send: Send) -> None:
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] != "websocket.receive":
+            return  # websocket.disconnect
+        text = message.get("text")
+        if text is not None:
+            await send({"type": "websocket.send", "text": text})
+        else:
+            await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
 
 
 async def _send_whole(send: Send, status: int, headers: Any, body: bytes) -> None:

@@ -586,3 +586,16 @@ def test_wss_over_tls(loop: str, certs: Certs) -> None:
         assert str(ws.recv(timeout=10)).startswith("['wss', '/'")
         ws.send(b"\xff" * 70_000)  # over several TLS records
         assert ws.recv(timeout=10) == b"\xff" * 70_000
+
+
+def test_the_echo_benchmark_client_measures_a_real_server() -> None:
+    from pipeparse.clients.crosscheck import ws_echo
+    from pipeparse.servers.apps import echo as builtin_echo
+
+    frame = ws_echo.masked_frame(b"abc")
+    server = Connection(ConnectionType.SERVER)
+    server.receive_data(frame)
+    assert [getattr(e, "data", None) for e in server.events()] == [b"abc"]  # a valid frame
+    with serving(builtin_echo, "trio", interface="asgi") as port:
+        rate = ws_echo.echo_rate("127.0.0.1", port, 2, 64, seconds=0.2, warm_up=0)
+    assert rate > 0

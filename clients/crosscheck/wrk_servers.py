@@ -5,7 +5,8 @@ Strategy: three matrices of servers, each loaded by wrk (1 thread, through
 a time:
 
 - ``plaintext``: 64 connections at depth 16 on ``/plaintext`` against `pipeparse serve
-  plaintext` (pipeparse engine native, h11 engine native, pipeparse engine ASGI), the peers
+  plaintext` (pipeparse engine native, h11 engine native, pipeparse engine ASGI, both interfaces
+  again on ``--loop uvloop``: the table's loop column says which loop serves), the peers
   serving the same ASGI app (uvicorn with httptools and uvloop; granian's ASGI interface, and
   granian with ``--http1-pipeline-flush``), and nginx with one worker answering ``/plaintext``
   from its configuration (``return 200``: no file to open, nginx's fastest way to say it);
@@ -36,6 +37,8 @@ The exact commands (P: a free port; the pipeparse servers pick their own)::
     python -m pipeparse.cli serve plaintext --engine pipeparse --interface native --port 0
     python -m pipeparse.cli serve plaintext --engine h11 --interface native --port 0
     python -m pipeparse.cli serve plaintext --engine pipeparse --interface asgi --port 0
+    python -m pipeparse.cli serve plaintext --engine pipeparse --interface {native,asgi} \
+        --port 0 --loop uvloop
     python -m uvicorn pipeparse.servers.apps:plaintext --http httptools --loop uvloop \\
         --host 127.0.0.1 --port P --log-level warning --no-access-log
     python -m granian --interface asgi --http 1 --host 127.0.0.1 --port P --workers 1 \\
@@ -55,6 +58,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
+import importlib.util
 import json
 import os
 import re
@@ -134,6 +138,15 @@ class Contender:
         if (self.kind != "nginx") != (self.spec is not None):
             raise ValueError("a spec is given for every server but nginx, and only for them")
 
+    @property
+    def loop(self) -> str:
+        """Its event loop, for the report's loop column."""
+        if self.kind == "pipeparse":
+            assert self.spec is not None
+            extra = self.spec.extra
+            return extra[extra.index("--loop") + 1] if "--loop" in extra else "trio"
+        return {"uvicorn": "uvloop", "granian": "tokio", "nginx": "epoll"}[self.kind]
+
 
 @dataclass(frozen=True, slots=True)
 class Matrix:
@@ -161,8 +174,9 @@ class Target:
         return f"{self.matrix}: {self.numerator} / {self.denominator}"
 
 
-def _pp(label: str, engine: str, interface: str, app: str) -> Contender:
-    return Contender(label, "pipeparse", ServerSpec(engine, interface, app))
+def _pp(label: str, engine: str, interface: str, app: str, loop: str = "trio") -> Contender:
+    extra = ("--loop", loop) if loop != "trio" else ()
+    return Contender(label, "pipeparse", ServerSpec(engine, interface, app, extra))
 
 
 MATRICES: tuple[Matrix, ...] = (
@@ -174,6 +188,8 @@ MATRICES: tuple[Matrix, ...] = (
             _pp("pipeparse/native", "pipeparse", "native", "plaintext"),
             _pp("h11/native", "h11", "native", "plaintext"),
             _pp("pipeparse/asgi", "pipeparse", "asgi", "plaintext"),
+            _pp("pipeparse/native/uvloop", "pipeparse", "native", "plaintext", "uvloop"),
+            _pp("pipeparse/asgi/uvloop", "pipeparse", "asgi", "plaintext", "uvloop"),
             Contender("uvicorn-httptools", "uvicorn", UVICORN_HTTPTOOLS),
             Contender("granian-asgi", "granian", GRANIAN_ASGI),
             Contender("granian-asgi-flush", "granian", GRANIAN_ASGI_FLUSH),
@@ -188,6 +204,8 @@ MATRICES: tuple[Matrix, ...] = (
             _pp("pipeparse/native", "pipeparse", "native", "plaintext"),
             _pp("h11/native", "h11", "native", "plaintext"),
             _pp("pipeparse/asgi", "pipeparse", "asgi", "plaintext"),
+            _pp("pipeparse/native/uvloop", "pipeparse", "native", "plaintext", "uvloop"),
+            _pp("pipeparse/asgi/uvloop", "pipeparse", "asgi", "plaintext", "uvloop"),
             Contender("uvicorn-httptools", "uvicorn", UVICORN_HTTPTOOLS),
             Contender("granian-asgi", "granian", GRANIAN_ASGI),
             Contender("nginx-1-worker", "nginx"),
@@ -205,14 +223,16 @@ MATRICES: tuple[Matrix, ...] = (
     ),
 )
 
+# The connection protocol issue's goals (12), then the asyncio driver's (13).
 TARGETS: tuple[Target, ...] = (
-    Target("plaintext", "pipeparse/native", "h11/native", 20.0),
-    Target("plaintext", "pipeparse/asgi", "uvicorn-httptools", 8.0),
+    Target("plaintext", "pipeparse/native", "h11/native", 15.0),
     Target("plaintext", "pipeparse/native", "nginx-1-worker", 1.0),
     Target("plaintext", "pipeparse/asgi", "granian-asgi-flush", 1.1),
     Target("plaintext-depth1", "pipeparse/native", "uvicorn-httptools", 1.2),
     Target("plaintext-depth1", "pipeparse/asgi", "uvicorn-httptools", 1.0),
     Target("sleep", "pipeparse/native", "h11/native", 12.0),
+    Target("plaintext-depth1", "pipeparse/native/uvloop", "uvicorn-httptools", 1.5),
+    Target("plaintext-depth1", "pipeparse/asgi/uvloop", "granian-asgi", 1.0),
 )
 
 
@@ -257,6 +277,8 @@ def unavailable(contender: Contender) -> str | None:
         missing = missing_modules(contender.spec.engine)
         if missing:
             return f"skipped: {' and '.join(missing)} not installed (the `peers` extra)"
+    elif contender.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        return "skipped: uvloop is not installed (the `uvloop` extra)"
     elif contender.kind == "nginx" and ensure_nginx() is None:
         return "skipped: nginx is not installed and cannot be installed here"
     return None
@@ -550,7 +572,7 @@ def format_report(report: Mapping[str, Any]) -> str:
         rows: list[dict[str, Any]] = []
         notes: list[str] = []
         for label, server in matrix["servers"].items():
-            row: dict[str, Any] = {"server": label}
+            row: dict[str, Any] = {"server": label, "loop": server.get("loop", "-")}
             if server.get("skipped"):
                 notes.append(f"{label}: {server['skipped']}")
                 rows.append(row | {f"round {i + 1}": "-" for i in range(rounds)} | {"median": "-"})
@@ -643,7 +665,7 @@ def build_report(
     for m in matrices:
         servers: dict[str, Any] = {}
         for c in m.contenders:
-            entry: dict[str, Any] = {"command": describe(c)}
+            entry: dict[str, Any] = {"command": describe(c), "loop": c.loop}
             reason = skipped.get(m.name, {}).get(c.label)
             if reason:
                 entry |= {"skipped": reason, "runs": [], "median": None}

@@ -631,16 +631,20 @@ def test_connections_section_rows(
 
     monkeypatch.setattr(bench_connections, "running_servers", running)
     monkeypatch.setattr(bench_connections, "rss_per_connection", rss)
+    monkeypatch.setattr(bench_connections, "LOOPS", ("asyncio",))
     settings = bench_connections.ConnectionSettings(counts=(100, 200), peers=("uvicorn",))
     rows = bench_connections.run_connections_bench(settings, ServerSettings(repeats=1), [])
-    idle = [(r["server"], r["connections"], r["kib_per_connection"]) for r in rows[:4]]
+    idle = [(r["server"], r["connections"], r["kib_per_connection"]) for r in rows[:6]]
     assert idle == [
         ("pipeparse", 100, 8.0),
         ("pipeparse", 200, 8.0),
+        ("pipeparse/asyncio", 100, 8.0),
+        ("pipeparse/asyncio", 200, 8.0),
         ("uvicorn", 100, 8.0),
         ("uvicorn", 200, 8.0),
     ]
-    growing, fixed = rows[4:]
+    assert fake_servers[1].extra[-2:] == ("--loop", "asyncio")
+    growing, fixed = rows[6:]
     assert (growing["measure"], fixed["measure"]) == ("buffer growing", "buffer fixed 256K")
     assert growing["depth"] == 16 and growing["connections"] == 64
     assert growing["rps_vs_fixed"] == 1.0 and fixed["rps_vs_fixed"] == 1.0

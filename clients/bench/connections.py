@@ -3,8 +3,9 @@ receive buffers cost a deep pipeline.
 
 Strategy
 --------
-- RSS: each server (pipeparse's engine, and the installed peers serving the same ``plaintext``
-  app's ASGI form) is started alone, with a keep-alive timeout longer than the measurement;
+- RSS: each server (pipeparse's engine on trio, asyncio and uvloop when installed, and the
+  installed peers serving the same ``plaintext`` app's ASGI form) is started alone, with a
+  keep-alive timeout longer than the measurement;
   `pipeparse.clients.bench.idle` opens connections up to each count in turn (each sends one
   request, reads the answer, then idles) and reads the server's RSS. A row is one server at one
   count: RSS, and its growth since before the first connection, per connection.
@@ -15,6 +16,7 @@ Strategy
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +34,7 @@ __all__ = [
     "run_connections_bench",
 ]
 
+LOOPS = ("asyncio", "uvloop")  # besides trio, pipeparse's default
 COUNTS = (1000, 5000, 10000)
 QUICK_COUNTS = (250, 1000)
 DEPTH = 16
@@ -59,8 +62,12 @@ class ConnectionSettings:
 
 
 def idle_specs(settings: ConnectionSettings) -> list[ServerSpec]:
-    """The servers whose memory is measured: pipeparse, then the peers."""
-    specs = [ServerSpec("pipeparse", "native", "plaintext", ("--keep-alive-timeout", IDLE_SECONDS))]
+    """The servers whose memory is measured: pipeparse on each loop, then the peers."""
+    idle = ("--keep-alive-timeout", IDLE_SECONDS)
+    specs = [ServerSpec("pipeparse", "native", "plaintext", idle)]
+    for loop in LOOPS:
+        if importlib.util.find_spec(loop) is not None:  # (uvloop is an extra)
+            specs.append(ServerSpec("pipeparse", "native", "plaintext", (*idle, "--loop", loop)))
     for peer in settings.peers:
         flag = "--timeout-keep-alive" if peer == "uvicorn" else "--keep-alive"  # hypercorn
         extra = (flag, IDLE_SECONDS)
@@ -70,6 +77,12 @@ def idle_specs(settings: ConnectionSettings) -> list[ServerSpec]:
 
 def connection_steps(settings: ConnectionSettings) -> int:
     return len(idle_specs(settings)) + 1
+
+
+def server_name(spec: ServerSpec) -> str:
+    """``pipeparse`` (on trio), ``pipeparse/asyncio``, ``pipeparse/uvloop``, or the peer."""
+    extra = spec.extra
+    return spec.engine + (f"/{extra[extra.index('--loop') + 1]}" if "--loop" in extra else "")
 
 
 def _row(measure: str, server: str, connections: int, **values: Any) -> Row:
@@ -107,7 +120,7 @@ def measure_idle(
                     rows.append(
                         _row(
                             "idle rss",
-                            spec.engine,
+                            server_name(spec),
                             count,
                             rss_mib=round(rss / 2**20, 1),
                             kib_per_connection=round(per / 1024, 1),
@@ -116,7 +129,7 @@ def measure_idle(
         except (OSError, RuntimeError) as exc:
             warnings.append(f"connections: {spec.label}: {exc}")
         if step is not None:
-            step(f"idle connections: {spec.engine}")
+            step(f"idle connections: {server_name(spec)}")
     return rows
 
 

@@ -3,11 +3,11 @@
 Strategy: `pipeparse serve plaintext` (on trio, then on asyncio) runs in a subprocess (its RSS
 is its own), with a keep-alive timeout longer than the test. `pipeparse.clients.bench.idle`
 raises this process's RLIMIT_NOFILE to its hard limit (the server inherits it), opens 2,000
-connections that each
-send one request, read the answer and idle, and reads the server's ``VmRSS`` before and after.
-The budget is the issue's target, 16 KiB per idle connection (it was 277 KiB with the whole
-256 KiB buffer up front); 2,000 connections keep the test quick. Then every one of those
-connections pipelines 16 requests, and all are answered: idle connections come back to life.
+connections that each send one request, read the answer and idle, and reads the server's
+``VmRSS`` before and after. The budget is the issue's target, 16 KiB per idle connection (it
+was 277 KiB with the whole 256 KiB buffer up front); 2,000 connections keep the test quick.
+Then every one of those connections pipelines 16 requests, and all are answered: idle
+connections come back to life.
 """
 
 from __future__ import annotations

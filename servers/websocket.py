@@ -213,7 +213,10 @@ class WebSocketSession:
             self._lost()
             return b""
         if not self.accepted:
-            self._early += data
+            if not self.rejected:
+                self._early += data
+                if len(self._early) > self.options.max_size:  # a client that will not wait
+                    self._lost()
             return b""
         if self.closed and self._frames.state is ConnectionState.CLOSED:
             return b""  # after both close frames: ignored

@@ -219,6 +219,15 @@ def test_accept_renders_the_101_and_frames_sent_early() -> None:
         session.app_sent({"type": "websocket.accept"})
 
 
+def test_bytes_before_the_accept_are_bounded() -> None:
+    session = _session(max_size=100)
+    session.feed(b"x" * 100)
+    assert not session.closed
+    session.feed(b"x")
+    assert session.finished and session.next_message() == {"type": "websocket.connect"}
+    assert session.next_message() == {"type": "websocket.disconnect", "code": 1006, "reason": ""}
+
+
 def test_refusals_before_accept() -> None:
     session = _session()
     out = session.app_sent({"type": "websocket.close"})

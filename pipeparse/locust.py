@@ -29,7 +29,11 @@ When Locust stops a user gracefully (``--stop-timeout``), its connections stop s
 drain what is in flight before closing, so every request sent is reported. A forced stop kills
 the user mid-flight, as it does any Locust user.
 
-Only ``http://`` hosts are supported: the load client has no TLS options yet.
+``https://`` hosts work with the load client's TLS settings (`https_context`, shared code):
+the system's CAs plus `cacert`, or no checks at all with `insecure`. gevent's ``ssl`` wraps the
+socket (the handshake names the host, SNI) and the pipelining is the same as in plain text:
+one ``sendall`` per window (OpenSSL cuts it into records), responses framed as they decrypt.
+A handshake that fails (an untrusted certificate) is reported like a refused connect.
 
 This module imports Locust (and so gevent, which patches the standard library): import it only
 in a locustfile, never from code that runs trio. ``import pipeparse`` does not import it.
@@ -38,6 +42,7 @@ in a locustfile, never from code that runs trio. ``import pipeparse`` does not i
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -52,6 +57,7 @@ from locust.user.task import LOCUST_STATE_STOPPING
 
 from pipeparse.clients.load.mix import Mix, RequestSpec, parse_mix
 from pipeparse.clients.load.request import Target, parse_url
+from pipeparse.clients.load.tls_context import https_context
 
 from ._buffer import SeekableBuffer
 from ._errors import BufferFull
@@ -86,9 +92,14 @@ class _Plan:
             raise ValueError(
                 f"{cls.__name__}.timeout must be positive seconds, got {cls.timeout!r}"
             )
+        if not isinstance(cls.insecure, bool):
+            raise ValueError(f"{cls.__name__}.insecure must be True or False, got {cls.insecure!r}")
+        if cls.cacert is not None and not (isinstance(cls.cacert, str) and cls.cacert):
+            raise ValueError(
+                f"{cls.__name__}.cacert must be a CA bundle's file name (PEM) or None, "
+                f"got {cls.cacert!r}"
+            )
         server = parse_url(host)
-        if server.tls:  # the Locust user speaks plain HTTP only (`pipeparse load` does https)
-            raise ValueError(f"only http:// URLs are supported, got {host!r}")
         if server.target not in ("/", ""):
             raise ValueError(
                 f"host {host!r} has a path: give whole targets in `paths` or `requests`"
@@ -100,6 +111,7 @@ class _Plan:
                 raise ValueError(f"{cls.__name__}.paths must be a non-empty list of paths")
             specs = parse_mix([{"target": p} for p in cls.paths])
         self.server: Target = server
+        self.tls = _tls_context(cls) if server.tls else None
         self.mix = Mix(specs, server, cls.depth, extra_headers=list(cls.headers))
         self.data = memoryview(self.mix.data)
         self.names = [s.target for s in specs]
@@ -126,6 +138,9 @@ class PipelinedUser(User):
         timeout: seconds without a complete response (or a connect) before the connection is
             dropped and its requests in flight are reported as failures (default 10).
         buffer_size, max_head_size: the receive buffer and the largest response head, bytes.
+        cacert: https: a CA bundle (PEM) to verify the server with, besides the system's
+            (``pipeparse load --cacert``).
+        insecure: https: do not verify the server's certificate (``pipeparse load -k``).
     """
 
     abstract = True
@@ -135,6 +150,8 @@ class PipelinedUser(User):
     requests: Sequence[dict[str, Any] | RequestSpec] | None = None
     headers: Sequence[tuple[str, str]] = ()
     timeout: float = 10.0
+    cacert: str | None = None
+    insecure: bool = False
     buffer_size: int = 256 * KiB
     max_head_size: int = 16 * KiB
 
@@ -200,7 +217,7 @@ class _Pipe:
         while not stopping():
             started = time.perf_counter()
             try:
-                sock = gsocket.create_connection(address, timeout=plan.timeout)
+                sock = self._connect(address)
             except OSError as e:
                 spec = plan.mix.cycle[self.pos]
                 self.fire(
@@ -226,6 +243,18 @@ class _Pipe:
                 self._lost(_reason(e))
             finally:
                 sock.close()
+
+    def _connect(self, address: tuple[str, int]) -> Any:
+        """A connected socket, over TLS with the handshake done for an https host."""
+        plan = self.plan
+        sock = gsocket.create_connection(address, timeout=plan.timeout)
+        if plan.tls is None:
+            return sock
+        try:  # gevent's context: the handshake waits cooperatively, bounded by the timeout
+            return plan.tls.wrap_socket(sock, server_hostname=plan.server.host)
+        except BaseException:
+            sock.close()
+            raise
 
     def _lost(self, reason: str) -> None:
         """Report every request in flight as failed: the connection broke."""
@@ -314,6 +343,13 @@ class _Pipe:
                 raise _Broken("closed by the server")
             if index.done:
                 raise _Broken("the server ended the connection (Connection: close)")
+
+
+def _tls_context(cls: type[PipelinedUser]) -> ssl.SSLContext:
+    try:
+        return https_context(cls.cacert, cls.insecure)
+    except OSError as e:  # (ssl.SSLError too: a file with no certificate in it)
+        raise ValueError(f"{cls.__name__}.cacert: cannot load {cls.cacert!r}: {_reason(e)}") from e
 
 
 def _reason(e: OSError) -> str:

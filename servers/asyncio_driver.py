@@ -30,6 +30,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, cast
 
 from pipeparse import ConnectionTimeouts, HttpRequest, ProtocolError, Response, ServerConnection
+from pipeparse._gather import gather
 from pipeparse.actions import (
     BodyData,
     BodyEnd,
@@ -198,7 +199,11 @@ class HttpProtocol(asyncio.Protocol):
                         self._start(action)  # type: ignore[arg-type]
                     elif kind is Write:
                         parts = action.parts  # type: ignore[union-attr]
-                        transport.write(parts[0] if len(parts) == 1 else b"".join(parts))
+                        buffers = parts if len(parts) == 1 else gather(parts)
+                        if len(buffers) == 1:
+                            transport.write(buffers[0])
+                        else:  # large bodies uncopied where the transport can (uvloop)
+                            transport.writelines(buffers)
                     elif kind is Timer:
                         self._timer(action)  # type: ignore[arg-type]
                     elif kind is BodyData:

@@ -68,8 +68,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
+from contextlib import suppress
 from http import HTTPStatus
 from typing import Any, NamedTuple
 
@@ -93,6 +95,7 @@ from pipeparse import (
     chunk,
     render_head,
 )
+from pipeparse._gather import MAX_BUFFERS, gather, unsent
 
 from .admission import current_admission
 from .config import ServerConfig
@@ -113,6 +116,12 @@ _MIN_RECV = 4 * 1024
 _FIRST_RECV = 4 * 1024
 _MAX_RECV = 256 * 1024
 _FLUSH_AT = 64 * 1024  # output bytes written without waiting for the batch to end
+# Unsent bytes the kernel may hold once a connection sends a large body. trio's SocketStream
+# sets TCP_NOTSENT_LOWAT to 16 KiB (low latency for small writes), so each ``writev`` of a
+# 1 MiB body placed only what the peer's window took plus 16 KiB: about five calls and five
+# wake-ups per body. At the kernel's send buffer ceiling (tcp_wmem's default maximum) one
+# call places the body, as on uvicorn's sockets, which keep the kernel's default (no limit).
+_LARGE_SEND_LOWAT = 4 * 1024 * 1024
 _SLOT_BUFFER = 1024 * 1024  # a streamed response not yet at the head waits beyond this
 _TRIM_AFTER = 0.05  # seconds idle before a connection's receive block is given back
 _LINGER_SECONDS = 2.0  # after the last response, drain the client's bytes this long ...
@@ -178,6 +187,7 @@ class _Connection:
         "head_since",
         "index",
         "keep_alive_at",
+        "large_sends",
         "leader_vacant",
         "linger",
         "max_recv",
@@ -231,6 +241,7 @@ class _Connection:
         self.queue: deque[FramedRequest] = deque()  # framed, not yet started
         self.sock = stream.socket if isinstance(stream, trio.SocketStream) else None
         self.fd = self.sock.fileno() if self.sock is not None else -1  # -1: use the stream
+        self.large_sends = False  # TCP_NOTSENT_LOWAT lifted (`_send_gathered`)
         self.eager_reads = 0  # receives in a row that found data without waiting
         self.eager_misses = 0  # receives in a row whose attempt to read at once found nothing
         self.flush_pending = False  # a finished handler's task will flush after one yield
@@ -717,6 +728,32 @@ class _Connection:
             data = memoryview(data)[n:]
         await self.stream.send_all(data)
 
+    async def _send_gathered(self, buffers: list[bytes | bytearray | memoryview]) -> None:
+        """Send them all in order, large bodies uncopied: one ``writev`` while the socket takes
+        everything, else the rest (as views) once it has room. Over TLS the stream encrypts
+        (copies) anyway: one ``send_all`` each."""
+        fd = self.fd
+        if fd < 0:
+            for buffer in buffers:
+                await self.stream.send_all(buffer)
+            return
+        sock = self.sock
+        if not self.large_sends and sock is not None:
+            # The first large body of this connection: let the kernel hold it whole (see
+            # _LARGE_SEND_LOWAT); one call per connection. Not TCP (a Unix socket): no limit.
+            self.large_sends = True
+            with suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, _LARGE_SEND_LOWAT)
+        while True:
+            try:
+                n = os.writev(fd, buffers[:MAX_BUFFERS])
+            except BlockingIOError:
+                n = 0
+            buffers = unsent(buffers, n)
+            if not buffers:
+                return
+            await trio.lowlevel.wait_writable(fd)
+
     def _client_gone(self) -> None:
         self.eof = True
         self.stop_dispatch = True
@@ -1134,8 +1171,14 @@ class _Connection:
         try:
             while responses.has_output:
                 parts = responses.take()
-                data = parts[0] if len(parts) == 1 else b"".join(parts)
-                await self._send(data)
+                if len(parts) == 1:
+                    await self._send(parts[0])
+                    continue
+                buffers = gather(parts)  # small ones joined, large bodies as they are
+                if len(buffers) == 1:
+                    await self._send(buffers[0])
+                else:
+                    await self._send_gathered(buffers)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             self._client_gone()
             return

@@ -22,7 +22,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.test_cli_serve import SAFETY, listening, serve_command
+import trustme
+
+from tests.test_cli_serve import SAFETY, read_line, serve_command
+from tests.test_tls import Certs, certs_fixture  # noqa: F401  (the `certs` fixture)
 
 LOCUSTFILE = """
 from pipeparse.locust import PipelinedUser
@@ -41,6 +44,7 @@ class Mixed(PipelinedUser):
         {"target": "/missing", "method": "HEAD"},
     ]
 """
+LISTENING = re.compile(r"pipeparse: listening on https?://127\.0\.0\.1:(\d+) ")
 ACCESS = re.compile(r'"(\w+) (\S+)" (\d+) \d+$', re.MULTILINE)
 
 
@@ -73,7 +77,7 @@ def locust(tmp_path: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "locust", "-f", str(tmp_path / "locustfile.py"), *args]
 
 
-def run_locust(tmp_path: Path, user: str, port: int) -> dict[tuple[str, str], dict[str, str]]:
+def run_locust(tmp_path: Path, user: str, host: str) -> dict[tuple[str, str], dict[str, str]]:
     """A headless master and two workers for a few seconds; Locust's CSV rows by (type, name)."""
     master_port = free_port()
     master = locust(
@@ -88,7 +92,7 @@ def run_locust(tmp_path: Path, user: str, port: int) -> dict[tuple[str, str], di
         "--spawn-rate=100",
         "--run-time=2s",
         "--stop-timeout=10",  # users drain what they have in flight before stopping
-        f"--host=http://127.0.0.1:{port}",
+        f"--host={host}",
         f"--csv={tmp_path / 'run'}",
         "--only-summary",
         "--exit-code-on-error=0",  # failures are asserted from the statistics
@@ -109,20 +113,19 @@ def run_locust(tmp_path: Path, user: str, port: int) -> dict[tuple[str, str], di
         return {(row["Type"], row["Name"]): row for row in csv.DictReader(f)}
 
 
-def serve_and_run(
-    tmp_path: Path, user: str
-) -> tuple[dict[tuple[str, str], dict[str, str]], list[tuple[str, str, int]]]:
-    """Serve plaintext with an access log while Locust runs `user`: Locust's CSV rows and the
-    responses the server logged, ``(method, target, status)``."""
-    (tmp_path / "locustfile.py").write_text(LOCUSTFILE)
-    log = tmp_path / "access.log"
-    with open(log, "wb") as err:
+@contextmanager
+def logged_server(tmp_path: Path, *args: str) -> Iterator[int]:
+    """`pipeparse serve --access-log ARGS` (the log in `tmp_path/access.log`); yields its port,
+    and stops it cleanly on the way out, so the log is complete afterwards."""
+    with open(tmp_path / "access.log", "wb") as err:
         server = subprocess.Popen(
-            serve_command("--access-log"), stdout=subprocess.PIPE, stderr=err, bufsize=0
+            serve_command("--access-log", *args), stdout=subprocess.PIPE, stderr=err, bufsize=0
         )
         try:
-            port = int(listening(server).group(2))
-            rows = run_locust(tmp_path, user, port)
+            line = read_line(server.stdout, [])
+            match = LISTENING.match(line)
+            assert match, f"first stdout line is not the listening line: {line!r}"
+            yield int(match[1])
             server.send_signal(signal.SIGTERM)
             assert server.wait(SAFETY) == 0
         finally:
@@ -131,8 +134,23 @@ def serve_and_run(
                 server.wait(SAFETY)
             assert server.stdout is not None
             server.stdout.close()
-    responses = [(m[1], m[2], int(m[3])) for m in ACCESS.finditer(log.read_text())]
-    return rows, responses
+
+
+def logged_responses(tmp_path: Path) -> list[tuple[str, str, int]]:
+    """The responses the server logged, ``(method, target, status)``."""
+    text = (tmp_path / "access.log").read_text()
+    return [(m[1], m[2], int(m[3])) for m in ACCESS.finditer(text)]
+
+
+def serve_and_run(
+    tmp_path: Path, user: str
+) -> tuple[dict[tuple[str, str], dict[str, str]], list[tuple[str, str, int]]]:
+    """Serve plaintext with an access log while Locust runs `user`: Locust's CSV rows and the
+    responses the server logged."""
+    (tmp_path / "locustfile.py").write_text(LOCUSTFILE)
+    with logged_server(tmp_path) as port:
+        rows = run_locust(tmp_path, user, f"http://127.0.0.1:{port}")
+    return rows, logged_responses(tmp_path)
 
 
 def test_locust_counts_every_pipelined_response_the_server_logged(tmp_path: Path) -> None:
@@ -254,7 +272,9 @@ import pipeparse.locust as pl
 
 errors = {}
 cases = {
-    "https": ("https://127.0.0.1:8443", {}),
+    "insecure": ("https://127.0.0.1:8443", {"insecure": 1}),
+    "cacert": ("https://127.0.0.1:8443", {"cacert": ""}),
+    "no_cacert": ("https://127.0.0.1:8443", {"cacert": "no-such-ca.pem"}),
     "path": ("http://127.0.0.1:8000/api", {}),
     "depth": ("http://127.0.0.1:8000", {"depth": 0}),
     "connections": ("http://127.0.0.1:8000", {"connections": True}),
@@ -287,7 +307,9 @@ def test_user_settings_are_checked_with_clear_errors(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)
     assert report["errors"] == {
-        "https": "only http:// URLs are supported, got 'https://127.0.0.1:8443'",
+        "insecure": "insecure.insecure must be True or False, got 1",
+        "cacert": "cacert.cacert must be a CA bundle's file name (PEM) or None, got ''",
+        "no_cacert": "no_cacert.cacert: cannot load 'no-such-ca.pem': no such file or directory",
         "path": "host 'http://127.0.0.1:8000/api' has a path: give whole targets in `paths` or "
         "`requests`",
         "depth": "depth.depth must be a positive integer, got 0",
@@ -301,3 +323,89 @@ def test_user_settings_are_checked_with_clear_errors(tmp_path: Path) -> None:
     b = "POST /b HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nX-All: 1\r\nContent-Length: 1\r\n\r\nx"
     assert report["data"] == a + b + a + a + b  # the cycle a b a, then `depth` more
     assert report["names"] == ["/a", "/b"]
+
+
+HTTPS = r"""
+import json
+import sys
+
+import gevent.event
+from locust.env import Environment
+
+import pipeparse.locust as pl
+
+port, ca, wrong_ca = sys.argv[1:]
+
+
+class Trusted(pl.PipelinedUser):
+    host = f"https://localhost:{port}"  # by name: the certificate's name is checked (SNI)
+    depth = 16
+    paths = ["/plaintext"]
+    cacert = ca
+
+
+class Untrusted(pl.PipelinedUser):
+    host = f"https://127.0.0.1:{port}"
+    depth = 4
+    paths = ["/plaintext"]
+    cacert = wrong_ca
+
+
+class Insecure(Untrusted):
+    cacert = None
+    insecure = True
+
+
+def run(cls, enough):
+    # one user of `cls` until `enough` requests are reported: every outcome
+    env = Environment(user_classes=[cls], stop_timeout=10)
+    outcomes = []
+    done = gevent.event.Event()
+
+    def record(exception=None, **kw):
+        outcomes.append(None if exception is None else repr(exception))
+        if len(outcomes) >= enough:
+            done.set()
+
+    env.events.request.add_listener(record)
+    runner = env.create_local_runner()
+    runner.start(1, spawn_rate=10)
+    done.wait(20)  # (only a failing run waits this long: less than the test's safety timeout)
+    runner.stop()  # gracefully: what is in flight is drained and reported
+    return outcomes
+
+
+enough = {Trusted: 200, Untrusted: 4, Insecure: 200}  # (an untrusted one backs off)
+print(json.dumps({c.__name__: run(c, n) for c, n in enough.items()}))
+"""
+
+
+def test_https_verifies_with_cacert_and_fails_an_untrusted_certificate_unless_insecure(
+    tmp_path: Path, certs: Certs
+) -> None:
+    wrong_ca = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(wrong_ca))
+    script = tmp_path / "https.py"
+    script.write_text(HTTPS)
+    tls = (f"--ssl-certfile={certs.certfile}", f"--ssl-keyfile={certs.keyfile}")
+    with logged_server(tmp_path, *tls) as port:
+        done = subprocess.run(
+            [sys.executable, str(script), str(port), certs.ca_file, str(wrong_ca)],
+            capture_output=True,
+            text=True,
+            timeout=SAFETY,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    trusted, untrusted, insecure = report["Trusted"], report["Untrusted"], report["Insecure"]
+    assert len(trusted) >= 200 and set(trusted) == {None}
+    assert len(insecure) >= 200 and set(insecure) == {None}
+    # An untrusted certificate: a failure at every attempt (no hang, no crash), no request.
+    assert len(untrusted) >= 4
+    assert all(
+        o.startswith("ConnectionLost('cannot connect: [SSL: CERTIFICATE_VERIFY_FAILED]")
+        for o in untrusted
+    ), untrusted[:3]
+    served = logged_responses(tmp_path)
+    assert served == [("GET", "/plaintext", 200)] * (len(trusted) + len(insecure))

@@ -8,7 +8,7 @@ One TLS record holds at most 16 KiB, and the client reads up to 64 KiB at once, 
 read nothing decrypted waits inside OpenSSL; `wait_readable` still checks ``pending()``
 first, so a smaller read size cannot leave the client waiting on the socket for bytes it
 already holds. Certificates are verified (curl's ``--cacert FILE`` adds a CA) unless
-``-k/--insecure``.
+``-k/--insecure``: `https_context` (clients/load/tls_context.py), which the Locust user shares.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import ssl
 from typing import Any
 
 import trio
+
+from pipeparse.clients.load.tls_context import https_context
 
 __all__ = ["client_context", "handshake", "wait_readable"]
 
@@ -40,12 +42,9 @@ class _NonBlockingTls(ssl.SSLSocket):
 
 
 def client_context(cacert: str | None = None, insecure: bool = False) -> ssl.SSLContext:
-    """The run's TLS context: the system's CAs plus `cacert`; no checks at all if `insecure`."""
-    context = ssl.create_default_context(cafile=cacert)
-    if insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    context.set_alpn_protocols(["http/1.1"])
+    """The run's TLS context (`https_context`, shared with the Locust user), its sockets
+    `_NonBlockingTls`."""
+    context = https_context(cacert, insecure)
     context.sslsocket_class = _NonBlockingTls
     return context
 

@@ -17,6 +17,10 @@ timeout, and a `Cancel` (after the 503) cancels the task.
 Native handlers (`protocol.native_of`) are called directly and their `Response` reported with
 `ServerConnection.respond`; any other handler (the ASGI adapter) answers through `_Sink`.
 
+Access log and load limits: the protocol reports every complete response (`_log_access`);
+`servers.admission.Admission` (shared by the server's connections) is asked before each
+handler starts, and counts connections and handlers that suspended, as on trio.
+
 Back-pressure: the protocol pauses reading (its buffer is full, or `max_in_flight` requests are
 unanswered); the transport's `pause_writing` pauses reading too, and a handler streaming its
 response waits for `resume_writing`.
@@ -29,7 +33,14 @@ import logging
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, cast
 
-from pipeparse import ConnectionTimeouts, HttpRequest, ProtocolError, Response, ServerConnection
+from pipeparse import (
+    ConnectionTimeouts,
+    HttpRequest,
+    ProtocolError,
+    RequestHead,
+    Response,
+    ServerConnection,
+)
 from pipeparse.actions import (
     BodyData,
     BodyEnd,
@@ -45,8 +56,10 @@ from pipeparse.actions import (
     Write,
 )
 
+from .admission import Admission
 from .config import ServerConfig
 from .handlers import send_stream
+from .logs import log_access
 from .protocol import Handler, native_of
 from .trampoline import resume as _resume
 
@@ -54,6 +67,8 @@ __all__ = ["HttpProtocol"]
 
 log = logging.getLogger("pipeparse.server")
 _BYTES = (bytes, bytearray, memoryview)
+_REFUSED_HEADERS = ((b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close"))
+_REFUSED_BODY = b"503 Service Unavailable: the server is at its concurrency limit\n"
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -65,6 +80,7 @@ class HttpProtocol(asyncio.Protocol):
         config: ServerConfig,
         connections: set[HttpProtocol],
         shutting_down: Callable[[], bool],
+        admission: Admission | None = None,
     ) -> None:
         self.handler = handler
         self.native = native_of(handler)
@@ -86,7 +102,10 @@ class HttpProtocol(asyncio.Protocol):
             ),
             server_name=config.server_name,
             clock=self.loop.time,
+            on_answered=self._log_access if config.access_log else None,
         )
+        self.admission = admission  # None: no limit on load (the usual case)
+        self._refused = False  # a request was refused: nothing after it runs
         self.transport: asyncio.Transport | None = None
         self.client: tuple[str, int] | None = None
         self.closed = self.loop.create_future()  # done when the connection is gone
@@ -109,6 +128,8 @@ class HttpProtocol(asyncio.Protocol):
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.client = (str(peer[0]), int(peer[1]))
         self.connections.add(self)
+        if self.admission is not None:
+            self.admission.connection_opened()
         if self.shutting_down():
             self.conn.shutdown()
         self.pump()
@@ -124,6 +145,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
+        if self.admission is not None:
+            self.admission.connection_closed()
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
@@ -227,6 +250,19 @@ class HttpProtocol(asyncio.Protocol):
         self.conn.timer_expired(key)
         self.pump()
 
+    def _log_access(self, head: RequestHead | None, status: int, sent: int) -> None:
+        if head is None:  # a protocol error's answer
+            log_access(self.client, b"-", b"-", status, sent)
+        else:
+            log_access(self.client, head.method, head.target, status, sent)
+
+    def _refuse(self, seq: int) -> None:
+        """Over `--limit-concurrency`: 503 with Connection: close. A request started after it
+        (in the same batch) is left alone: the close cancels it, unanswered, as on trio."""
+        if not self._refused:
+            self._refused = True
+            self.conn.respond(seq, 503, _REFUSED_HEADERS, _REFUSED_BODY)
+
     def _cancel(self, seq: int) -> None:
         task = self._tasks.get(seq)
         if task is not None:
@@ -237,6 +273,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def _start(self, start: Start) -> None:
         seq, head = start.seq, start.head
+        if self.admission is not None and (self._refused or not self.admission.admit()):
+            self._refuse(seq)
+            return
         source: _Body | _NoBody
         if start.body is None:
             source = self._bodies[seq] = _Body(self, seq)
@@ -268,6 +307,8 @@ class HttpProtocol(asyncio.Protocol):
         """Go on with request `seq`'s `work` in a task of its own (its handler suspended, or
         its native response streams)."""
         self.conn.handler_suspended(seq)
+        if self.admission is not None:
+            self.admission.blocked()  # in flight (an instant handler is over before others start)
         self._tasks[seq] = self.loop.create_task(self._task(seq, work))
 
     async def _task(self, seq: int, work: Coroutine[Any, Any, None]) -> None:
@@ -281,6 +322,8 @@ class HttpProtocol(asyncio.Protocol):
         except Exception as exc:
             self._failed(seq, exc)
         finally:
+            if self.admission is not None:
+                self.admission.unblocked()
             work.close()  # (a no-op once it ran; one cancelled before it started stays quiet)
             self._tasks.pop(seq, None)
             self._cancelled.discard(seq)

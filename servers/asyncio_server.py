@@ -15,17 +15,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import fields, replace
 from typing import Any
 
 from pipeparse import Limits
 
+from . import tls
+from .admission import Admission
 from .asyncio_driver import HttpProtocol
 from .config import ServerConfig
-from .handlers import AsgiApp, resolve_app
+from .handlers import AsgiApp, LifespanError, resolve_app
+from .listen import socket_address
+from .proxy import TrustedProxies
+from .sockets import listening_socket, unix_socket_owner
 
 __all__ = ["AsyncioServer", "new_event_loop", "run_asyncio", "start_asyncio_server"]
 
@@ -80,7 +87,7 @@ class _AsyncioLifespan:
         await self.to_app.put({"type": f"lifespan.{kind}"})
         reply = await self.from_app.get()
         if reply["type"] == f"lifespan.{kind}.failed":
-            raise RuntimeError(f"ASGI lifespan {kind} failed: {reply.get('message', '')}")
+            raise LifespanError(f"ASGI lifespan {kind} failed: {reply.get('message', '')}")
 
     async def startup(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._main())
@@ -100,8 +107,12 @@ class AsyncioServer:
     """A server listening on the running asyncio loop (see the module comment).
 
     Attributes:
-        host, port: the address it listens on (the real port when asked for port 0).
-        url: ``http://host:port``. interface: ``"asgi"`` or ``"native"``.
+        host, port: the address it listens on (the real port when asked for port 0); on a
+            Unix domain socket, its path and 0.
+        uds: the Unix domain socket's path, or None.
+        ssl_context: the TLS context connections are wrapped in, or None (plain HTTP).
+        url: ``http://host:port``, ``https://...`` with TLS, ``unix:PATH`` on a Unix socket.
+        interface: ``"asgi"`` or ``"native"``.
     """
 
     def __init__(
@@ -111,23 +122,30 @@ class AsyncioServer:
         interface: str,
         connections: set[HttpProtocol],
         lifespan: _AsyncioLifespan | None,
+        sock: socket.socket,
+        ssl_context: ssl.SSLContext | None = None,
+        owner: contextlib.AbstractContextManager[None] | None = None,
     ) -> None:
         self._server = server
         self.config = config
         self.interface = interface
+        self.ssl_context = ssl_context
         self._connections = connections
         self._lifespan = lifespan
+        self._owner = owner  # removes the Unix socket file this server bound
         self._closing = False
         self._closed = asyncio.get_running_loop().create_future()
         self._task: asyncio.Task[None] | None = None
-        sockname = server.sockets[0].getsockname()
-        self.host: str = sockname[0]
-        self.port: int = sockname[1]
+        self.host, self.port = socket_address(sock)
+        self.uds: str | None = self.host if sock.family == socket.AF_UNIX else None
 
     @property
     def url(self) -> str:
+        if self.uds is not None:
+            return f"unix:{self.uds}"
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     @property
     def closing(self) -> bool:
@@ -140,6 +158,9 @@ class AsyncioServer:
             return
         self._closing = True
         self._server.close()
+        if self._owner is not None:
+            self._owner.__exit__(None, None, None)  # the socket file goes with the listener
+            self._owner = None
         for proto in list(self._connections):
             proto.shutdown()
         self._task = asyncio.get_running_loop().create_task(self._finish())
@@ -181,17 +202,54 @@ async def start_asyncio_server(
     sock: socket.socket | None = None,
     **overrides: Any,
 ) -> AsyncioServer:
-    """Serve `app` on the running asyncio (or uvloop) loop; returns once it listens."""
+    """Serve `app` on the running asyncio (or uvloop) loop; returns once it listens.
+
+    It listens on `sock` when given (a worker's inherited socket), else on what the config
+    names (``fd``, ``uds``, or ``host``/``port``; `servers.sockets`). With
+    ``limit_max_requests`` it shuts itself down after that many requests.
+    """
     from .apps import load_app
 
     config = _config(config, dict(overrides))
     if config.engine != "pipeparse":
         raise ValueError("the h11 engine runs on trio only; asyncio serves with engine 'pipeparse'")
-    if config.workers != 1:
-        raise ValueError("start_asyncio_server serves in one process: workers must be 1")
+    if config.workers != 1 and sock is None:
+        raise ValueError(
+            "start_asyncio_server serves in one process: use `pipeparse serve` for workers"
+        )
     loop = asyncio.get_running_loop()
     target = load_app(app) if isinstance(app, str) else app
-    served = resolve_app(target, config.interface, server=(config.host, config.port))
+    ssl_context = tls.server_context(config)  # a bad certificate fails here, once
+    owner: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+    if sock is None:
+        sock = listening_socket(config)
+        owner = unix_socket_owner(sock)
+    owner.__enter__()
+    try:
+        return await _listen(loop, target, config, sock, ssl_context, owner)
+    except BaseException:
+        owner.__exit__(None, None, None)
+        sock.close()
+        raise
+
+
+async def _listen(
+    loop: asyncio.AbstractEventLoop,
+    app: object,
+    config: ServerConfig,
+    sock: socket.socket,
+    ssl_context: ssl.SSLContext | None,
+    owner: contextlib.AbstractContextManager[None],
+) -> AsyncioServer:
+    unix = sock.family == socket.AF_UNIX
+    served = resolve_app(
+        app,
+        config.interface,
+        server=None if unix else socket_address(sock),  # None on a Unix socket, as uvicorn
+        scheme="https" if ssl_context is not None else "http",
+        root_path=config.root_path,
+        trusted=TrustedProxies.parse(config.forwarded_allow_ips) if config.proxy_headers else None,
+    )
     lifespan = None
     asgi_app = served._asgi_app
     if asgi_app is not None:
@@ -203,16 +261,29 @@ async def start_asyncio_server(
     def closing() -> bool:
         return bool(box) and box[0].closing
 
-    def factory() -> HttpProtocol:
-        return HttpProtocol(served.handler, config, connections, closing)
+    def stop() -> None:  # --limit-max-requests reached
+        if box:
+            box[0].shutdown()
 
-    if sock is not None:
-        server = await loop.create_server(factory, sock=sock, backlog=config.backlog)
-    else:
-        server = await loop.create_server(
-            factory, config.host, config.port, backlog=config.backlog, reuse_address=True
+    admission = None
+    if config.limit_concurrency is not None or config.limit_max_requests is not None:
+        admission = Admission(config.limit_concurrency, config.limit_max_requests, stop)
+
+    def factory() -> HttpProtocol:
+        return HttpProtocol(served.handler, config, connections, closing, admission)
+
+    tls_options: dict[str, Any] = {}
+    if ssl_context is not None:
+        tls_options = {"ssl": ssl_context, "ssl_handshake_timeout": config.ssl_handshake_timeout}
+    if unix:
+        server = await loop.create_unix_server(
+            factory, sock=sock, backlog=config.backlog, **tls_options
         )
-    result = AsyncioServer(server, config, served.interface, connections, lifespan)
+    else:
+        server = await loop.create_server(factory, sock=sock, backlog=config.backlog, **tls_options)
+    result = AsyncioServer(
+        server, config, served.interface, connections, lifespan, sock, ssl_context, owner
+    )
     box.append(result)
     return result
 
@@ -222,12 +293,21 @@ def run_asyncio(
     config: ServerConfig,
     loop_name: str,
     on_listening: Callable[[AsyncioServer], None] | None = None,
+    *,
+    sock: socket.socket | None = None,
+    parent_fd: int | None = None,
+    early_stop: Callable[[], bool] | None = None,
 ) -> int:
-    """Serve until SIGINT or SIGTERM on a new loop of kind `loop_name` (blocking)."""
+    """Serve until SIGINT or SIGTERM on a new loop of kind `loop_name` (blocking).
+
+    A worker process (`servers.workers`) passes its inherited `sock`, the `parent_fd` whose EOF
+    means the supervisor is gone (then it shuts down), and `early_stop`, true when a signal came
+    while it was starting (then it shuts down once it serves).
+    """
     loop = new_event_loop(loop_name)
 
     async def main() -> None:
-        server = await start_asyncio_server(app, config=config)
+        server = await start_asyncio_server(app, config=config, sock=sock)
         if on_listening is not None:
             on_listening(server)
         signals = 0
@@ -236,17 +316,43 @@ def run_asyncio(
             nonlocal signals
             signals += 1
             if signals == 1:
+                log.info("shutting down gracefully (again to abort)")
                 server.shutdown()
             else:
+                log.warning("signalled again: aborting the open connections")
                 for proto in list(server._connections):
                     proto.abort()
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop)
-        await server.wait_closed()
+        if early_stop is not None and early_stop():
+            stop()
+        if parent_fd is not None:
+            loop.add_reader(parent_fd, _watch_parent, loop, parent_fd, server)
+        try:
+            await server.wait_closed()
+        finally:
+            if parent_fd is not None:
+                loop.remove_reader(parent_fd)
 
     try:
         loop.run_until_complete(main())
     finally:
         loop.close()
     return 0
+
+
+def _watch_parent(loop: asyncio.AbstractEventLoop, fd: int, server: AsyncioServer) -> None:
+    """The supervisor's pipe is readable: its EOF means the supervisor is gone."""
+    try:
+        data = os.read(fd, 64)
+    except BlockingIOError:
+        return
+    except OSError:
+        data = b""
+    if data:
+        return  # the parent never writes: only EOF matters
+    loop.remove_reader(fd)
+    if not server.closing:
+        log.warning("the supervisor process is gone: shutting down")
+        server.shutdown()

@@ -319,6 +319,19 @@ def _worker_serve(payload: dict[str, Any], early_stop: _EarlyStop, status_fd: in
             log.error("worker %d cannot start: %s", payload["worker"], exc)
             return EXIT_STARTUP_FAILED
         try:
+            if config.loop != "trio":  # each worker serves on an asyncio (or uvloop) loop
+                from .asyncio_server import run_asyncio
+
+                with gc_threshold(config.gc_threshold):
+                    return run_asyncio(
+                        app,
+                        config,
+                        config.loop,
+                        lambda server: _report(status_fd, b"r"),
+                        sock=sock,
+                        parent_fd=payload["parent_fd"],
+                        early_stop=lambda: early_stop.requested,
+                    )
             with gc_threshold(config.gc_threshold):
                 _unwrap_run(
                     _run_until_signalled,

@@ -132,6 +132,7 @@ class ServerConnection(ReadAndClose):
         self.clock = clock
         self.date = date or HttpDate()
         self.on_answered = on_answered
+        self._unreported_error: tuple[int, int] | None = None  # (status, bytes) for on_answered
         self.state = ConnState.OPEN
         self.read_state = ReadState.READING
         self.error: ProtocolError | None = None  # framing or timeout: answered, then close
@@ -344,6 +345,10 @@ class ServerConnection(ReadAndClose):
             self._maybe_close()
         if self.state is ConnState.OPEN or self.state is ConnState.CLOSING:
             self._update_reading()
+        if self._unreported_error is not None and not self._exchanges:
+            assert self.on_answered is not None
+            self.on_answered(None, *self._unreported_error)
+            self._unreported_error = None
         out, self._actions = self._actions, []
         return out
 
@@ -446,8 +451,8 @@ class ServerConnection(ReadAndClose):
         self.responses.write(slot, head + body)
         self.responses.finish(slot, close=True)
         self._stop_dispatch()
-        if self.on_answered is not None:
-            self.on_answered(None, error.status_hint, len(body))
+        if self.on_answered is not None:  # reported after the responses before it
+            self._unreported_error = (error.status_hint, len(body))
 
     # -- responses -----------------------------------------------------------------------
 

@@ -274,7 +274,13 @@ async def _listen(
 
     tls_options: dict[str, Any] = {}
     if ssl_context is not None:
-        tls_options = {"ssl": ssl_context, "ssl_handshake_timeout": config.ssl_handshake_timeout}
+        tls_options = {
+            "ssl": ssl_context,
+            "ssl_handshake_timeout": config.ssl_handshake_timeout,
+            # close_notify is sent, then the connection closes within this, as on trio (the
+            # default waits 30 s for a client that never answers it)
+            "ssl_shutdown_timeout": tls.CLOSE_TIMEOUT,
+        }
     if unix:
         server = await loop.create_unix_server(
             factory, sock=sock, backlog=config.backlog, **tls_options

@@ -2,12 +2,18 @@
 
 Strategy: `start_asyncio_server` resolves the app (`handlers.resolve_app`), runs the ASGI
 lifespan startup on the running loop (`_AsyncioLifespan`: the trio one in `handlers` needs a
-trio nursery), and listens with ``loop.create_server`` and one `asyncio_driver.HttpProtocol`
-per connection. It returns at once with an `AsyncioServer`: ``shutdown()`` stops accepting and
-tells every connection to finish what it has read (the `ServerConnection` closes each when it
-is done), ``wait_closed()`` waits for that, for at most ``shutdown_timeout`` seconds before the
-rest are aborted, then runs the lifespan shutdown. `run_asyncio` is the blocking form for
-``pipeparse serve --loop asyncio|uvloop``.
+trio nursery), and listens with ``loop.create_server`` (``create_unix_server`` on a Unix
+socket; asyncio's TLS transport when ``ssl_certfile`` is set) on the socket `servers.sockets`
+makes for the config (TCP, ``uds``, ``fd``), or on a worker's inherited one, with one
+`asyncio_driver.HttpProtocol` per connection and one `admission.Admission` shared by them when
+a load limit is set. The pure parts are the trio side's: `tls.server_context`, `proxy`,
+`sockets`, `admission`, `logs`. It returns at once with an `AsyncioServer`: ``shutdown()``
+stops accepting and tells every connection to finish what it has read (the `ServerConnection`
+closes each when it is done), ``wait_closed()`` waits for that, for at most
+``shutdown_timeout`` seconds before the rest are aborted, then runs the lifespan shutdown; the
+Unix socket file it bound is removed as it stops accepting. `run_asyncio` is the blocking form
+for ``pipeparse serve --loop asyncio|uvloop``, and what each worker process runs
+(`servers.workers`).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from .admission import Admission
 from .asyncio_driver import HttpProtocol
 from .config import ServerConfig
 from .handlers import AsgiApp, LifespanError, resolve_app
-from .listen import socket_address
+from .listen import gc_threshold, socket_address
 from .proxy import TrustedProxies
 from .sockets import listening_socket, unix_socket_owner
 
@@ -342,7 +348,8 @@ def run_asyncio(
                 loop.remove_reader(parent_fd)
 
     try:
-        loop.run_until_complete(main())
+        with gc_threshold(config.gc_threshold):
+            loop.run_until_complete(main())
     finally:
         loop.close()
     return 0

@@ -60,7 +60,7 @@ class LoopEvent:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._set = False
-        self._wakers: list[Callable[[], None]] = []
+        self._wakers: list[Callable[[], object]] = []
 
     def is_set(self) -> bool:
         return self._set
@@ -86,7 +86,7 @@ class LoopEvent:
             with self._lock:
                 if self._set:
                     return
-                self._wakers.append(lambda: loop.call_soon_threadsafe(done))
+                self._wakers.append(partial(loop.call_soon_threadsafe, done))
             await future
             return
         event = trio.Event()

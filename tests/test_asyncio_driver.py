@@ -392,7 +392,7 @@ def test_cli_serves_on_asyncio() -> None:
 def test_the_h11_engine_on_asyncio_is_a_clear_error(loop: str) -> None:
     """The h11 baseline is trio-only (every other setting works on every loop)."""
     with pytest.raises(ValueError, match=r"runs on trio only: --loop \w+ needs --engine"):
-        ServerConfig(loop=loop, engine="h11")
+        ServerConfig(loop=loop, engine="h11")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("case", list(BAD))

@@ -25,6 +25,7 @@ import os
 import signal
 import socket
 import ssl
+import sys
 from collections.abc import Callable
 from dataclasses import fields, replace
 from typing import Any
@@ -288,6 +289,10 @@ async def _listen(
             "ssl_shutdown_timeout": tls.CLOSE_TIMEOUT,
         }
     if unix:
+        if sys.version_info >= (3, 13) and isinstance(loop, asyncio.BaseEventLoop):
+            # The file is its owner's to remove (`sockets.unix_socket_owner`): a worker's
+            # server must not take the supervisor's socket file with it when it stops.
+            tls_options["cleanup_socket"] = False
         server = await loop.create_unix_server(
             factory, sock=sock, backlog=config.backlog, **tls_options
         )

@@ -307,9 +307,12 @@ class HttpProtocol(asyncio.Protocol):
         """Go on with request `seq`'s `work` in a task of its own (its handler suspended, or
         its native response streams)."""
         self.conn.handler_suspended(seq)
-        if self.admission is not None:
-            self.admission.blocked()  # in flight (an instant handler is over before others start)
-        self._tasks[seq] = self.loop.create_task(self._task(seq, work))
+        task = self._tasks[seq] = self.loop.create_task(self._task(seq, work))
+        admission = self.admission
+        if admission is not None:
+            admission.blocked()  # in flight (an instant handler is over before others start)
+            # (a callback, not `_task`'s finally: a task cancelled before it ran skips that)
+            task.add_done_callback(lambda _: admission.unblocked())
 
     async def _task(self, seq: int, work: Coroutine[Any, Any, None]) -> None:
         """Run `work`: a timeout's cancellation ends it quietly, a failure is reported, and
@@ -322,8 +325,6 @@ class HttpProtocol(asyncio.Protocol):
         except Exception as exc:
             self._failed(seq, exc)
         finally:
-            if self.admission is not None:
-                self.admission.unblocked()
             work.close()  # (a no-op once it ran; one cancelled before it started stays quiet)
             self._tasks.pop(seq, None)
             self._cancelled.discard(seq)

@@ -204,12 +204,21 @@ async def serving(loop: str, app: object, **settings: Any) -> AsyncIterator[Serv
     if not {"uds", "fd", "port"} & set(settings):
         settings["port"] = 0
     if loop == "trio":
-        async with trio.open_nursery() as nursery:
-            server: Server = await nursery.start(partial(pipeparse.serve, app, **settings))
-            try:
-                yield Served(loop, server.host, server.port, server.url, server.uds, _trio=server)
-            finally:
-                server.shutdown()
+        try:
+            async with trio.open_nursery() as nursery:
+                server: Server = await nursery.start(partial(pipeparse.serve, app, **settings))
+                try:
+                    yield Served(
+                        loop, server.host, server.port, server.url, server.uds, _trio=server
+                    )
+                finally:
+                    server.shutdown()
+        except BaseExceptionGroup as group:  # one error (a failed start, say) as itself
+            if len(group.exceptions) == 1 and not isinstance(
+                group.exceptions[0], BaseExceptionGroup
+            ):
+                raise group.exceptions[0] from None
+            raise
         return
     runner = _AsyncioThread(loop, app, {"host": "127.0.0.1", **settings})
     aserver = await runner.start()

@@ -10,18 +10,15 @@ import signal
 import socket
 import subprocess
 import sys
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-import pipeparse
 from pipeparse.servers import sockets
 from pipeparse.servers.config import ServerConfig
-from pipeparse.servers.listen import Server
-from tests.loop_servers import LOOPS, parametrize_engine_loops, serving
+from tests.loop_servers import LOOPS, parametrize_engine_loops, parametrize_loops, serving
 from tests.server_harness import parse_responses, receive_all
 from tests.test_cli_serve import SAFETY, read_line, started
 
@@ -62,40 +59,43 @@ async def test_serves_pipelined_requests_on_a_unix_socket(
     assert not os.path.exists(sock_path)  # removed on shutdown
 
 
-async def test_a_stale_socket_file_is_replaced(sock_path: str) -> None:
+@parametrize_loops
+async def test_a_stale_socket_file_is_replaced(sock_path: str, loop: str) -> None:
     dead = socket.socket(socket.AF_UNIX)
     dead.bind(sock_path)  # a file nobody listens on: what a crashed server leaves
     dead.close()
-    async with trio.open_nursery() as nursery:
-        server: Server = await nursery.start(partial(pipeparse.serve, "plaintext", uds=sock_path))
+    async with serving(loop, "plaintext", uds=sock_path):
         stream = await trio.open_unix_socket(sock_path)
         async with stream:
             await stream.send_all(
                 b"GET /plaintext HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
             )
             assert (await receive_all(stream)).endswith(b"Hello, World!")
-        server.shutdown()
 
 
-async def test_a_live_socket_or_another_file_is_not_taken(sock_path: str) -> None:
+@parametrize_loops
+async def test_a_live_socket_or_another_file_is_not_taken(sock_path: str, loop: str) -> None:
     with socket.socket(socket.AF_UNIX) as live:
         live.bind(sock_path)
         live.listen()
         with pytest.raises(OSError, match="another server listens there"):
-            await pipeparse.serve("plaintext", uds=sock_path)
+            async with serving(loop, "plaintext", uds=sock_path):
+                pass
     os.unlink(sock_path)
     Path(sock_path).write_text("precious")
     with pytest.raises(OSError, match="not a socket"):
-        await pipeparse.serve("plaintext", uds=sock_path)
+        async with serving(loop, "plaintext", uds=sock_path):
+            pass
     assert Path(sock_path).read_text() == "precious"
 
 
-async def test_the_socket_file_is_left_alone_when_replaced_meanwhile(sock_path: str) -> None:
-    async with trio.open_nursery() as nursery:
-        server: Server = await nursery.start(partial(pipeparse.serve, "plaintext", uds=sock_path))
+@parametrize_loops
+async def test_the_socket_file_is_left_alone_when_replaced_meanwhile(
+    sock_path: str, loop: str
+) -> None:
+    async with serving(loop, "plaintext", uds=sock_path):
         os.unlink(sock_path)
         Path(sock_path).write_text("a successor's")
-        server.shutdown()
     assert Path(sock_path).read_text() == "a successor's"
 
 

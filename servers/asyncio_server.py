@@ -131,7 +131,7 @@ class AsyncioServer:
         lifespan: _AsyncioLifespan | None,
         sock: socket.socket,
         ssl_context: ssl.SSLContext | None = None,
-        owner: contextlib.AbstractContextManager[None] | None = None,
+        owner: contextlib.ExitStack | None = None,
     ) -> None:
         self._server = server
         self.config = config
@@ -166,8 +166,7 @@ class AsyncioServer:
         self._closing = True
         self._server.close()
         if self._owner is not None:
-            self._owner.__exit__(None, None, None)  # the socket file goes with the listener
-            self._owner = None
+            self._owner.close()  # the socket file goes with the listener
         for proto in list(self._connections):
             proto.shutdown()
         self._task = asyncio.get_running_loop().create_task(self._finish())
@@ -227,15 +226,14 @@ async def start_asyncio_server(
     loop = asyncio.get_running_loop()
     target = load_app(app) if isinstance(app, str) else app
     ssl_context = tls.server_context(config)  # a bad certificate fails here, once
-    owner: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+    owner = contextlib.ExitStack()  # what this server bound, undone when it stops
     if sock is None:
         sock = listening_socket(config)
-        owner = unix_socket_owner(sock)
-    owner.__enter__()
+        owner.enter_context(unix_socket_owner(sock))
     try:
         return await _listen(loop, target, config, sock, ssl_context, owner)
     except BaseException:
-        owner.__exit__(None, None, None)
+        owner.close()
         sock.close()
         raise
 
@@ -246,7 +244,7 @@ async def _listen(
     config: ServerConfig,
     sock: socket.socket,
     ssl_context: ssl.SSLContext | None,
-    owner: contextlib.AbstractContextManager[None],
+    owner: contextlib.ExitStack,
 ) -> AsyncioServer:
     unix = sock.family == socket.AF_UNIX
     served = resolve_app(

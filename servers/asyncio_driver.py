@@ -81,8 +81,10 @@ class HttpProtocol(asyncio.Protocol):
         connections: set[HttpProtocol],
         shutting_down: Callable[[], bool],
         admission: Admission | None = None,
+        first_data: bytes = b"",
     ) -> None:
         self.handler = handler
+        self.first_data = first_data  # read before it was ours (taken at a graceful stop)
         self.native = native_of(handler)
         self.config = config
         self.connections = connections
@@ -130,6 +132,9 @@ class HttpProtocol(asyncio.Protocol):
         self.connections.add(self)
         if self.admission is not None:
             self.admission.connection_opened()
+        if self.first_data:  # what a client sent while it waited in the backlog is answered
+            self.conn.receive_data(self.first_data)
+            self.first_data = b""
         if self.shutting_down():
             self.conn.shutdown()
         self.pump()

@@ -26,7 +26,7 @@ import signal
 import socket
 import ssl
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import fields, replace
 from typing import Any
 
@@ -39,7 +39,7 @@ from .config import ServerConfig
 from .handlers import AsgiApp, LifespanError, resolve_app
 from .listen import gc_threshold, socket_address
 from .proxy import TrustedProxies
-from .sockets import listening_socket, unix_socket_owner
+from .sockets import accept_queued, listening_socket, unix_socket_owner
 
 __all__ = ["AsyncioServer", "new_event_loop", "run_asyncio", "start_asyncio_server"]
 
@@ -130,10 +130,13 @@ class AsyncioServer:
         connections: set[HttpProtocol],
         lifespan: _AsyncioLifespan | None,
         sock: socket.socket,
+        adopt: Callable[[socket.socket], Awaitable[None]],
         ssl_context: ssl.SSLContext | None = None,
         owner: contextlib.ExitStack | None = None,
     ) -> None:
         self._server = server
+        self._sock = sock
+        self._adopt = adopt  # serves a connection accepted by hand (`shutdown`)
         self.config = config
         self.interface = interface
         self.ssl_context = ssl_context
@@ -160,19 +163,32 @@ class AsyncioServer:
 
     def shutdown(self) -> None:
         """Stop accepting; open connections answer what they read, within
-        ``config.shutdown_timeout`` seconds (then they are aborted)."""
+        ``config.shutdown_timeout`` seconds (then they are aborted). The clients already
+        waiting in the backlog are accepted and served too (closing would reset them)."""
+        self._stop(take_queued=True)
+
+    def retire(self) -> None:
+        """Shut down gracefully, but leave the clients waiting in the backlog to the other
+        processes that accept on the same socket (a worker at --limit-max-requests)."""
+        self._stop(take_queued=False)
+
+    def _stop(self, take_queued: bool) -> None:
         if self._closing:
             return
         self._closing = True
+        queued = accept_queued(self._sock) if take_queued else []
+        if queued:
+            log.info("shutdown: serving %d connection(s) that were already waiting", len(queued))
         self._server.close()
         if self._owner is not None:
             self._owner.close()  # the socket file goes with the listener
         for proto in list(self._connections):
             proto.shutdown()
-        self._task = asyncio.get_running_loop().create_task(self._finish())
+        self._task = asyncio.get_running_loop().create_task(self._finish(queued))
 
-    async def _finish(self) -> None:
+    async def _finish(self, queued: list[socket.socket]) -> None:
         try:
+            await asyncio.gather(*[self._adopt(conn) for conn in queued])
             waiting = [p.closed for p in self._connections]
             if waiting:
                 _, pending = await asyncio.wait(waiting, timeout=self.config.shutdown_timeout)
@@ -267,7 +283,11 @@ async def _listen(
         return bool(box) and box[0].closing
 
     def stop() -> None:  # --limit-max-requests reached
-        if box:
+        if not box:
+            return
+        if config.workers > 1:  # a worker retires (its supervisor starts another) ...
+            box[0].retire()
+        else:  # ... a lone process stops
             box[0].shutdown()
 
     admission = None
@@ -286,7 +306,25 @@ async def _listen(
             # default waits 30 s for a client that never answers it)
             "ssl_shutdown_timeout": tls.CLOSE_TIMEOUT,
         }
+
+    async def adopt(conn: socket.socket) -> None:
+        """Serve `conn`, taken from the backlog at a graceful stop: what its client sent by
+        then is read first (the protocol reads nothing new once shut down, as on trio). Over
+        TLS those bytes are the handshake's: the client is closed after it, unanswered."""
+        conn.setblocking(False)
+        first = b"" if ssl_context is not None else _read_waiting(conn, config.buffer_size)
+
+        def adopted() -> HttpProtocol:
+            return HttpProtocol(served.handler, config, connections, closing, admission, first)
+
+        try:
+            await loop.connect_accepted_socket(adopted, conn, **tls_options)
+        except OSError as exc:  # a failed TLS handshake, say (timeouts and SSLError too)
+            log.debug("a connection taken at shutdown failed: %s", exc)
+            conn.close()
+
     if unix:
+        tls_options = dict(tls_options)  # (not for `adopt`)
         if sys.version_info >= (3, 13) and isinstance(loop, asyncio.BaseEventLoop):
             # The file is its owner's to remove (`sockets.unix_socket_owner`): a worker's
             # server must not take the supervisor's socket file with it when it stops.
@@ -297,10 +335,28 @@ async def _listen(
     else:
         server = await loop.create_server(factory, sock=sock, backlog=config.backlog, **tls_options)
     result = AsyncioServer(
-        server, config, served.interface, connections, lifespan, sock, ssl_context, owner
+        server, config, served.interface, connections, lifespan, sock, adopt, ssl_context, owner
     )
     box.append(result)
     return result
+
+
+def _read_waiting(conn: socket.socket, most: int) -> bytes:
+    """The bytes already received on non-blocking `conn` (up to `most`)."""
+    parts: list[bytes] = []
+    size = 0
+    while size < most:
+        try:
+            data = conn.recv(most - size)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:  # reset: the client is gone
+            break
+        if not data:
+            break
+        parts.append(data)
+        size += len(data)
+    return b"".join(parts)
 
 
 def run_asyncio(

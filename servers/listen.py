@@ -62,7 +62,7 @@ from .config import ServerConfig
 from .logs import ACCESS_LOGGER, configure_logging, log_access
 from .protocol import Handler
 from .proxy import TrustedProxies
-from .sockets import listening_socket, unix_socket_owner
+from .sockets import accept_queued, listening_socket, unix_socket_owner
 
 __all__ = [
     "ACCESS_LOGGER",
@@ -459,26 +459,10 @@ def _take_queued(
     waiting: closing the listener would reset them (a stop while workers start, say)."""
     streams = []
     for listener in listeners:
-        if not isinstance(listener, trio.SocketListener):
-            continue
-        listening = listener.socket
-        # Plain non-blocking accepts on a duplicate descriptor: this runs as the accept loops
-        # are cancelled, where a trio accept would raise Cancelled instead.
-        try:
-            dup = socket.fromfd(listening.fileno(), listening.family, listening.type)
-        except OSError:  # already closed
-            continue
-        with dup:
-            dup.setblocking(False)
-            while True:
-                try:
-                    conn, _ = dup.accept()
-                except BlockingIOError:  # none left
-                    break
-                except OSError as exc:
-                    if exc.errno == errno.ECONNABORTED:  # that client gave up: the next one
-                        continue
-                    break  # out of descriptors, say: the rest are reset, as before
+        if isinstance(listener, trio.SocketListener):
+            # (plain accepts: this runs as the accept loops are cancelled, where a trio
+            # accept would raise Cancelled instead)
+            for conn in accept_queued(listener.socket):
                 streams.append(trio.SocketStream(trio.socket.from_stdlib_socket(conn)))
     if streams:
         log.info("shutdown: serving %d connection(s) that were already waiting", len(streams))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
 import subprocess
 import sys
 import threading
@@ -429,3 +430,29 @@ def test_a_broken_streamed_upload_gets_its_4xx_then_close(loop: str) -> None:
     out = run(loop, main)
     assert [r.status for r in parse_responses(out)] == [400]
     assert b"/never" not in out
+
+
+@parametrize_loops
+def test_a_graceful_stop_serves_the_connections_already_waiting(loop: str) -> None:
+    """Clients that connected before the server accepted them wait in the backlog; a graceful
+    stop accepts them before closing the listener (which would reset them), and they are
+    answered (as tests/test_listen.py checks on trio)."""
+
+    async def main() -> list[bytes]:
+        server = await pipeparse.start_asyncio_server("plaintext", host="127.0.0.1", port=0)
+        clients = []
+        for _ in range(3):  # blocking calls: the loop cannot accept them before the stop
+            client = socket.create_connection(("127.0.0.1", server.port))
+            client.sendall(b"GET /plaintext HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            clients.append(client)
+        server.shutdown()
+        answers = []
+        for client in clients:
+            reader, writer = await asyncio.open_connection(sock=client)
+            answers.append(await reader.read())
+            writer.close()
+        await server.wait_closed()
+        return answers
+
+    for answer in run(loop, main):
+        assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"Hello, World!"), answer

@@ -38,7 +38,6 @@ from http import HTTPStatus
 from ._buffer import MIN_BLOCK, SeekableBuffer
 from ._errors import ProtocolError
 from ._exchange import Exchange
-from ._head import RequestHead
 from ._index import FramedRequest, RequestIndex
 from ._limits import KiB, Limits, MiB
 from ._ordered import DispatchPolicy, OrderedResponses
@@ -98,9 +97,6 @@ class ServerConnection(ReadAndClose):
         server_name: the Server field's value.
         clock: seconds, monotonic (the driver's loop time); timers are on this clock.
         date: the Date field's value (a formatted `HttpDate` by default).
-        on_answered: called once per response when it is complete, with the request's head
-            (None for a protocol error's 4xx), the status and the body bytes sent (the
-            driver's access log).
     """
 
     def __init__(
@@ -115,7 +111,6 @@ class ServerConnection(ReadAndClose):
         server_name: bytes = b"pipeparse",
         clock: Callable[[], float] = time.monotonic,
         date: Callable[[], bytes] | None = None,
-        on_answered: Callable[[RequestHead | None, int, int], None] | None = None,
     ) -> None:
         self.buffer = SeekableBuffer(
             buffer_size, min_block=buffer_size if fixed_buffer else MIN_BLOCK
@@ -131,8 +126,6 @@ class ServerConnection(ReadAndClose):
         self.server_name = server_name
         self.clock = clock
         self.date = date or HttpDate()
-        self.on_answered = on_answered
-        self._unreported_error: tuple[int, int] | None = None  # (status, bytes) for on_answered
         self.state = ConnState.OPEN
         self.read_state = ReadState.READING
         self.error: ProtocolError | None = None  # framing or timeout: answered, then close
@@ -345,10 +338,6 @@ class ServerConnection(ReadAndClose):
             self._maybe_close()
         if self.state is ConnState.OPEN or self.state is ConnState.CLOSING:
             self._update_reading()
-        if self._unreported_error is not None and not self._exchanges:
-            assert self.on_answered is not None
-            self.on_answered(None, *self._unreported_error)
-            self._unreported_error = None
         out, self._actions = self._actions, []
         return out
 
@@ -451,8 +440,6 @@ class ServerConnection(ReadAndClose):
         self.responses.write(slot, head + body)
         self.responses.finish(slot, close=True)
         self._stop_dispatch()
-        if self.on_answered is not None:  # reported after the responses before it
-            self._unreported_error = (error.status_hint, len(body))
 
     # -- responses -----------------------------------------------------------------------
 
@@ -460,7 +447,6 @@ class ServerConnection(ReadAndClose):
         self, ex: Exchange, status: int, headers: Headers, length: int | None
     ) -> tuple[bytes, ResponseFraming]:
         head = ex.head
-        ex.status = status
         last = self._shutdown and not self._queue and self.responses.is_last(ex.slot)
         return render_head(
             status,
@@ -505,8 +491,6 @@ class ServerConnection(ReadAndClose):
         self.responses.finish(ex.slot, close=close)
         if close:
             self._stop_dispatch()
-        if self.on_answered is not None:
-            self.on_answered(ex.head, ex.status, ex.sent)
         if not self._exchanges and not self._queue:
             self._idle_since = self.clock()
         if self._overflow:

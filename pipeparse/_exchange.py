@@ -25,7 +25,6 @@ class Exchange:
         "sent",
         "slot",
         "state",
-        "status",
         "streams_body",
         "timer",
         "wants_body",
@@ -37,7 +36,6 @@ class Exchange:
         self.slot = slot
         self.state = ExchangeState.RUNNING
         self.framing: ResponseFraming | None = None
-        self.status = 0  # its response's, once rendered
         self.sent = 0  # response body bytes
         self.timer = False  # its request timeout is armed
         self.streams_body = streams_body

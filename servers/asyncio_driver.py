@@ -17,7 +17,8 @@ timeout, and a `Cancel` (after the 503) cancels the task.
 Native handlers (`protocol.native_of`) are called directly and their `Response` reported with
 `ServerConnection.respond`; any other handler (the ASGI adapter) answers through `_Sink`.
 
-Access log and load limits: the protocol reports every complete response (`_log_access`);
+Access log and load limits: with the log on, the connection is a `ReportingConnection`, which
+reports every complete response (`_log_access`);
 `servers.admission.Admission` (shared by the server's connections) is asked before each
 handler starts, and counts connections and handlers that suspended, as on trio.
 
@@ -41,6 +42,7 @@ from pipeparse import (
     Response,
     ServerConnection,
 )
+from pipeparse._reporting import ReportingConnection
 from pipeparse.actions import (
     BodyData,
     BodyEnd,
@@ -90,7 +92,13 @@ class HttpProtocol(asyncio.Protocol):
         self.connections = connections
         self.shutting_down = shutting_down
         self.loop = asyncio.get_running_loop()
-        self.conn = ServerConnection(
+        options: dict[str, Any] = {}
+        connection: type[ServerConnection] = ServerConnection
+        if config.access_log:  # (a subclass: without the log, nothing is paid for it)
+            connection = ReportingConnection
+            options["on_answered"] = self._log_access
+        self.conn = connection(
+            **options,
             limits=config.limits,
             policy=config.pipeline_policy,
             max_in_flight=config.max_in_flight,
@@ -104,7 +112,6 @@ class HttpProtocol(asyncio.Protocol):
             ),
             server_name=config.server_name,
             clock=self.loop.time,
-            on_answered=self._log_access if config.access_log else None,
         )
         self.admission = admission  # None: no limit on load (the usual case)
         self._refused = False  # a request was refused: nothing after it runs

@@ -17,6 +17,11 @@ timeout, and a `Cancel` (after the 503) cancels the task.
 Native handlers (`protocol.native_of`) are called directly and their `Response` reported with
 `ServerConnection.respond`; any other handler (the ASGI adapter) answers through `_Sink`.
 
+Access log and load limits: with the log on, the connection is a `ReportingConnection`, which
+reports every complete response (`_log_access`);
+`servers.admission.Admission` (shared by the server's connections) is asked before each
+handler starts, and counts connections and handlers that suspended, as on trio.
+
 Back-pressure: the protocol pauses reading (its buffer is full, or `max_in_flight` requests are
 unanswered); the transport's `pause_writing` pauses reading too, and a handler streaming its
 response waits for `resume_writing`.
@@ -29,8 +34,16 @@ import logging
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, cast
 
-from pipeparse import ConnectionTimeouts, HttpRequest, ProtocolError, Response, ServerConnection
+from pipeparse import (
+    ConnectionTimeouts,
+    HttpRequest,
+    ProtocolError,
+    RequestHead,
+    Response,
+    ServerConnection,
+)
 from pipeparse._gather import gather
+from pipeparse._reporting import ReportingConnection
 from pipeparse.actions import (
     BodyData,
     BodyEnd,
@@ -47,8 +60,10 @@ from pipeparse.actions import (
     Write,
 )
 
+from .admission import Admission
 from .config import ServerConfig
 from .handlers import send_stream
+from .logs import log_access
 from .protocol import Handler, native_of
 from .trampoline import resume as _resume
 from .websocket import websocket_of
@@ -58,6 +73,8 @@ __all__ = ["HttpProtocol"]
 
 log = logging.getLogger("pipeparse.server")
 _BYTES = (bytes, bytearray, memoryview)
+_REFUSED_HEADERS = ((b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close"))
+_REFUSED_BODY = b"503 Service Unavailable: the server is at its concurrency limit\n"
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -69,8 +86,11 @@ class HttpProtocol(asyncio.Protocol):
         config: ServerConfig,
         connections: set[HttpProtocol],
         shutting_down: Callable[[], bool],
+        admission: Admission | None = None,
+        first_data: bytes = b"",
     ) -> None:
         self.handler = handler
+        self.first_data = first_data  # read before it was ours (taken at a graceful stop)
         self.native = native_of(handler)
         self.endpoint = websocket_of(handler) if config.ws != "none" else None
         self.websocket: AsyncioWebSocket | None = None  # after an `Upgrade`: its callbacks
@@ -78,7 +98,13 @@ class HttpProtocol(asyncio.Protocol):
         self.connections = connections
         self.shutting_down = shutting_down
         self.loop = asyncio.get_running_loop()
-        self.conn = ServerConnection(
+        options: dict[str, Any] = {}
+        connection: type[ServerConnection] = ServerConnection
+        if config.access_log:  # (a subclass: without the log, nothing is paid for it)
+            connection = ReportingConnection
+            options["on_answered"] = self._log_access
+        self.conn = connection(
+            **options,
             limits=config.limits,
             policy=config.pipeline_policy,
             max_in_flight=config.max_in_flight,
@@ -94,6 +120,8 @@ class HttpProtocol(asyncio.Protocol):
             clock=self.loop.time,
             upgrades=self.endpoint is not None,
         )
+        self.admission = admission  # None: no limit on load (the usual case)
+        self._refused = False  # a request was refused: nothing after it runs
         self.transport: asyncio.Transport | None = None
         self.client: tuple[str, int] | None = None
         self.closed = self.loop.create_future()  # done when the connection is gone
@@ -116,6 +144,11 @@ class HttpProtocol(asyncio.Protocol):
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.client = (str(peer[0]), int(peer[1]))
         self.connections.add(self)
+        if self.admission is not None:
+            self.admission.connection_opened()
+        if self.first_data:  # what a client sent while it waited in the backlog is answered
+            self.conn.receive_data(self.first_data)
+            self.first_data = b""
         if self.shutting_down():
             self.conn.shutdown()
         self.pump()
@@ -139,6 +172,8 @@ class HttpProtocol(asyncio.Protocol):
         if self.websocket is not None:
             self.websocket.connection_lost()
         self.connections.discard(self)
+        if self.admission is not None:
+            self.admission.connection_closed()
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
@@ -245,6 +280,11 @@ class HttpProtocol(asyncio.Protocol):
             self.transport, self.endpoint, action.head, self.client, action.data,
             self.config.websocket_options(), self.conn.date(),
         )  # fmt: skip
+        if self.config.access_log:  # once it is over: 101, or the handshake's answer
+            head = action.head
+            self.websocket.done.add_done_callback(
+                lambda done: self._log_access(head, done.result(), 0)
+            )
 
     def _timer(self, action: Timer) -> None:
         key, deadline = action.key, action.deadline
@@ -266,6 +306,19 @@ class HttpProtocol(asyncio.Protocol):
         self.conn.timer_expired(key)
         self.pump()
 
+    def _log_access(self, head: RequestHead | None, status: int, sent: int) -> None:
+        if head is None:  # a protocol error's answer
+            log_access(self.client, b"-", b"-", status, sent)
+        else:
+            log_access(self.client, head.method, head.target, status, sent)
+
+    def _refuse(self, seq: int) -> None:
+        """Over `--limit-concurrency`: 503 with Connection: close. A request started after it
+        (in the same batch) is left alone: the close cancels it, unanswered, as on trio."""
+        if not self._refused:
+            self._refused = True
+            self.conn.respond(seq, 503, _REFUSED_HEADERS, _REFUSED_BODY)
+
     def _cancel(self, seq: int) -> None:
         task = self._tasks.get(seq)
         if task is not None:
@@ -276,6 +329,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def _start(self, start: Start) -> None:
         seq, head = start.seq, start.head
+        if self.admission is not None and (self._refused or not self.admission.admit()):
+            self._refuse(seq)
+            return
         source: _Body | _NoBody
         if start.body is None:
             source = self._bodies[seq] = _Body(self, seq)
@@ -307,7 +363,12 @@ class HttpProtocol(asyncio.Protocol):
         """Go on with request `seq`'s `work` in a task of its own (its handler suspended, or
         its native response streams)."""
         self.conn.handler_suspended(seq)
-        self._tasks[seq] = self.loop.create_task(self._task(seq, work))
+        task = self._tasks[seq] = self.loop.create_task(self._task(seq, work))
+        admission = self.admission
+        if admission is not None:
+            admission.blocked()  # in flight (an instant handler is over before others start)
+            # (a callback, not `_task`'s finally: a task cancelled before it ran skips that)
+            task.add_done_callback(lambda _: admission.unblocked())
 
     async def _task(self, seq: int, work: Coroutine[Any, Any, None]) -> None:
         """Run `work`: a timeout's cancellation ends it quietly, a failure is reported, and

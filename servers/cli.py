@@ -188,7 +188,7 @@ _FLAGS: dict[str, tuple[_Kind, tuple[str, ...] | None, str | None, str]] = {
         ("trio", "asyncio", "uvloop"),
         None,
         "event loop; asyncio and uvloop (pip install 'pipeparse[uvloop]') serve asyncio-only"
-        " apps, with --engine pipeparse and one worker",
+        " apps, with --engine pipeparse",
     ),
     "interface": (str, ("auto", "asgi", "native"), None, "app interface; auto prefers native"),
     "pipeline_policy": (
@@ -379,6 +379,8 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # until trio's handler is in
     try:
+        if config.workers > 1:  # a trio supervisor; each worker runs config.loop
+            return listen.run_workers(args.app, config, on_listening=on_listening, app_dir=app_dir)
         if config.loop != "trio":
             from .asyncio_server import run_asyncio
 
@@ -387,8 +389,6 @@ def run(args: argparse.Namespace) -> int:
                 print(line, flush=True)
 
             return run_asyncio(app, config, config.loop, on_listening=on_asyncio_listening)
-        if config.workers > 1:
-            return listen.run_workers(args.app, config, on_listening=on_listening, app_dir=app_dir)
         return listen.run(app, config=config, on_listening=on_listening)
     except KeyboardInterrupt:  # a signal before or after the server's own handling
         return 0

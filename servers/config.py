@@ -88,19 +88,6 @@ class ServerConfig:
                 f"the {self.engine} engine runs on trio only: --loop {self.loop} needs "
                 "--engine pipeparse"
             )
-        if self.loop != "trio" and self.workers != 1:
-            raise ValueError(f"--loop {self.loop} serves in one process: --workers must be 1")
-        if self.loop != "trio":
-            for name in ("limit_concurrency", "limit_max_requests"):
-                if getattr(self, name) is not None:
-                    raise ValueError(f"{name} is not implemented on --loop {self.loop} yet")
-            if self.access_log:
-                raise ValueError(f"access_log is not implemented on --loop {self.loop} yet")
-            for name in ("uds", "fd", "ssl_certfile"):
-                if getattr(self, name) is not None:
-                    raise ValueError(f"{name} is not implemented on --loop {self.loop} yet")
-            if self.proxy_headers or self.root_path:
-                raise ValueError(f"proxy headers and root_path are trio-only (--loop {self.loop})")
         if self.max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, got {self.max_in_flight}")
         if self.buffer_size < 1024:

@@ -31,9 +31,7 @@ server's `pipeparse.servers.admission.Admission` current for its connection task
 connections
 in it; engines ask it before each request (see that module).
 
-Access log: engines call ``log_access(client, method, target, status, nbytes)`` once per
-response when ``config.access_log`` is true; it logs one line at INFO on the ``pipeparse.access``
-logger. `configure_logging` (the command line's) sends every ``pipeparse.*`` logger to stderr.
+Access log and the command line's logging: `pipeparse.servers.logs` (re-exported here).
 
 Workers (``workers > 1``, `run_workers`) are `pipeparse.servers.workers`'s.
 """
@@ -50,7 +48,6 @@ import math
 import signal
 import socket
 import ssl
-import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any, Protocol
@@ -62,9 +59,10 @@ from pipeparse import Limits
 from . import tls
 from .admission import Admission, current_admission, using_admission
 from .config import ServerConfig
+from .logs import ACCESS_LOGGER, configure_logging, log_access
 from .protocol import Handler
 from .proxy import TrustedProxies
-from .sockets import listening_socket, unix_socket_owner
+from .sockets import accept_queued, listening_socket, unix_socket_owner
 
 __all__ = [
     "ACCESS_LOGGER",
@@ -86,8 +84,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("pipeparse.server")
-ACCESS_LOGGER = "pipeparse.access"
-_access = logging.getLogger(ACCESS_LOGGER)
 
 BACKLOG = 2048  # listen() backlog by default (`ServerConfig.backlog`; capped by somaxconn)
 ACCEPT_BACKOFF_MIN = 0.1  # seconds: first pause after an accept error ...
@@ -159,50 +155,6 @@ def current_shutdown() -> ShutdownSignal:
     """The `ShutdownSignal` of the server running this task (a never-set one outside servers)."""
     signal_ = _current_shutdown.get()
     return signal_ if signal_ is not None else ShutdownSignal()
-
-
-# --- access log -----------------------------------------------------------------------------
-
-
-def log_access(
-    client: tuple[str, int] | None, method: bytes, target: bytes, status: int, nbytes: int
-) -> None:
-    """Log one response on ``pipeparse.access``: ``HOST:PORT "METHOD TARGET" STATUS BYTES``.
-
-    Engines call it once per response, when ``config.access_log`` is true; `nbytes` is the
-    body size sent. It costs one level check when the logger is disabled.
-    """
-    if not _access.isEnabledFor(logging.INFO):
-        return
-    peer = f"{client[0]}:{client[1]}" if client else "-"
-    _access.info(
-        '%s "%s %s" %d %d',
-        peer,
-        method.decode("latin-1"),
-        target.decode("latin-1"),
-        status,
-        nbytes,
-    )
-
-
-def configure_logging(level: str, access_log: bool) -> None:
-    """Send the ``pipeparse.*`` loggers to stderr at `level` (the command line's setup).
-
-    With `access_log`, ``pipeparse.access`` logs at INFO whatever `level` is; without, it is
-    off. Calling it again replaces the handler it installed.
-    """
-    logger = logging.getLogger("pipeparse")
-    for handler in [h for h in logger.handlers if getattr(h, "_pipeparse", False)]:
-        logger.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s pipeparse[%(process)d] %(levelname)s: %(message)s")
-    )
-    handler._pipeparse = True  # type: ignore[attr-defined]
-    logger.addHandler(handler)
-    logger.setLevel(level.upper())
-    logger.propagate = False
-    _access.setLevel(logging.INFO if access_log else logging.CRITICAL + 1)
 
 
 # --- configuration --------------------------------------------------------------------------
@@ -507,26 +459,10 @@ def _take_queued(
     waiting: closing the listener would reset them (a stop while workers start, say)."""
     streams = []
     for listener in listeners:
-        if not isinstance(listener, trio.SocketListener):
-            continue
-        listening = listener.socket
-        # Plain non-blocking accepts on a duplicate descriptor: this runs as the accept loops
-        # are cancelled, where a trio accept would raise Cancelled instead.
-        try:
-            dup = socket.fromfd(listening.fileno(), listening.family, listening.type)
-        except OSError:  # already closed
-            continue
-        with dup:
-            dup.setblocking(False)
-            while True:
-                try:
-                    conn, _ = dup.accept()
-                except BlockingIOError:  # none left
-                    break
-                except OSError as exc:
-                    if exc.errno == errno.ECONNABORTED:  # that client gave up: the next one
-                        continue
-                    break  # out of descriptors, say: the rest are reset, as before
+        if isinstance(listener, trio.SocketListener):
+            # (plain accepts: this runs as the accept loops are cancelled, where a trio
+            # accept would raise Cancelled instead)
+            for conn in accept_queued(listener.socket):
                 streams.append(trio.SocketStream(trio.socket.from_stdlib_socket(conn)))
     if streams:
         log.info("shutdown: serving %d connection(s) that were already waiting", len(streams))

@@ -7,6 +7,7 @@ A Unix socket's file belongs to whoever bound it: `unix_socket_owner` removes it
 owner stops, and only if the path still names the socket it made (a successor may have bound
 the path again). A file already at the path is taken over only when it is a socket nobody
 answers on (a stale one left by a crash); a live socket or any other file is an error.
+`accept_queued` takes the connections waiting in a backlog, for a graceful stop (both loops).
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import os
 import socket
 import stat
 from collections.abc import Iterator
+from typing import Protocol
 
 from .config import ServerConfig
 
 __all__ = [
+    "accept_queued",
     "bind_unix_socket",
     "inherited_socket",
     "listening_socket",
@@ -113,3 +116,39 @@ def unix_socket_owner(sock: socket.socket) -> Iterator[None]:
         with contextlib.suppress(OSError):
             if os.stat(path).st_ino == inode:
                 os.unlink(path)
+
+
+class _Listening(Protocol):
+    """A listening socket, or trio's or asyncio's wrapper of one."""
+
+    @property
+    def family(self) -> int: ...
+
+    @property
+    def type(self) -> int: ...
+
+    def fileno(self) -> int: ...
+
+
+def accept_queued(listening: _Listening) -> list[socket.socket]:
+    """The connections waiting in `listening`'s backlog, accepted without waiting (a graceful
+    stop serves them: closing the listener would reset them)."""
+    # Non-blocking accepts on a duplicate descriptor, leaving the listener's own mode alone.
+    try:
+        dup = socket.fromfd(listening.fileno(), listening.family, listening.type)
+    except OSError:  # already closed
+        return []
+    conns = []
+    with dup:
+        dup.setblocking(False)
+        while True:
+            try:
+                conn, _ = dup.accept()
+            except BlockingIOError:  # none left
+                break
+            except OSError as exc:
+                if exc.errno == errno.ECONNABORTED:  # that client gave up: the next one
+                    continue
+                break  # out of descriptors, say: the rest are reset, as before
+            conns.append(conn)
+    return conns

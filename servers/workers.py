@@ -16,7 +16,8 @@ not reset. A child also holds the read end of a pipe from the parent: if the par
 pipe's EOF shuts the child down gracefully. The parent restarts a worker that exits while no
 shutdown was asked for (after a doubling pause when it lived less than a second), gives up when
 one fails to start (exit code 3: the app cannot be loaded, or its lifespan startup failed), and
-returns 0 once every child has exited after a signal.
+returns 0 once every child has exited after a signal. The supervisor runs on trio whatever the
+loop; a worker serves on ``config.loop`` (`asyncio_server.run_asyncio` on asyncio and uvloop).
 """
 
 from __future__ import annotations
@@ -319,6 +320,18 @@ def _worker_serve(payload: dict[str, Any], early_stop: _EarlyStop, status_fd: in
             log.error("worker %d cannot start: %s", payload["worker"], exc)
             return EXIT_STARTUP_FAILED
         try:
+            if config.loop != "trio":  # each worker serves on an asyncio (or uvloop) loop
+                from .asyncio_server import run_asyncio
+
+                return run_asyncio(
+                    app,
+                    config,
+                    config.loop,
+                    lambda server: _report(status_fd, b"r"),
+                    sock=sock,
+                    parent_fd=payload["parent_fd"],
+                    early_stop=lambda: early_stop.requested,
+                )
             with gc_threshold(config.gc_threshold):
                 _unwrap_run(
                     _run_until_signalled,

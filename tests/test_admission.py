@@ -25,6 +25,13 @@ from pipeparse.servers import listen
 from pipeparse.servers.admission import Admission
 from pipeparse.servers.config import ServerConfig
 from pipeparse.servers.listen import Server
+from tests.loop_servers import (
+    LOOPS,
+    LoopEvent,
+    parametrize_engine_loops,
+    parametrize_loops,
+    serving,
+)
 from tests.test_cli_serve import (
     SAFETY,
     WORKER_STARTED,
@@ -40,18 +47,21 @@ GET = "GET {} HTTP/1.1\r\nHost: t\r\n\r\n"
 
 
 class BlockingApp:
-    """``/block`` waits until `release` is set (`entered` tells it is waiting); anything else
-    answers at once."""
+    """``/block`` waits until `release` is set (`entered` tells one is waiting, `entered_twice`
+    two); anything else answers at once. It serves on any loop (`LoopEvent`)."""
 
     def __init__(self) -> None:
-        self.entered = trio.Event()
-        self.release = trio.Event()
+        self.entered = LoopEvent()
+        self.entered_twice = LoopEvent()
+        self.release = LoopEvent()
+        self.blocked = 0
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
         if scope["path"] == "/block":
-            self.entered.set()
+            self.blocked += 1
+            (self.entered if self.blocked == 1 else self.entered_twice).set()
             await self.release.wait()
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok " + scope["path"].encode()})
@@ -81,16 +91,13 @@ async def read_to_eof(stream: trio.SocketStream) -> bytes:
     return data
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-async def test_limit_concurrency_answers_503_then_recovers(engine: str) -> None:
+@parametrize_engine_loops
+async def test_limit_concurrency_answers_503_then_recovers(engine: str, loop: str) -> None:
     """Limit 3: one connection with a blocked request is a load of 2; a second connection's
     request would make 4, so it gets 503 and Connection: close. Once the blocked request is
     answered and the refused connection is gone, a new connection is served again."""
     app = BlockingApp()
-    async with trio.open_nursery() as nursery:
-        server: Server = await nursery.start(
-            partial(pipeparse.serve, app, port=0, engine=engine, limit_concurrency=3)
-        )
+    async with serving(loop, app, engine=engine, limit_concurrency=3) as server:
         first = await trio.open_tcp_stream("127.0.0.1", server.port)
         await first.send_all(GET.format("/block").encode())
         await app.entered.wait()
@@ -110,7 +117,7 @@ async def test_limit_concurrency_answers_503_then_recovers(engine: str) -> None:
             while b"ok /block" not in data:
                 data += await first.receive_some()
         assert data.startswith(b"HTTP/1.1 200 ")
-        await trio.testing.wait_all_tasks_blocked()  # the refused connections are closed
+        await server.settled(1)  # the refused connections are closed
 
         second = await trio.open_tcp_stream("127.0.0.1", server.port)
         answer = await ask(second, "/y")  # load: 2 connections + this request = 3
@@ -118,29 +125,25 @@ async def test_limit_concurrency_answers_503_then_recovers(engine: str) -> None:
         assert (await ask(first, "/z")).endswith(b"ok /z")  # keep-alive still works
         await first.aclose()
         await second.aclose()
-        server.shutdown()
 
 
-async def test_limit_concurrency_counts_the_requests_one_connection_pipelines() -> None:
+@parametrize_loops
+async def test_limit_concurrency_counts_the_requests_one_connection_pipelines(loop: str) -> None:
     """Limit 3, one connection pipelining four blocking GETs: two run (1 connection + 2 in
     flight = 3), the third is answered 503 after them, in order, and the fourth is never
     processed (the 503 closes the connection)."""
     app = BlockingApp()
-    async with trio.open_nursery() as nursery:
-        server: Server = await nursery.start(
-            partial(pipeparse.serve, app, port=0, limit_concurrency=3)
-        )
+    async with serving(loop, app, limit_concurrency=3) as server:
         stream = await trio.open_tcp_stream("127.0.0.1", server.port)
         await stream.send_all(b"".join(GET.format(f"/block?{i}").encode() for i in range(4)))
-        await app.entered.wait()
-        await trio.testing.wait_all_tasks_blocked()
+        await app.entered_twice.wait()
+        await server.settled(1)  # (trio: every task has settled)
         app.release.set()
         answer = await read_to_eof(stream)
         statuses = re.findall(rb"HTTP/1.1 (\d+) ", answer)
         assert statuses == [b"200", b"200", b"503"]
         assert answer.count(b"ok /block") == 2
         await stream.aclose()
-        server.shutdown()
 
 
 def test_admission_counts_connections_and_requests_in_flight() -> None:
@@ -167,14 +170,13 @@ def test_admission_asks_for_a_shutdown_once_at_the_request_limit() -> None:
     assert admission.admit() and stops == ["stop"]  # (requests already read are served)
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-async def test_limit_max_requests_shuts_a_single_process_down_gracefully(engine: str) -> None:
+@parametrize_engine_loops
+async def test_limit_max_requests_shuts_a_single_process_down_gracefully(
+    engine: str, loop: str
+) -> None:
     app = BlockingApp()
     with trio.fail_after(SAFETY):
-        async with trio.open_nursery() as nursery:
-            server: Server = await nursery.start(
-                partial(pipeparse.serve, app, port=0, engine=engine, limit_max_requests=3)
-            )
+        async with serving(loop, app, engine=engine, limit_max_requests=3) as server:
             stream = await trio.open_tcp_stream("127.0.0.1", server.port)
             assert (await ask(stream, "/1")).endswith(b"ok /1")
             assert (await ask(stream, "/2")).endswith(b"ok /2")
@@ -183,13 +185,15 @@ async def test_limit_max_requests_shuts_a_single_process_down_gracefully(engine:
             assert last.startswith(b"HTTP/1.1 200 ") and last.endswith(b"ok /3")
             assert await read_to_eof(stream) == b""  # then the idle connection is closed
             await stream.aclose()
-        # serve() returned by itself: the nursery is done without anyone cancelling it
+            await server.stopped()  # (asyncio: its thread ends without a shutdown from here)
+        # trio: serve() returned by itself, the nursery is done without anyone cancelling it
     assert server.closing
 
 
-def test_limit_max_requests_replaces_workers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop", ["trio", LOOPS[-1]])
+def test_limit_max_requests_replaces_workers(tmp_path: Path, loop: str) -> None:
     log: list[str] = []
-    command = serve_command("--workers=2", "--limit-max-requests=2")
+    command = serve_command("--workers=2", "--limit-max-requests=2", f"--loop={loop}")
     with started(command, cwd=tmp_path) as proc:
         port = int(listening(proc).group(2))
         pids = {int(wait_for(proc.stderr, WORKER_STARTED, log).group(1)) for _ in range(2)}

@@ -32,6 +32,7 @@ from pipeparse.servers.config import ServerConfig
 from pipeparse.servers.handlers import resolve_app
 from pipeparse.servers.listen import Server, ShutdownSignal, current_shutdown, serve_listeners
 from pipeparse.servers.protocol import Handler, ResponseSink
+from tests.loop_servers import parametrize_loops, serving
 
 # Engines the real-socket tests run with (the lead adds "pipeparse" when it is ready).
 ENGINES = ("pipeparse", "h11")
@@ -308,6 +309,36 @@ def test_log_access_writes_one_line_on_pipeparse_access(caplog: pytest.LogCaptur
         '127.0.0.1:5000 "GET /plaintext?a=1" 200 13',
         '- "POST /" 413 0',
     ]
+
+
+@parametrize_loops
+@pytest.mark.parametrize("interface", ["native", "asgi"])
+async def test_the_access_log_is_the_same_on_every_loop(
+    loop: str, interface: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Over a real socket: one line per response, the peer's address, the body bytes sent (none
+    for HEAD), and a protocol error's 400 as ``"- -"``."""
+    caplog.set_level(logging.INFO, logger=listen.ACCESS_LOGGER)
+    async with serving(loop, "plaintext", interface=interface, access_log=True) as server:
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        async with stream:
+            host, port = stream.socket.getsockname()[:2]
+            peer = f"{host}:{port}"
+            await stream.send_all(
+                b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n"
+                b"HEAD /plaintext HTTP/1.1\r\nHost: t\r\n\r\n"
+                b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n"
+                b"BAD\r\n\r\n"
+            )
+            while await stream.receive_some():
+                pass
+    lines = [r.getMessage() for r in caplog.records if r.name == listen.ACCESS_LOGGER]
+    assert lines[:3] == [
+        f'{peer} "GET /plaintext" 200 13',
+        f'{peer} "HEAD /plaintext" 200 0',
+        f'{peer} "GET /nope" 404 9',
+    ]
+    assert len(lines) == 4 and lines[3].startswith(f'{peer} "- -" 400 ')
 
 
 def test_configure_logging_sets_levels_and_does_not_stack_handlers() -> None:

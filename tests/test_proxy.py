@@ -4,18 +4,16 @@ and over a real socket (both engines)."""
 from __future__ import annotations
 
 import json
-from functools import partial
 from typing import Any
 
 import pytest
 import trio
 
-import pipeparse
 from pipeparse import HttpRequest, Response, native
 from pipeparse.servers.config import ServerConfig
 from pipeparse.servers.handlers import resolve_app
-from pipeparse.servers.listen import Server
 from pipeparse.servers.proxy import TrustedProxies, forwarded_client, parse_host_port
+from tests.loop_servers import parametrize_engine_loops, serving
 from tests.server_harness import RecordingSink, make_request, parse_responses, receive_all
 
 LOCAL = TrustedProxies.parse("127.0.0.1")
@@ -293,19 +291,10 @@ async def _echo_scope(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-@pytest.mark.parametrize("engine", ["pipeparse", "h11"])
-async def test_proxy_headers_over_a_socket_pipelined(engine: str) -> None:
-    async with trio.open_nursery() as nursery:
-        server: Server = await nursery.start(
-            partial(
-                pipeparse.serve,
-                _echo_scope,
-                port=0,
-                engine=engine,
-                proxy_headers=True,
-                root_path="/api",
-            )
-        )
+@parametrize_engine_loops
+async def test_proxy_headers_over_a_socket_pipelined(engine: str, loop: str) -> None:
+    settings = {"engine": engine, "proxy_headers": True, "root_path": "/api"}
+    async with serving(loop, _echo_scope, **settings) as server:
         stream = await trio.open_tcp_stream("127.0.0.1", server.port)
         async with stream:
             await stream.send_all(
@@ -315,7 +304,6 @@ async def test_proxy_headers_over_a_socket_pipelined(engine: str) -> None:
                 b"GET /z HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
             )
             responses = parse_responses(await receive_all(stream))
-        server.shutdown()
     bodies = [json.loads(r.body) for r in responses]
     assert [r.status for r in responses] == [200, 200, 200]
     assert bodies[0] == {

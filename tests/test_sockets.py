@@ -10,17 +10,15 @@ import signal
 import socket
 import subprocess
 import sys
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-import pipeparse
 from pipeparse.servers import sockets
 from pipeparse.servers.config import ServerConfig
-from pipeparse.servers.listen import Server
+from tests.loop_servers import LOOPS, parametrize_engine_loops, parametrize_loops, serving
 from tests.server_harness import parse_responses, receive_all
 from tests.test_cli_serve import SAFETY, read_line, started
 
@@ -45,76 +43,73 @@ def sock_path(tmp_path: Path) -> str:
     return str(tmp_path / "pp.sock")
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-async def test_serves_pipelined_requests_on_a_unix_socket(engine: str, sock_path: str) -> None:
-    async with trio.open_nursery() as nursery:
-        server: Server = await nursery.start(
-            partial(pipeparse.serve, _scope_app, uds=sock_path, engine=engine)
-        )
+@parametrize_engine_loops
+async def test_serves_pipelined_requests_on_a_unix_socket(
+    engine: str, loop: str, sock_path: str
+) -> None:
+    async with serving(loop, _scope_app, uds=sock_path, engine=engine) as server:
         assert server.url == f"unix:{sock_path}" and server.uds == sock_path
         assert os.path.exists(sock_path)
         stream = await trio.open_unix_socket(sock_path)
         async with stream:
             await stream.send_all(PIPELINED)
             responses = parse_responses(await receive_all(stream))
-        server.shutdown()
     assert [r.status for r in responses] == [200, 200, 200]
     assert json.loads(responses[0].body) == {"client": None, "server": None}  # as uvicorn
     assert not os.path.exists(sock_path)  # removed on shutdown
 
 
-async def test_a_stale_socket_file_is_replaced(sock_path: str) -> None:
+@parametrize_loops
+async def test_a_stale_socket_file_is_replaced(sock_path: str, loop: str) -> None:
     dead = socket.socket(socket.AF_UNIX)
     dead.bind(sock_path)  # a file nobody listens on: what a crashed server leaves
     dead.close()
-    async with trio.open_nursery() as nursery:
-        server: Server = await nursery.start(partial(pipeparse.serve, "plaintext", uds=sock_path))
+    async with serving(loop, "plaintext", uds=sock_path):
         stream = await trio.open_unix_socket(sock_path)
         async with stream:
             await stream.send_all(
                 b"GET /plaintext HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
             )
             assert (await receive_all(stream)).endswith(b"Hello, World!")
-        server.shutdown()
 
 
-async def test_a_live_socket_or_another_file_is_not_taken(sock_path: str) -> None:
+@parametrize_loops
+async def test_a_live_socket_or_another_file_is_not_taken(sock_path: str, loop: str) -> None:
     with socket.socket(socket.AF_UNIX) as live:
         live.bind(sock_path)
         live.listen()
         with pytest.raises(OSError, match="another server listens there"):
-            await pipeparse.serve("plaintext", uds=sock_path)
+            async with serving(loop, "plaintext", uds=sock_path):
+                pass
     os.unlink(sock_path)
     Path(sock_path).write_text("precious")
     with pytest.raises(OSError, match="not a socket"):
-        await pipeparse.serve("plaintext", uds=sock_path)
+        async with serving(loop, "plaintext", uds=sock_path):
+            pass
     assert Path(sock_path).read_text() == "precious"
 
 
-async def test_the_socket_file_is_left_alone_when_replaced_meanwhile(sock_path: str) -> None:
-    async with trio.open_nursery() as nursery:
-        server: Server = await nursery.start(partial(pipeparse.serve, "plaintext", uds=sock_path))
+@parametrize_loops
+async def test_the_socket_file_is_left_alone_when_replaced_meanwhile(
+    sock_path: str, loop: str
+) -> None:
+    async with serving(loop, "plaintext", uds=sock_path):
         os.unlink(sock_path)
         Path(sock_path).write_text("a successor's")
-        server.shutdown()
     assert Path(sock_path).read_text() == "a successor's"
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-async def test_serves_on_an_inherited_listening_socket(engine: str) -> None:
+@parametrize_engine_loops
+async def test_serves_on_an_inherited_listening_socket(engine: str, loop: str) -> None:
     listening = socket.create_server(("127.0.0.1", 0))
     port = listening.getsockname()[1]
     fd = listening.detach()
-    async with trio.open_nursery() as nursery:
-        server: Server = await nursery.start(
-            partial(pipeparse.serve, _scope_app, fd=fd, engine=engine)
-        )
+    async with serving(loop, _scope_app, fd=fd, engine=engine) as server:
         assert server.port == port
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with stream:
             await stream.send_all(PIPELINED)
             responses = parse_responses(await receive_all(stream))
-        server.shutdown()
     assert [r.status for r in responses] == [200, 200, 200]
     assert json.loads(responses[2].body)["server"] == ["127.0.0.1", port]
 
@@ -156,8 +151,10 @@ def _get_unix(path: str) -> bytes:
     return response
 
 
-def test_cli_uds_with_workers(sock_path: str) -> None:
+@pytest.mark.parametrize("loop", LOOPS)
+def test_cli_uds_with_workers(sock_path: str, loop: str) -> None:
     argv = [sys.executable, "-m", "pipeparse.cli", "serve", f"--uds={sock_path}", "--workers=2"]
+    argv.append(f"--loop={loop}")
     with started(argv) as proc:
         line = read_line(proc.stdout, [])
         match = LISTENING_UNIX.fullmatch(line)
@@ -169,11 +166,13 @@ def test_cli_uds_with_workers(sock_path: str) -> None:
     assert not os.path.exists(sock_path)
 
 
-def test_cli_fd_with_workers() -> None:
+@pytest.mark.parametrize("loop", LOOPS)
+def test_cli_fd_with_workers(loop: str) -> None:
     listening = socket.create_server(("127.0.0.1", 0))
     port = listening.getsockname()[1]
     fd = listening.fileno()
     argv = [sys.executable, "-m", "pipeparse.cli", "serve", f"--fd={fd}", "--workers=2"]
+    argv.append(f"--loop={loop}")
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(fd,))
     try:
         listening.close()  # the server holds its own copy now

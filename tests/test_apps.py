@@ -216,8 +216,7 @@ async def test_builtin_apps_support_lifespan(app: object) -> None:
     assert resolve_app(app).interface == "native"  # auto prefers native
 
 
-@pytest.mark.parametrize("app", list(BUILTIN_APPS.values()))
-async def test_builtin_apps_refuse_websockets(app: Any) -> None:
+async def test_plaintext_refuses_websockets() -> None:
     async def receive() -> dict[str, Any]:
         raise AssertionError("not reached")  # pragma: no cover
 
@@ -225,7 +224,30 @@ async def test_builtin_apps_refuse_websockets(app: Any) -> None:
         raise AssertionError("not reached")  # pragma: no cover
 
     with pytest.raises(RuntimeError, match="HTTP only"):
-        await app({"type": "websocket"}, receive, send)
+        await plaintext({"type": "websocket"}, receive, send)
+
+
+async def test_echo_echoes_websocket_messages() -> None:
+    incoming: list[dict[str, Any]] = [
+        {"type": "websocket.connect"},
+        {"type": "websocket.receive", "text": "hi"},
+        {"type": "websocket.receive", "bytes": b"\x00"},
+        {"type": "websocket.disconnect", "code": 1000},
+    ]
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    await echo({"type": "websocket"}, receive, send)
+    assert sent == [
+        {"type": "websocket.accept"},
+        {"type": "websocket.send", "text": "hi"},
+        {"type": "websocket.send", "bytes": b"\x00"},
+    ]
 
 
 # --- load_app -------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import base64
 import queue
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
@@ -35,6 +35,8 @@ from pipeparse.servers.websocket import (
     WebSocketSession,
     handshake_problem,
 )
+from tests import loop_servers
+from tests.loop_servers import parametrize_loops
 from tests.server_harness import parse_responses
 from tests.test_cli_serve import parse
 from tests.test_tls import Certs, certs_fixture  # noqa: F401  (the "certs" fixture)
@@ -307,53 +309,34 @@ def test_the_app_closes_and_the_server_sends_and_pings() -> None:
 
 # -- real servers: trio (both engines' API) and asyncio ----------------------------------------
 
-LOOPS = ["trio", "asyncio"]
-
-
 @contextmanager
 def serving(app: Any, loop: str, **options: Any) -> Iterator[int]:
-    """Run a pipeparse server for `app` on `loop` in a thread; yield its port."""
+    """`loop_servers.serving` for these tests, whose clients block (the `websockets` sync
+    client, plain sockets): the server runs in a trio thread of its own; yields its port."""
     ports: queue.Queue[int | BaseException] = queue.Queue()
-    stop: Callable[[], object] | None = None
+    stop = threading.Event()
 
-    def run_trio() -> None:
-        async def main() -> None:
-            nonlocal stop
-            async with trio.open_nursery() as nursery:
-                server = await nursery.start(partial(pipeparse.serve, app, port=0, **options))
-                token = trio.lowlevel.current_trio_token()
-                stop = partial(token.run_sync_soon, server.shutdown)
-                ports.put(server.port)
-
-        trio.run(main)
-
-    def run_asyncio() -> None:
-        async def main() -> None:
-            nonlocal stop
-            server = await pipeparse.start_asyncio_server(app, port=0, **options)
-            stop = partial(asyncio.get_running_loop().call_soon_threadsafe, server.shutdown)
-            ports.put(server.port)
-            await server.wait_closed()
-
-        asyncio.run(main())
+    async def main() -> None:
+        async with loop_servers.serving(loop, app, **options) as served:
+            ports.put(served.port)
+            await trio.to_thread.run_sync(stop.wait)
 
     def run() -> None:
         try:
-            run_trio() if loop == "trio" else run_asyncio()
-        except BaseException as exc:  # pragma: no cover (reported to the test below)
+            trio.run(main)
+        except BaseException as exc:  # (a failed start: raised in the test below)
             ports.put(exc)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    port = ports.get(timeout=30)
+    port = ports.get(timeout=loop_servers.SAFETY)
     if isinstance(port, BaseException):
         raise port
     try:
         yield port
     finally:
-        assert stop is not None
-        stop()
-        thread.join(30)
+        stop.set()
+        thread.join(loop_servers.SAFETY)
         assert not thread.is_alive(), "the server did not stop"
 
 
@@ -387,7 +370,7 @@ async def echo(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "websocket.send", **{k: message.get(k) for k in ("text", "bytes")}})
 
 
-@pytest.mark.parametrize("loop", LOOPS)
+@parametrize_loops
 def test_echo_with_the_websockets_client(loop: str) -> None:
     with serving(echo, loop, interface="asgi", root_path="/app") as port:
         url = f"ws://127.0.0.1:{port}/ws?q=1"
@@ -405,7 +388,7 @@ def test_echo_with_the_websockets_client(loop: str) -> None:
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 4001
 
 
-@pytest.mark.parametrize("loop", LOOPS)
+@parametrize_loops
 def test_refusal_failure_and_limits(loop: str) -> None:
     with serving(echo, loop, interface="asgi", ws_max_size=1000) as port:
         with pytest.raises(InvalidStatus) as refused:
@@ -446,7 +429,7 @@ def _raw(port: int, data: bytes, reply_to_close: bool = False) -> bytes:
     return received
 
 
-@pytest.mark.parametrize("loop", LOOPS)
+@parametrize_loops
 def test_pipelined_requests_before_the_upgrade_are_answered_first(loop: str) -> None:
     events: list[str] = []
 
@@ -472,7 +455,7 @@ def test_pipelined_requests_before_the_upgrade_are_answered_first(loop: str) -> 
     assert text.data == http_like and close.code == 4001
 
 
-@pytest.mark.parametrize("loop", LOOPS)
+@parametrize_loops
 @pytest.mark.parametrize(
     ("lines", "status"),
     [
@@ -489,14 +472,14 @@ def test_a_malformed_handshake_is_answered_and_nothing_after_it(
     assert [r.status for r in parse_responses(data)] == [200, status]
 
 
-@pytest.mark.parametrize("loop", LOOPS)
+@parametrize_loops
 def test_ws_none_serves_upgrade_requests_as_http(loop: str) -> None:
     with serving(echo, loop, interface="asgi", ws="none") as port:
         data = _raw(port, get("/a") + upgrade() + get("/b", "Connection: close\r\n"))
     assert [r.body for r in parse_responses(data)] == [b"/a", b"/ws", b"/b"]
 
 
-@pytest.mark.parametrize("loop", LOOPS)
+@parametrize_loops
 def test_shutdown_closes_with_1012(loop: str) -> None:
     server = serving(echo, loop, interface="asgi")
     port = server.__enter__()
@@ -520,7 +503,7 @@ def test_starlette_websocket_route() -> None:
             await websocket.send_text(text.upper())
 
     app = Starlette(routes=[WebSocketRoute("/shout", shout)])
-    for loop in LOOPS:
+    for loop in loop_servers.LOOPS:
         with serving(app, loop) as port:
             with connect(f"ws://127.0.0.1:{port}/shout", open_timeout=10) as ws:
                 ws.send("quiet")
@@ -584,7 +567,7 @@ async def test_the_h11_engine_serves_upgrade_requests_as_http() -> None:
     assert [r.body for r in parse_responses(data)] == [b"/ws", b"/b"]
 
 
-@pytest.mark.parametrize("loop", LOOPS)
+@parametrize_loops
 def test_wss_over_tls(loop: str, certs: Certs) -> None:
     tls = {"ssl_certfile": certs.certfile, "ssl_keyfile": certs.keyfile}
     with (

@@ -232,7 +232,7 @@ class SeekReceiver:
         if capacity < (n + 1) * size:
             raise ValueError(f"capacity {capacity} cannot hold {n + 1} messages of {size} bytes")
         self.n, self.size, self.chunk = n, size, chunk
-        self.buf = SeekableBuffer(capacity)
+        self.buf = SeekableBuffer(capacity, min_block=capacity)  # allocated now, as the others
 
     def receive(self, sock: RecvIntoSocket, count: int, sink: Sink) -> None:
         n, size, chunk, buf = self.n, self.size, self.chunk, self.buf

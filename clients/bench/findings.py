@@ -147,9 +147,12 @@ def wall_findings(rows: Rows) -> list[Row]:
     last = max(mine, key=lambda r: r["connections"])
     text = (
         f"depth 16, instant ASGI handler: pipeparse reaches {_num(wall['rps'])} rps at "
-        f"{wall['connections']} connections (p99 {_num(wall['p99_ms'])} ms), within "
-        f"{100 * (1 - WALL_SHARE):.0f}% of its peak of {_num(peak['rps'])}"
+        f"{wall['connections']} connections (p99 {_num(wall['p99_ms'])} ms), "
     )
+    if wall is peak:
+        text += "its peak"
+    else:
+        text += f"within {100 * (1 - WALL_SHARE):.0f}% of its peak of {_num(peak['rps'])}"
     if last["connections"] > wall["connections"]:
         text += (
             f"; more connections add latency, not throughput (p99 {_num(last['p99_ms'])} ms at "
@@ -255,9 +258,10 @@ def _seek_receiver(rows: Rows, key: str, what: str) -> list[Row]:
     text += f"; it loses at {len(losing)} of {len(rows)} points"
     if lose_all:
         text += ", at every N for " + ", ".join(_size(s) for s in lose_all)
-    text += "; it gains at every N for " + (
-        ", ".join(_size(s) for s in gain_all) if gain_all else "no size"
-    )
+    if gain_all:
+        text += "; it gains at every N for " + ", ".join(_size(s) for s in gain_all)
+    else:
+        text += "; at no size does it gain at every N"
     return [_line("seek", text)]
 
 

@@ -340,23 +340,26 @@ class SeekableBuffer:
             raise ValueError("offset and n must not be negative")
         start = self._head + offset
         end = start + n
-        holes = self._holes
-        if (
-            offset
-            and n
-            and end <= self._tail
-            and start >= self._seg_abs[-1]
-            and (not holes or holes[-1][1] <= start)
-        ):
+        if offset and n and end <= self._tail:
             # The common case (a receiver taking a message ahead of the ones it skips): past
             # every hole, in the newest segment. The new hole goes last, or extends the last.
-            self._held_in_holes += n
-            if holes and holes[-1][1] == start:
-                holes[-1][1] = end
-            else:
+            # With no hole at all the head is in the newest segment (a segment boundary is a
+            # hole's end at the last repack; the head only passes a hole by reaching its end).
+            holes = self._holes
+            if not holes:
+                self._held_in_holes += n
                 holes.append([start, end])
-            d = self._delta
-            return self._mv[start - d : end - d]
+                d = self._delta
+                return self._mv[start - d : end - d]
+            last = holes[-1]
+            if last[1] <= start and start >= self._seg_abs[-1]:
+                self._held_in_holes += n
+                if last[1] == start:
+                    last[1] = end
+                else:
+                    holes.append([start, end])
+                d = self._delta
+                return self._mv[start - d : end - d]
         return self.take(start, end)
 
     def peek(self, offset: int, n: int) -> memoryview:
@@ -371,20 +374,21 @@ class SeekableBuffer:
             raise ValueError("n must not be negative")
         a = self._head
         e = a + n
-        if e > self._tail:
-            e = self._tail
+        tail = self._tail
+        if e > tail:
+            e = tail
         holes = self._holes
-        if a >= self._seg_abs[-1] and (not holes or holes[0][0] >= e):
-            # The common case: no hole in the way, all in the newest segment. The head moves
-            # to `e`, and over the hole that starts there, if any (holes coalesce: one at most).
+        if not holes or (holes[0][0] >= e and a >= self._seg_abs[-1]):
+            # The common case: no hole in the way, all in the newest segment (with no hole at
+            # all, the head always is: see seek_recv). The head moves to `e`, and over the
+            # hole that starts there, if any (holes coalesce: one at most).
             d = self._delta
             view = self._mv[a - d : e - d]
             if holes and holes[0][0] == e:
-                hs, he = holes.pop(0)
-                self._held_in_holes -= he - hs
-                e = he
+                hs, e = holes.pop(0)
+                self._held_in_holes -= e - hs
             self._head = e
-            if e == self._tail:
+            if e == tail:
                 self._after_head_moved()
             return view
         parts: list[memoryview] = []

@@ -397,7 +397,9 @@ def test_random_operations_match_a_model(
     views: list[tuple[memoryview, bytes]] = []
     counter = 0
     for _ in range(data.draw(st.integers(1, 40))):
-        op = data.draw(st.sampled_from(["feed", "feed", "take", "recv", "peek", "drop", "trim"]))
+        op = data.draw(
+            st.sampled_from(["feed", "feed", "take", "seek", "recv", "peek", "drop", "trim"])
+        )
         runs = model.held_runs()
         if op == "feed":
             n = data.draw(st.integers(1, capacity))
@@ -410,13 +412,16 @@ def test_random_operations_match_a_model(
                 buf.feed(chunk)
                 model.data += chunk
                 model.taken += [False] * n
-        elif op in ("take", "peek") and runs:
+        elif op in ("take", "seek", "peek") and runs:
             s, e = data.draw(st.sampled_from(runs))
             a = data.draw(st.integers(s, e))
             b = data.draw(st.integers(a, e))
             expected = bytes(model.data[a:b])
             if op == "take":
                 view = buf.take(a, b)
+                model.taken[a:b] = [True] * (b - a)
+            elif op == "seek":  # the paper's call: offset and length from the head
+                view = buf.seek_recv(a - model.head, b - a)
                 model.taken[a:b] = [True] * (b - a)
             else:
                 view = buf.peek(a - model.head, b - a)

@@ -3,7 +3,8 @@
 Strategy: each section lives in its own module (`parsebench`, `bench_seek`, `bench_server`) and
 returns rows; this module only orders the sections, shows progress, prints each section's table
 as it finishes, rewrites ``DIR/results.json`` after every section (so an interrupted run keeps
-what it measured), draws the plots (`bench_plot`) and prints the targets read off the rows.
+what it measured), draws the plots (`bench_plot`) and ends with the findings read off the
+rows (`bench_findings`).
 A section that cannot run here (a missing module, a server that won't start) is recorded under
 ``skipped`` with the reason, and the exit status is 1.
 """
@@ -14,7 +15,7 @@ import argparse
 import sys
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from pipeparse.clients.bench.connections import (
     connection_steps,
     run_connections_bench,
 )
+from pipeparse.clients.bench.findings import findings, format_findings
 from pipeparse.clients.bench.plot import have_matplotlib, plot_all
 from pipeparse.clients.bench.procs import machine_info
 from pipeparse.clients.bench.report import Progress, format_table, make_progress, write_results
@@ -37,7 +39,7 @@ from pipeparse.clients.bench.server import (
 )
 from pipeparse.clients.bench.stats import Row
 
-__all__ = ["SECTIONS", "add_arguments", "run", "targets"]
+__all__ = ["SECTIONS", "add_arguments", "run"]
 
 SECTIONS = ("parse", "seek", "server", "wall", "batching", "connections")
 DEFAULT_OUT = "bench-out"
@@ -215,93 +217,6 @@ RUNNERS: dict[str, Runner] = {
 }
 
 
-# -- targets -------------------------------------------------------------------------------
-
-
-def _rps(rows: Sequence[Mapping[str, Any]], **match: Any) -> float | None:
-    for r in rows:
-        if all(r.get(k) == v for k, v in match.items()):
-            return float(r["rps"])
-    return None
-
-
-# Against peers (ASGI only): (handler, depth, pipeparse's interface, peer, goal).
-PEER_TARGETS: tuple[tuple[str, int, str, str, float], ...] = (
-    ("instant", 1, "native", "uvicorn", 1.2),
-    ("instant", 1, "asgi", "uvicorn", 1.0),
-    ("instant", 16, "asgi", "granian-flush", 1.1),
-)
-
-
-def _target(name: str, ratio: float, goal: float) -> Row:
-    return {"target": name, "value": round(ratio, 3), "goal": f">= {goal:g}", "met": ratio >= goal}
-
-
-def targets(sections: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[Row]:
-    """The issue's targets, read off the rows: name, measured value, goal, met."""
-    out: list[Row] = []
-    server = sections.get("server") or []
-    for handler, goal in (("instant", 20.0), ("sleep10ms", 12.0)):
-        for interface in ("native", "asgi"):
-            pp = _rps(server, engine="pipeparse", handler=handler, depth=16, interface=interface)
-            h11 = _rps(server, engine="h11", handler=handler, depth=16, interface=interface)
-            if pp is None or not h11:
-                continue
-            name = f"server {handler} depth 16 {interface}: pipeparse/h11"
-            out.append(_target(name, pp / h11, goal))
-    for handler, depth, interface, peer, goal in PEER_TARGETS:
-        pp = _rps(server, engine="pipeparse", handler=handler, depth=depth, interface=interface)
-        other = _rps(server, engine=peer, handler=handler, depth=depth, interface="asgi")
-        if pp is None or not other:
-            continue
-        name = f"server {handler} depth {depth} {interface}: pipeparse/{peer} (asgi)"
-        out.append(_target(name, pp / other, goal))
-    for r in sections.get("connections") or []:
-        if r["measure"] == "idle rss" and r["server"] == "pipeparse":
-            per = r["kib_per_connection"]
-            out.append(
-                {
-                    "target": f"connections: RSS per idle connection at {r['connections']}",
-                    "value": per,
-                    "goal": "<= 16 KiB (at 10,000)",
-                    "met": per <= 16,
-                }
-            )
-        elif r["measure"] == "buffer growing" and r["rps_vs_fixed"] is not None:
-            out.append(
-                {
-                    "target": "connections: depth 16 x64, growing / fixed 256K buffer rps",
-                    "value": r["rps_vs_fixed"],
-                    "goal": "within noise of 1.0",
-                    "met": r["rps_vs_fixed"] >= 0.95,
-                }
-            )
-    seek = sections.get("seek") or []
-    for key, what in (("reduction_pct", "user-space"), ("kernel_reduction_pct", "kernel")):
-        rows = [r for r in seek if key in r]
-        if not rows:
-            continue
-        best = max(rows, key=lambda r: r[key])
-        losing = [r for r in rows if r[key] < 0]
-        out.append(
-            {
-                "target": f"seek {what}: best reduction (n={best['n']}, size={best['size']})",
-                "value": best[key],
-                "goal": ">= 40",
-                "met": best[key] >= 40,
-            }
-        )
-        out.append(
-            {
-                "target": f"seek {what}: points where seeking loses",
-                "value": f"{len(losing)} of {len(rows)}",
-                "goal": "shown",
-                "met": True,
-            }
-        )
-    return out
-
-
 # -- the command ---------------------------------------------------------------------------
 
 
@@ -380,7 +295,7 @@ def run(args: argparse.Namespace) -> int:
             write_results(results_path, machine, sections, settings, skipped, warnings)
     finally:
         progress.close()
-    found = targets(sections)
+    found = findings(sections, skipped)
     write_results(results_path, machine, sections, settings, skipped, warnings, found)
     lines = [f"\nbench: {time.monotonic() - t0:.1f} s in all; results in {results_path}"]
     if args.plots and sections:
@@ -390,7 +305,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             lines.append("bench: matplotlib is not installed (pip install '.[plot]'): no plots")
     if found:
-        lines.append("\n## targets\n\n" + format_table(found))
+        lines.append("\n## findings\n\n" + format_findings(found))
     for w in warnings[:MAX_WARNINGS_SHOWN]:
         lines.append(f"bench: warning: {w}")
     if len(warnings) > MAX_WARNINGS_SHOWN:

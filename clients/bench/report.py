@@ -4,7 +4,7 @@ Strategy: progress goes to a `rich` progress bar when stdout is a terminal and r
 importable, otherwise to one plain line per step on stderr, so a piped run stays readable.
 Tables are printed as Markdown (pipes), the same text the README's Results section carries, and
 need no dependency. `results.json` holds the machine, the run's settings, the rows of every
-section, and why any section was skipped.
+section, why any section was skipped, and the findings read off the rows.
 """
 
 from __future__ import annotations
@@ -170,17 +170,18 @@ def write_results(
     settings: Mapping[str, Any],
     skipped: Mapping[str, str],
     warnings: Sequence[str] = (),
-    targets: Sequence[Mapping[str, Any]] = (),
+    findings: Sequence[Mapping[str, Any]] = (),
 ) -> None:
     """Write `results.json`: ``{"machine", "settings", "sections", "skipped", "warnings",
-    "targets"}``; `sections` maps each section's name to its rows."""
+    "findings"}``; `sections` maps each section's name to its rows, `findings` are the
+    run's headline lines (`bench_findings`)."""
     doc = {
         "machine": dict(machine),
         "settings": dict(settings),
         "sections": {name: list(rows) for name, rows in sections.items()},
         "skipped": dict(skipped),
         "warnings": list(warnings),
-        "targets": [dict(t) for t in targets],
+        "findings": [dict(f) for f in findings],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")

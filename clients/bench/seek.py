@@ -232,21 +232,25 @@ class SeekReceiver:
         if capacity < (n + 1) * size:
             raise ValueError(f"capacity {capacity} cannot hold {n + 1} messages of {size} bytes")
         self.n, self.size, self.chunk = n, size, chunk
-        self.buf = SeekableBuffer(capacity)
+        self.buf = SeekableBuffer(capacity, min_block=capacity)  # allocated now, as the others
 
     def receive(self, sock: RecvIntoSocket, count: int, sink: Sink) -> None:
         n, size, chunk, buf = self.n, self.size, self.chunk, self.buf
+        recv, recv_into, seek_recv = buf.recv, buf.recv_into, buf.seek_recv
         done = 0
+        held = len(buf)  # kept here: a group takes exactly what it counts
         while done < count:
             g = min(n + 1, count - done)
             need = g * size
-            while len(buf) < need:
-                got = buf.recv_into(sock, min(buf.writable(), chunk))
+            while held < need:
+                got = recv_into(sock, chunk)  # at most what is writable
                 if not got:
                     raise EOFError(f"stream ended after {done} of {count} messages")
-            sink(buf.seek_recv((g - 1) * size, size))
+                held += got
+            sink(seek_recv((g - 1) * size, size))
             for _ in range(g - 1):
-                sink(buf.recv(size))
+                sink(recv(size))
+            held -= need
             done += g
 
 

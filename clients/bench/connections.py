@@ -11,7 +11,7 @@ Strategy
   count: RSS, and its growth since before the first connection, per connection.
 - Throughput: pipeparse with its growing buffers against the same server with
   ``--fixed-buffer`` (the whole 256 KiB up front, as before), side by side, 64 connections at
-  depth 16, instant handler (`bench_server.side_by_side`: repeats in turn, medians).
+  depth 16, instant handler (`server.side_by_side`: repeats in turn, medians).
 """
 
 from __future__ import annotations
@@ -69,8 +69,9 @@ def idle_specs(settings: ConnectionSettings) -> list[ServerSpec]:
         if importlib.util.find_spec(loop) is not None:  # (uvloop is an extra)
             specs.append(ServerSpec("pipeparse", "native", "plaintext", (*idle, "--loop", loop)))
     for peer in settings.peers:
-        flag = "--timeout-keep-alive" if peer == "uvicorn" else "--keep-alive"  # hypercorn
-        extra = (flag, IDLE_SECONDS)
+        # Each peer's idle keep-alive timeout (granian has none to set: it keeps them open).
+        flag = {"uvicorn": "--timeout-keep-alive", "hypercorn": "--keep-alive"}.get(peer)
+        extra = (flag, IDLE_SECONDS) if flag else ()
         specs.append(ServerSpec(peer, "asgi", "plaintext", extra))
     return specs
 

@@ -1,10 +1,10 @@
 """`pipeparse bench`: the project's benchmark, one section at a time.
 
-Strategy: each section lives in its own module (`parsebench`, `bench_seek`, `bench_server`) and
-returns rows; this module only orders the sections, shows progress, prints each section's table
-as it finishes, rewrites ``DIR/results.json`` after every section (so an interrupted run keeps
-what it measured), draws the plots (`bench_plot`) and ends with the findings read off the
-rows (`bench_findings`).
+Strategy: each section lives in its own module of `pipeparse.clients.bench` (`parse`, `seek`,
+`server`, `connections`) and returns rows; this module only orders the sections, shows
+progress, prints each section's table as it finishes, rewrites ``DIR/results.json`` after every
+section (so an interrupted run keeps what it measured), draws the plots (`plot`) and ends with
+the findings read off the rows (`findings`).
 A section that cannot run here (a missing module, a server that won't start) is recorded under
 ``skipped`` with the reason, and the exit status is 1.
 """

@@ -364,23 +364,36 @@ def fake_servers(monkeypatch: pytest.MonkeyPatch) -> list[ServerSpec]:
     return started
 
 
-SERVER_KEYS = {"engine", "interface", "handler", "depth", "connections", "rps", "p50_ms", "p99_ms"}
+SERVER_KEYS = {
+    "engine",
+    "loop",
+    "interface",
+    "handler",
+    "depth",
+    "connections",
+    "rps",
+    "p50_ms",
+    "p99_ms",
+}
 
 
 def test_server_section_rows(fake_servers: list[ServerSpec]) -> None:
-    settings = ServerSettings(repeats=1, peers=("uvicorn",))
+    settings = ServerSettings(repeats=1, peers=("uvicorn",), loops=("uvloop",))
     rows = bench_server.run_server_bench(settings, [])
     assert all(set(r) == SERVER_KEYS for r in rows)
     assert {r["handler"] for r in rows} == {"instant", "sleep1ms", "sleep10ms"}
     assert {r["depth"] for r in rows} == {1, 4, 16}
-    assert {(r["engine"], r["interface"]) for r in rows} == {
-        ("pipeparse", "native"),
-        ("h11", "native"),
-        ("pipeparse", "asgi"),
-        ("h11", "asgi"),
-        ("uvicorn", "asgi"),
+    assert {(r["engine"], r["loop"], r["interface"]) for r in rows} == {
+        ("pipeparse", "trio", "native"),
+        ("h11", "trio", "native"),
+        ("pipeparse", "trio", "asgi"),
+        ("h11", "trio", "asgi"),
+        ("pipeparse", "uvloop", "native"),
+        ("pipeparse", "uvloop", "asgi"),
+        ("uvicorn", "uvloop", "asgi"),
     }
-    assert len(rows) == 3 * 3 * 5
+    assert len(rows) == 3 * 3 * 7
+    assert ("--loop", "uvloop") in {s.extra for s in fake_servers}
 
 
 def test_quick_server_grid_keeps_the_targets(fake_servers: list[ServerSpec]) -> None:

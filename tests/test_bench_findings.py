@@ -66,6 +66,22 @@ def test_server_findings_compare_depths_engines_and_peers() -> None:
     ]
 
 
+def test_server_findings_compare_pipeparses_loops_and_keep_trio_for_the_rest() -> None:
+    on_uvloop = [
+        {**_server("pipeparse", "instant", 16, 60_000.0), "loop": "uvloop"},
+        {**_server("pipeparse", "instant", 1, 12_000.0), "loop": "uvloop"},
+    ]
+    texts = _texts(server_findings(on_uvloop + SERVER))  # (its rows first: trio's still count)
+    assert texts[0].startswith("pipelining, one connection, instant native handler: pipeparse "
+                               "at depth 16 serves 48,000 rps")
+    assert texts[4:6] == [
+        "pipeparse's loops, instant native handlers, depth 16: trio 48,000 rps; uvloop 60,000 "
+        "(1.25x)",
+        "pipeparse's loops, instant native handlers, depth 1: trio 6,000 rps; uvloop 12,000 "
+        "(2.00x)",
+    ]
+
+
 def test_server_findings_leave_out_what_was_not_measured() -> None:
     # An ASGI-only grid without depth 1: no pipelining line, comparisons on ASGI, no peers.
     rows = [

@@ -82,8 +82,8 @@ def connection_steps(settings: ConnectionSettings) -> int:
 
 def server_name(spec: ServerSpec) -> str:
     """``pipeparse`` (on trio), ``pipeparse/asyncio``, ``pipeparse/uvloop``, or the peer."""
-    extra = spec.extra
-    return spec.engine + (f"/{extra[extra.index('--loop') + 1]}" if "--loop" in extra else "")
+    other_loop = spec.engine == "pipeparse" and spec.loop != "trio"
+    return f"{spec.engine}/{spec.loop}" if other_loop else spec.engine
 
 
 def _row(measure: str, server: str, connections: int, **values: Any) -> Row:

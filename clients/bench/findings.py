@@ -41,8 +41,12 @@ def _size(size: int) -> str:
 
 
 def _find(rows: Rows, **match: Any) -> Mapping[str, Any] | None:
+    """The first row with these values; pipeparse's on trio unless a ``loop`` is given (the
+    `server` section also has its rows on other loops)."""
+    if match.get("engine") == "pipeparse" and "loop" not in match:
+        match["loop"] = "trio"
     for r in rows:
-        if all(r.get(k) == v for k, v in match.items()):
+        if all(r.get(k, "trio" if k == "loop" else None) == v for k, v in match.items()):
             return r
     return None
 
@@ -85,6 +89,35 @@ def _pipelining(rows: Rows) -> str | None:
     return text
 
 
+def _loops(rows: Rows) -> list[Row]:
+    """pipeparse on each other loop against trio, native at depth 16 and 1, instant handlers."""
+    out: list[Row] = []
+    loops = list(dict.fromkeys(str(r.get("loop")) for r in rows if r["engine"] == "pipeparse"))
+    for depth in (16, 1):
+        trio = _find(rows, engine="pipeparse", handler="instant", depth=depth, interface="native")
+        if trio is None or not trio.get("rps"):
+            continue
+        parts = []
+        for loop in loops:
+            if loop == "trio":
+                continue
+            row = _find(
+                rows, engine="pipeparse", loop=loop, handler="instant", depth=depth,
+                interface="native",
+            )  # fmt: skip
+            if row is not None and row.get("rps"):
+                parts.append(f"{loop} {_num(row['rps'])} ({_times(row['rps'] / trio['rps'])})")
+        if parts:
+            out.append(
+                _line(
+                    "server",
+                    f"pipeparse's loops, instant native handlers, depth {depth}: trio "
+                    f"{_num(trio['rps'])} rps; " + ", ".join(parts),
+                )
+            )
+    return out
+
+
 def server_findings(rows: Rows) -> list[Row]:
     """Pipelining (depth 16 against 1), concurrency against the sequential h11 engine at each
     handler wait, and pipeparse against the peers on the same ASGI app."""
@@ -109,6 +142,7 @@ def server_findings(rows: Rows) -> list[Row]:
             if pp.get("p50_ms") is not None and h11.get("p50_ms") is not None:
                 text += f"; p50 {_num(pp['p50_ms'])} ms against {_num(h11['p50_ms'])} ms"
             out.append(_line("server", text))
+    out.extend(_loops(rows))
     peers = sorted(
         {str(r["engine"]) for r in rows} - {"pipeparse", "h11"},
         key=lambda e: [r["engine"] for r in rows].index(e),

@@ -45,6 +45,13 @@ __all__ = [
 ENGINES = ("pipeparse", "h11")
 # granian-flush: granian with --http1-pipeline-flush (it aggregates pipelined responses' writes).
 PEER_ENGINES = ("uvicorn", "hypercorn", "granian", "granian-flush")
+# The loop each peer serves on, as started here (`server_command`).
+PEER_LOOPS = {
+    "uvicorn": "uvloop",
+    "hypercorn": "asyncio",
+    "granian": "tokio",
+    "granian-flush": "tokio",
+}
 # What a peer needs importable: uvicorn is measured at its fastest, with httptools and uvloop.
 PEER_MODULES: dict[str, tuple[str, ...]] = {
     "uvicorn": ("uvicorn", "httptools", "uvloop"),
@@ -111,6 +118,15 @@ class ServerSpec:
             raise ValueError(f"unknown interface {self.interface!r}")
         if self.engine in PEER_ENGINES and self.interface != "asgi":
             raise ValueError(f"{self.engine} serves the asgi interface only")
+
+    @property
+    def loop(self) -> str:
+        """The event loop it serves on: pipeparse's ``--loop`` (trio by default), the h11
+        engine's trio, or the peer's own."""
+        if self.engine in ENGINES:
+            extra = self.extra
+            return extra[extra.index("--loop") + 1] if "--loop" in extra else "trio"
+        return PEER_LOOPS[self.engine]
 
     @property
     def label(self) -> str:

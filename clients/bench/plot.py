@@ -120,12 +120,18 @@ def _grouped_bars(
     ax.legend(fontsize=8)
 
 
+def _server_name(row: Mapping[str, Any]) -> str:
+    """The engine, and pipeparse's loop when it is not trio (one bar each)."""
+    loop = row.get("loop", "trio")
+    return f"pipeparse/{loop}" if row["engine"] == "pipeparse" and loop != "trio" else row["engine"]
+
+
 def plot_server(rows: Rows, path: Path) -> Path:
     """Requests/s per engine for each (interface, handler, depth), log scale."""
     plt = _pyplot()
     groups = list(dict.fromkeys(f"{r['interface']} {r['handler']} d{r['depth']}" for r in rows))
-    engines = list(dict.fromkeys(r["engine"] for r in rows))
-    table = {(r["engine"], f"{r['interface']} {r['handler']} d{r['depth']}"): r for r in rows}
+    engines = list(dict.fromkeys(_server_name(r) for r in rows))
+    table = {(_server_name(r), f"{r['interface']} {r['handler']} d{r['depth']}"): r for r in rows}
     series = {
         e: [float(table[(e, g)]["rps"]) if (e, g) in table else 0.0 for g in groups]
         for e in engines

@@ -14,7 +14,9 @@ The `server` and `batching` sections use one connection by default: they measure
 does with the requests of one pipelined connection (the subject of pipeparse); the `wall`
 section is the one that adds connections, up to where each engine saturates. The `server`
 section has depth-1 rows too (also in `--quick`): keep-alive without pipelining, the way most
-real clients send.
+real clients send. pipeparse runs on trio and, as extra servers of the same comparison, on the
+other loops installed (`ServerSettings.loops`: asyncio and uvloop, quick: one of them); every
+row has a ``loop`` column.
 
 Handlers: the built-in `echo` app at ``/`` (`instant`), ``/?sleep_ms=1`` (`sleep1ms`) and
 ``/?sleep_ms=10`` (`sleep10ms`); peers serve the same app's ASGI form.
@@ -22,6 +24,7 @@ Handlers: the built-in `echo` app at ``/`` (`instant`), ``/?sleep_ms=1`` (`sleep
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +56,8 @@ HANDLERS = ("instant", "sleep1ms", "sleep10ms")
 HANDLER_PATHS = {"instant": "/", "sleep1ms": "/?sleep_ms=1", "sleep10ms": "/?sleep_ms=10"}
 DEPTHS = (1, 4, 16)
 INTERFACES = ("native", "asgi")
+# pipeparse's loops besides trio, in the `server` section (uvloop only where installed).
+LOOPS = tuple(lp for lp in ("asyncio", "uvloop") if importlib.util.find_spec(lp) is not None)
 WALL_CONNECTIONS = (1, 2, 4, 8, 16, 32, 64)
 WALL_DEPTH = 16
 WALL_HANDLER = "instant"
@@ -91,6 +96,7 @@ class ServerSettings:
     # (handler, depth) pairs to measure; None: every handler at every depth.
     grid: tuple[tuple[str, int], ...] | None = None
     peers: tuple[str, ...] = ()
+    loops: tuple[str, ...] = LOOPS  # pipeparse's loops besides trio (the `server` section)
     wall_connections: tuple[int, ...] = WALL_CONNECTIONS
     batching_configs: tuple[tuple[int | str, str], ...] = BATCHING_CONFIGS
     batching_depths: tuple[int, ...] = (1, 16)
@@ -117,6 +123,7 @@ class ServerSettings:
             repeats=3,
             grid=QUICK_GRID,
             peers=tuple(installed_peers()) if peers else (),
+            loops=LOOPS[-1:],  # the fastest installed
             wall_connections=(1, 8, 64),
             batching_configs=QUICK_BATCHING_CONFIGS,
             batching_depths=(16,),
@@ -244,6 +251,11 @@ def _cpu_sides() -> tuple[set[int] | None, set[int] | None]:
 
 def server_specs(settings: ServerSettings) -> list[ServerSpec]:
     specs = [ServerSpec(e, i) for i in settings.interfaces for e in ENGINES]
+    specs += [
+        ServerSpec("pipeparse", i, extra=("--loop", loop))
+        for i in settings.interfaces
+        for loop in settings.loops
+    ]
     if "asgi" in settings.interfaces:
         specs += [ServerSpec(p, "asgi") for p in settings.peers]
     return specs
@@ -270,6 +282,7 @@ def run_server_bench(
                     rows.append(
                         {
                             "engine": spec.engine,
+                            "loop": spec.loop,
                             "interface": interface,
                             "handler": handler,
                             "depth": depth,

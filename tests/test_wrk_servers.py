@@ -208,7 +208,14 @@ def test_matrices() -> None:
     loops = {c.label: c.loop for c in depth1.contenders}
     assert loops["pipeparse/native"] == "trio" and loops["pipeparse/asgi/uvloop"] == "uvloop"
     assert loops["uvicorn-httptools"] == "uvloop" and loops["nginx-1-worker"] == "epoll"
-    assert [c.label for c in sleep.contenders] == ["pipeparse/native", "h11/native"]
+    assert [c.label for c in sleep.contenders] == [
+        "pipeparse/native",
+        "h11/native",
+        "pipeparse/asgi/uvloop",
+        "uvicorn-httptools",
+    ]
+    uvicorn = sleep.contenders[-1].spec
+    assert uvicorn is not None and uvicorn.app == "echo"
 
 
 @pytest.mark.parametrize(
@@ -363,6 +370,8 @@ def test_targets_from_given_numbers() -> None:
         "sleep: pipeparse/native / h11/native",
         "plaintext-depth1: pipeparse/native/uvloop / uvicorn-httptools",
         "plaintext-depth1: pipeparse/asgi/uvloop / granian-asgi",
+        "plaintext: pipeparse/asgi/uvloop / granian-asgi-flush",
+        "sleep: pipeparse/asgi/uvloop / uvicorn-httptools",
     ]
     t = targets["plaintext: pipeparse/asgi / granian-asgi-flush"]
     assert (t["goal"], t["ratio"], t["status"]) == (1.1, 900.0 / 800.0, "met")
@@ -388,7 +397,7 @@ def test_target_not_met() -> None:
 
 def test_only_targets_of_matrices_that_ran() -> None:
     results = {"sleep": {"pipeparse/native": _runs(1.0), "h11/native": _runs(1.0)}}
-    assert [t["matrix"] for t in evaluate_targets(results)] == ["sleep"]
+    assert [t["matrix"] for t in evaluate_targets(results)] == ["sleep", "sleep"]
 
 
 def test_errors_on_the_pipeparse_side_do_not_meet_a_target() -> None:
@@ -466,6 +475,8 @@ def test_main_json(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixtur
         "sleep: pipeparse/native / h11/native": "met",
         "plaintext-depth1: pipeparse/native/uvloop / uvicorn-httptools": "unknown",
         "plaintext-depth1: pipeparse/asgi/uvloop / granian-asgi": "unknown",
+        "plaintext: pipeparse/asgi/uvloop / granian-asgi-flush": "unknown",
+        "sleep: pipeparse/asgi/uvloop / uvicorn-httptools": "unknown",
     }
 
 

@@ -13,7 +13,8 @@ a time:
 - ``plaintext-depth1``: the same at depth 1 (keep-alive without pipelining, as browsers send),
   without granian's pipeline flush (nothing to aggregate);
 - ``sleep``: 16 connections at depth 16 on ``/?sleep_ms=10`` against `pipeparse serve echo`
-  (pipeparse and h11 engines, native).
+  (pipeparse and h11 engines, native; pipeparse ASGI on uvloop) and uvicorn serving the same
+  app (its ASGI form sleeps with asyncio under uvicorn).
 
 Peers that are not installed (the `peers` extra) are skipped, and so are the targets against
 them.
@@ -101,6 +102,7 @@ WRK_THREADS = 1
 DEPTH = 16
 # Peers at their fastest: uvicorn with httptools and uvloop (`bench_servers.server_command`).
 UVICORN_HTTPTOOLS = ServerSpec("uvicorn", "asgi", "plaintext")
+UVICORN_ECHO = ServerSpec("uvicorn", "asgi", "echo")
 GRANIAN_ASGI = ServerSpec("granian", "asgi", "plaintext")
 GRANIAN_ASGI_FLUSH = ServerSpec("granian-flush", "asgi", "plaintext")
 NGINX_PLAINTEXT = 'location = /plaintext { return 200 "Hello, World!"; }'
@@ -219,6 +221,8 @@ MATRICES: tuple[Matrix, ...] = (
         (
             _pp("pipeparse/native", "pipeparse", "native", "echo"),
             _pp("h11/native", "h11", "native", "echo"),
+            _pp("pipeparse/asgi/uvloop", "pipeparse", "asgi", "echo", "uvloop"),
+            Contender("uvicorn-httptools", "uvicorn", UVICORN_ECHO),
         ),
     ),
 )
@@ -233,6 +237,8 @@ TARGETS: tuple[Target, ...] = (
     Target("sleep", "pipeparse/native", "h11/native", 12.0),
     Target("plaintext-depth1", "pipeparse/native/uvloop", "uvicorn-httptools", 1.5),
     Target("plaintext-depth1", "pipeparse/asgi/uvloop", "granian-asgi", 1.0),
+    Target("plaintext", "pipeparse/asgi/uvloop", "granian-asgi-flush", 1.15),
+    Target("sleep", "pipeparse/asgi/uvloop", "uvicorn-httptools", 10.0),
 )
 
 

@@ -37,7 +37,8 @@ import trio
 
 from pipeparse import HttpRequest, Response
 
-from .handlers import Message, Receive, Scope, Send, native
+from .handlers import native
+from .protocol import Message, Receive, Scope, Send
 
 __all__ = [
     "BUILTIN_APPS",

@@ -36,8 +36,9 @@ from . import tls
 from .admission import Admission
 from .asyncio_driver import HttpProtocol
 from .config import ServerConfig
-from .handlers import AsgiApp, LifespanError, resolve_app
+from .handlers import LifespanError, resolve_app
 from .listen import gc_threshold, socket_address
+from .protocol import AsgiApp
 from .proxy import TrustedProxies
 from .sockets import accept_queued, listening_socket, unix_socket_owner
 

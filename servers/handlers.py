@@ -28,7 +28,7 @@ import functools
 import inspect
 import logging
 import math
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Literal, TypeVar
 from urllib.parse import unquote_to_bytes
@@ -37,7 +37,14 @@ import trio
 
 from pipeparse import NATIVE_MARK, HttpRequest, ProtocolError, RequestHead, Response, native
 
-from .protocol import Handler, NativeHandler, ResponseSink
+from .protocol import (
+    AsgiApp,
+    Handler,
+    Message,
+    NativeHandler,
+    ResponseSink,
+    Scope,
+)
 from .proxy import TrustedProxies, forwarded_client
 from .websocket import AsgiWebSocket, WebSocketChannel, WebSocketSession
 
@@ -57,11 +64,6 @@ __all__ = [
 
 logger = logging.getLogger("pipeparse.server")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 F = TypeVar("F", bound=Callable[..., Any])
 

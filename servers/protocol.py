@@ -19,12 +19,29 @@ engine may call it directly and render the `Response` itself, skipping the sink 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping, Sequence
 from typing import Any, Protocol
 
 from pipeparse import HttpRequest, Response
 
-__all__ = ["Handler", "NativeHandler", "ResponseSink", "native_of"]
+__all__ = [
+    "AsgiApp",
+    "Handler",
+    "Message",
+    "NativeHandler",
+    "Receive",
+    "ResponseSink",
+    "Scope",
+    "Send",
+    "native_of",
+]
+
+# ASGI 3's types, as the adapters (HTTP and WebSocket) use them.
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class ResponseSink(Protocol):

@@ -29,7 +29,7 @@ import binascii
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -46,6 +46,9 @@ from wsproto.utilities import generate_accept_token
 
 from pipeparse import RequestHead, render_head
 
+from .protocol import AsgiApp, Scope
+from .protocol import Message as AsgiMessage
+
 __all__ = [
     "AsgiWebSocket",
     "ClientDisconnected",
@@ -59,12 +62,6 @@ __all__ = [
 
 log = logging.getLogger("pipeparse.server")
 
-Scope = MutableMapping[str, Any]
-AsgiMessage = MutableMapping[str, Any]
-AsgiApp = Callable[
-    [Scope, Callable[[], Awaitable[AsgiMessage]], Callable[[AsgiMessage], Awaitable[None]]],
-    Awaitable[None],
-]
 
 _TEXT_PLAIN = ((b"content-type", b"text/plain; charset=utf-8"),)
 _GOING_AWAY_CODE = 1012  # service restart: a graceful shutdown

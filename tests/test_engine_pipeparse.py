@@ -14,8 +14,8 @@ import trio.testing
 from pipeparse import HttpRequest, Limits
 from pipeparse.servers.config import ServerConfig
 from pipeparse.servers.engine_pipeparse import serve_connection
-from pipeparse.servers.handlers import Receive, Scope, Send, asgi_handler
-from pipeparse.servers.protocol import Handler, ResponseSink
+from pipeparse.servers.handlers import asgi_handler
+from pipeparse.servers.protocol import Handler, Receive, ResponseSink, Scope, Send
 
 
 def get(target: str, *extra: str) -> bytes:

@@ -207,13 +207,13 @@ class WebSocketSession:
         """Bytes from the client (b"": the end of the stream); returns bytes to send (pongs,
         the reply to a close, a close for a protocol error or an oversized message)."""
         if not data:
-            self._lost()
+            self.lost()
             return b""
         if not self.accepted:
             if not self.rejected:
                 self._early += data
                 if len(self._early) > self.options.max_size:  # a client that will not wait
-                    self._lost()
+                    self.lost()
             return b""
         if self.closed and self._frames.state is ConnectionState.CLOSED:
             return b""  # after both close frames: ignored
@@ -271,12 +271,9 @@ class WebSocketSession:
             self.closed = True
             self.disconnect = {"type": "websocket.disconnect", "code": code, "reason": reason}
 
-    def _lost(self) -> None:
-        self._end(_ABNORMAL_CODE, "")
-
     def lost(self) -> None:
         """The connection broke (or a pong did not come): the app sees a disconnect (1006)."""
-        self._lost()
+        self._end(_ABNORMAL_CODE, "")
 
     # -- to the app ----------------------------------------------------------------------
 

@@ -22,7 +22,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeparse.clients.bench.idle import raise_nofile_limit, rss_per_connection
-from pipeparse.clients.bench.peers import HOST, ServerSpec, installed_peers, running_servers
+from pipeparse.clients.bench.peers import (
+    HOST,
+    ServerSpec,
+    installed_peers,
+    running_servers,
+    server_label,
+)
 from pipeparse.clients.bench.procs import available_cpus, pinned, split_cpus
 from pipeparse.clients.bench.server import HANDLER_PATHS, LoadShape, ServerSettings, side_by_side
 from pipeparse.clients.bench.stats import Row, safe_ratio
@@ -82,8 +88,7 @@ def connection_steps(settings: ConnectionSettings) -> int:
 
 def server_name(spec: ServerSpec) -> str:
     """``pipeparse`` (on trio), ``pipeparse/asyncio``, ``pipeparse/uvloop``, or the peer."""
-    other_loop = spec.engine == "pipeparse" and spec.loop != "trio"
-    return f"{spec.engine}/{spec.loop}" if other_loop else spec.engine
+    return server_label(spec.engine, spec.loop)
 
 
 def _row(measure: str, server: str, connections: int, **values: Any) -> Row:

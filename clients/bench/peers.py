@@ -134,6 +134,11 @@ class ServerSpec:
         return f"{self.engine}/{self.interface}" + (f" {extra}" if extra else "")
 
 
+def server_label(engine: str, loop: str) -> str:
+    """How tables and plots name a server: the engine, with pipeparse's loop unless trio."""
+    return f"{engine}/{loop}" if engine == "pipeparse" and loop != "trio" else engine
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))

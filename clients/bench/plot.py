@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeparse.clients.bench.peers import server_label
+
 __all__ = ["have_matplotlib", "plot_all"]
 
 Rows = Sequence[Mapping[str, Any]]
@@ -121,9 +123,8 @@ def _grouped_bars(
 
 
 def _server_name(row: Mapping[str, Any]) -> str:
-    """The engine, and pipeparse's loop when it is not trio (one bar each)."""
-    loop = row.get("loop", "trio")
-    return f"pipeparse/{loop}" if row["engine"] == "pipeparse" and loop != "trio" else row["engine"]
+    """One bar per server: pipeparse on each loop apart (`peers.server_label`)."""
+    return server_label(str(row["engine"]), str(row.get("loop", "trio")))
 
 
 def plot_server(rows: Rows, path: Path) -> Path:

@@ -142,12 +142,8 @@ class Contender:
 
     @property
     def loop(self) -> str:
-        """Its event loop, for the report's loop column."""
-        if self.kind == "pipeparse":
-            assert self.spec is not None
-            extra = self.spec.extra
-            return extra[extra.index("--loop") + 1] if "--loop" in extra else "trio"
-        return {"uvicorn": "uvloop", "granian": "tokio", "nginx": "epoll"}[self.kind]
+        """Its event loop, for the report's loop column (`ServerSpec.loop`; nginx: epoll)."""
+        return self.spec.loop if self.spec is not None else "epoll"
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import importlib.util
 import os
 import statistics
 import sys
@@ -203,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         c
         for c in CONTENDERS
         if (not args.only or c.label in args.only)
-        and not any(missing_modules_of(m) for m in c.needs)
+        and all(importlib.util.find_spec(m) is not None for m in c.needs)
     ]
     client_cpus, server_cpus = split_cpus(available_cpus()) if can_pin() else (None, None)
     if client_cpus:
@@ -237,11 +238,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {label:20} {median:>10,.0f} msg/s{ratio}")
     return 0
 
-
-def missing_modules_of(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is None
 
 
 if __name__ == "__main__":

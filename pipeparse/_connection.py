@@ -142,6 +142,7 @@ class ServerConnection(ReadAndClose):
         self._peer_eof = False
         self._shutdown = False
         self._actions: list[Action] = []
+        self._changed = True  # an event came since `actions()` last ran
         self._read_deadline: float | None = None
         self._head_since = math.inf
         self._body_since = 0.0
@@ -153,6 +154,7 @@ class ServerConnection(ReadAndClose):
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Bytes from the client (b"" is EOF)."""
+        self._changed = True
         if not data:
             self.receive_eof()
             return
@@ -175,6 +177,7 @@ class ServerConnection(ReadAndClose):
 
     def receive_eof(self) -> None:
         """The client closed its side (or is gone)."""
+        self._changed = True
         if self.state is ConnState.LINGERING:
             self._close()
             return
@@ -185,6 +188,7 @@ class ServerConnection(ReadAndClose):
 
     def respond(self, seq: int, status: int, headers: Headers, body: Chunk) -> None:
         """Request `seq`'s whole response (its body known at once)."""
+        self._changed = True
         ex = self._exchanges.get(seq)
         if ex is None or ex.state is not ExchangeState.RUNNING:
             if ex is None:
@@ -207,6 +211,7 @@ class ServerConnection(ReadAndClose):
 
     def start_response(self, seq: int, status: int, headers: Headers) -> None:
         """Request `seq`'s response head; its body follows with `send_body`."""
+        self._changed = True
         ex = self._exchanges.get(seq)
         if ex is None:
             return
@@ -221,6 +226,7 @@ class ServerConnection(ReadAndClose):
 
     def send_body(self, seq: int, data: Chunk, more: bool = True) -> None:
         """A piece of request `seq`'s response body; ``more=False`` ends the response."""
+        self._changed = True
         ex = self._exchanges.get(seq)
         if ex is None:
             return
@@ -250,6 +256,7 @@ class ServerConnection(ReadAndClose):
     def handler_failed(self, seq: int, error: BaseException | None = None) -> None:
         """Request `seq`'s handler raised: a 500 (a `ProtocolError`'s status hint, then a
         close) if none of its response is out, else the connection closes after it."""
+        self._changed = True
         ex = self._exchanges.get(seq)
         if ex is None:
             return
@@ -258,6 +265,7 @@ class ServerConnection(ReadAndClose):
 
     def handler_suspended(self, seq: int) -> None:
         """Request `seq`'s handler did not finish inline: its request timeout starts now."""
+        self._changed = True
         ex = self._exchanges.get(seq)
         if ex is not None and not ex.timer:
             ex.timer = True
@@ -266,6 +274,7 @@ class ServerConnection(ReadAndClose):
     def read_body(self, seq: int) -> None:
         """Request `seq`'s handler wants the next piece of its streamed body: a `BodyData`,
         `BodyEnd` or `BodyError` action follows (now, or once it has arrived)."""
+        self._changed = True
         ex = self._exchanges.get(seq)
         if ex is None:
             return
@@ -281,6 +290,7 @@ class ServerConnection(ReadAndClose):
 
     def timer_expired(self, key: TimerKey) -> None:
         """Timer `key` fired (perhaps early: then it is re-armed)."""
+        self._changed = True
         now = self.clock()
         if isinstance(key, int):
             ex = self._exchanges.get(key)
@@ -319,6 +329,7 @@ class ServerConnection(ReadAndClose):
 
     def shutdown(self) -> None:
         """Graceful shutdown: read nothing new, answer what was framed, close when done."""
+        self._changed = True
         if self._shutdown or self.state is not ConnState.OPEN:
             self._shutdown = True
             return
@@ -331,6 +342,9 @@ class ServerConnection(ReadAndClose):
 
     def actions(self) -> list[Action]:
         """Everything the driver must do now, in order (see the module comment)."""
+        if not self._changed:  # (a driver's last call of a round: nothing came since)
+            return []
+        self._changed = False
         if self.state is ConnState.CLOSED or self.state is ConnState.UPGRADED:
             out, self._actions = self._actions, []
             return out

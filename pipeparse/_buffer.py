@@ -187,6 +187,16 @@ class SeekableBuffer:
         self._block[pos : pos + n] = data
         self._tail += n
 
+    def write_unchecked(self, data: bytes | bytearray | memoryview) -> None:
+        """`feed` for a caller that has checked `writable()` already (1 to that many bytes)."""
+        n = len(data)
+        pos = self._tail - self._delta
+        if pos + n > len(self._block):
+            self._room_for(n)
+            pos = self._tail - self._delta
+        self._block[pos : pos + n] = data
+        self._tail += n
+
     def _room_for(self, nbytes: int | None) -> int:
         """Make `nbytes` (default: all writable) contiguous after the tail; returns the room."""
         free = self.writable()
@@ -434,11 +444,12 @@ class SeekableBuffer:
 
     def _after_head_moved(self) -> None:
         # Empty: restart at the block's start (no bytes to move), unless a view still shows
-        # the bytes there; then the next compaction moves to a fresh block.
+        # the bytes there; then the next compaction moves to a fresh block. Only once past
+        # half the block: the probe for views costs more than the request that emptied it.
         if (
             self._head == self._tail
             and not self._holes
-            and self._head - self._delta > 0
+            and (self._head - self._delta) * 2 > len(self._block)
             and not self._block_has_views()
         ):
             self._seg_abs = [self._head]

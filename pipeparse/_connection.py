@@ -172,7 +172,8 @@ class ServerConnection(ReadAndClose):
             if len(data) > room:
                 self._overflow.append(bytes(data[room:]))
                 data = data[:room]
-            self.buffer.feed(data)
+            if data:
+                self.buffer.write_unchecked(data)
         self._framed_more()
 
     def receive_eof(self) -> None:
@@ -302,13 +303,18 @@ class ServerConnection(ReadAndClose):
             if self.state is ConnState.LINGERING:
                 self._close()
             return
-        deadline = self._read_deadline
-        if deadline is None or self.read_state is ReadState.DONE:
+        if key != "read" or self._read_deadline is None:
+            return  # (not armed: a stale expiry)
+        self._read_deadline = None  # the driver's timer is spent
+        if self.read_state is not ReadState.READING:
             return
+        deadline = self._read_timeout()
+        if deadline is None:
+            return  # none applies now (requests in flight): armed again when one does
         if now < deadline:
-            self._actions.append(Timer("read", deadline))  # it fired early: wait on
+            self._read_deadline = deadline  # it fired early (the deadline moved): wait on
+            self._actions.append(Timer("read", deadline))
             return
-        self._read_deadline = None
         index = self.index
         if (
             self.buffer.block_size
@@ -345,11 +351,14 @@ class ServerConnection(ReadAndClose):
         if not self._changed:  # (a driver's last call of a round: nothing came since)
             return []
         self._changed = False
-        if self.state is ConnState.CLOSED or self.state is ConnState.UPGRADED:
+        state = self.state
+        if state is ConnState.OPEN:
+            if self._queue or self.error is not None or self._peer_eof or self._shutdown:
+                self._dispatch()
+                state = self.state
+        elif state is ConnState.CLOSED or state is ConnState.UPGRADED:
             out, self._actions = self._actions, []
             return out
-        if self.state is ConnState.OPEN:
-            self._dispatch()
         responses = self.responses
         if responses.has_output:
             self._actions.append(Write(responses.take()))
@@ -357,9 +366,10 @@ class ServerConnection(ReadAndClose):
             self._upgrade()
             out, self._actions = self._actions, []
             return out
-        if self.state is not ConnState.LINGERING:
-            self._maybe_close()
-        if self.state is ConnState.OPEN or self.state is ConnState.CLOSING:
+        if (state is ConnState.CLOSING or responses.closing) and state is not ConnState.LINGERING:
+            self._maybe_close()  # (it has nothing to do while open, unless a response closes)
+            state = self.state
+        if state is ConnState.OPEN or state is ConnState.CLOSING:
             self._update_reading()
         out, self._actions = self._actions, []
         return out
@@ -376,14 +386,13 @@ class ServerConnection(ReadAndClose):
         if framed:
             self._queue.extend(framed)
             self._batch_date = self.date()
-        now = self.clock()
         index = self.index
         if index.current is not None:
-            self._body_since = now  # body bytes keep coming: the body timer restarts
+            self._body_since = self.clock()  # body bytes keep coming: the body timer restarts
         elif index.position == self.buffer.tail:
             self._head_since = math.inf
         elif self._head_since == math.inf:
-            self._head_since = now  # a new head has begun
+            self._head_since = self.clock()  # a new head has begun
         if index.error is not None and self.error is None:
             self._set_error(index.error)
         if self._streaming is not None:
@@ -458,7 +467,7 @@ class ServerConnection(ReadAndClose):
         buffer = self.buffer
         data = buffer.scan_bytes(request.end, buffer.tail) + b"".join(self._overflow)
         self._overflow = []
-        self._arm_read(None)
+        self._disarm_read()
         self.state = self.state.to(ConnState.UPGRADED)
         self.read_state = ReadState.DONE
         self._actions.append(Upgrade(request.seq, request.head, data))

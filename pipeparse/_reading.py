@@ -60,44 +60,61 @@ class ReadAndClose:
     def _update_reading(self) -> None:
         read = self.read_state
         if read is ReadState.DONE:
-            self._arm_read(None)
-            return
+            return  # (a read timer still armed fires and is ignored)
         streaming = self._streaming
-        needs_body = (streaming is not None and streaming.request.end is None) or (
-            bool(self._queue) and self._queue[0].end is None
-        )
-        full = bool(self._overflow) or self.buffer.writable() == 0
-        busy = len(self._exchanges) + len(self._queue) >= self.policy.max_in_flight
-        # (after an upgrade request, what comes is the new protocol's: not read until then)
-        closing = (
-            self.state is not ConnState.OPEN or self.index.upgrade is not None
-        ) and streaming is None
-        want = not full and not closing and (needs_body or not busy)
-        if want and read is ReadState.PAUSED:
-            self.read_state = ReadState.READING
-            self._actions.append(ResumeReading())
-        elif not want and read is ReadState.READING:
+        queue = self._queue
+        if (
+            streaming is None
+            and not queue
+            and not self._overflow
+            and self.state is ConnState.OPEN
+            and self.index.upgrade is None
+        ):  # the usual case, at a glance
+            want = len(self._exchanges) < self.policy.max_in_flight and self.buffer.writable() > 0
+        else:
+            needs_body = (streaming is not None and streaming.request.end is None) or (
+                bool(queue) and queue[0].end is None
+            )
+            full = bool(self._overflow) or self.buffer.writable() == 0
+            busy = len(self._exchanges) + len(queue) >= self.policy.max_in_flight
+            # (after an upgrade request, what comes is the new protocol's: not read until then)
+            closing = (
+                self.state is not ConnState.OPEN or self.index.upgrade is not None
+            ) and streaming is None
+            want = not full and not closing and (needs_body or not busy)
+        if want:
+            if read is ReadState.PAUSED:
+                self.read_state = ReadState.READING
+                self._actions.append(ResumeReading())
+            deadline = self._read_timeout()
+            armed = self._read_deadline
+            # Lazy: armed only when it must fire sooner than the timer armed already; one that
+            # fires early (its deadline has moved, or none applies now) is re-armed or ignored.
+            if deadline is not None and (armed is None or deadline < armed):
+                self._read_deadline = deadline
+                self._actions.append(Timer("read", deadline))
+        elif read is ReadState.READING:
             self.read_state = ReadState.PAUSED
             self._actions.append(PauseReading())
-        index = self.index
-        if self.read_state is not ReadState.READING:
-            self._arm_read(None)
-        elif index.current is not None:
-            self._arm_read(self._body_since + self._body_timeout)
-        elif index.position < self.buffer.tail:
-            self._arm_read(self._head_since + self._header_timeout)
-        elif not self._exchanges and not self._queue:
-            deadline = self._idle_since + self._keep_alive_timeout
-            if self.buffer.block_size:  # still idle a moment from now: give the block back
-                deadline = min(deadline, self._idle_since + TRIM_AFTER)
-            self._arm_read(deadline)
-        else:
-            self._arm_read(None)
 
-    def _arm_read(self, deadline: float | None) -> None:
-        if deadline != self._read_deadline:
-            self._read_deadline = deadline
-            self._actions.append(Timer("read", deadline))
+    def _read_timeout(self) -> float | None:
+        """When the read timer that applies now expires (while reading): the body timeout,
+        the header timeout, or keep-alive (idle); None while requests are in flight."""
+        index = self.index
+        if index.current is not None:
+            return self._body_since + self._body_timeout
+        if index.position < self.buffer.tail:
+            return self._head_since + self._header_timeout
+        if not self._exchanges and not self._queue:
+            if self.buffer.block_size:  # still idle a moment from now: give the block back
+                return self._idle_since + min(TRIM_AFTER, self._keep_alive_timeout)
+            return self._idle_since + self._keep_alive_timeout
+        return None
+
+    def _disarm_read(self) -> None:
+        if self._read_deadline is not None:
+            self._read_deadline = None
+            self._actions.append(Timer("read", None))
 
     def _maybe_close(self) -> None:
         """Once the last response is out: close in stages after a response that closes the
@@ -107,9 +124,7 @@ class ReadAndClose:
             pass  # a closing response went out: nothing after it is sent
         elif self.state is not ConnState.CLOSING or self._exchanges or len(responses):
             return
-        if self._read_deadline is not None:
-            self._read_deadline = None
-            self._actions.append(Timer("read", None))
+        self._disarm_read()
         for seq, ex in list(self._exchanges.items()):
             if ex.timer:
                 self._actions.append(Timer(seq, None))

@@ -203,11 +203,11 @@ class ServerConnection(ReadAndClose):
                     f"response body of {length} bytes, Content-Length {framing.content_length}"
                 )
             ex.sent = length
-            self.responses.write(ex.slot, data + body if length <= 4096 else data)
+            self.responses.write(ex, data + body if length <= 4096 else data)
             if length > 4096:
-                self.responses.write(ex.slot, body)  # not copied
+                self.responses.write(ex, body)  # not copied
         else:
-            self.responses.write(ex.slot, data)
+            self.responses.write(ex, data)
         self._finish(ex, framing.close)
 
     def start_response(self, seq: int, status: int, headers: Headers) -> None:
@@ -223,7 +223,7 @@ class ServerConnection(ReadAndClose):
         ex.state = ExchangeState.STREAMING
         if framing.close:
             self._stop_dispatch()
-        self.responses.write(ex.slot, head)
+        self.responses.write(ex, head)
 
     def send_body(self, seq: int, data: Chunk, more: bool = True) -> None:
         """A piece of request `seq`'s response body; ``more=False`` ends the response."""
@@ -234,7 +234,6 @@ class ServerConnection(ReadAndClose):
         framing = ex.framing
         if ex.state is not ExchangeState.STREAMING or framing is None:
             raise RuntimeError(f"send_body({seq}) without a started response")
-        slot = ex.slot
         if data and framing.send_body:
             ex.sent += len(data)
             if framing.content_length is not None and ex.sent > framing.content_length:
@@ -242,14 +241,14 @@ class ServerConnection(ReadAndClose):
                     f"response body longer than its Content-Length {framing.content_length}"
                 )
             if framing.chunked:
-                self.responses.write_many(slot, chunk(data))
+                self.responses.write_many(ex, chunk(data))
             else:
-                self.responses.write(slot, data)
+                self.responses.write(ex, data)
         if more:
             return
         close = framing.close
         if framing.chunked:
-            self.responses.write(slot, LAST_CHUNK)
+            self.responses.write(ex, LAST_CHUNK)
         elif framing.send_body and framing.content_length not in (None, ex.sent):
             close = True  # shorter than promised: only closing can end it
         self._finish(ex, close)
@@ -285,7 +284,7 @@ class ServerConnection(ReadAndClose):
         if not ex.continued:  # the client waits for this before it sends the body
             ex.continued = True
             if not ex.request.body:
-                self.responses.write(ex.slot, CONTINUE_100)
+                self.responses.write(ex, CONTINUE_100)
         ex.wants_body = True
         self._deliver_body(ex)
 
@@ -434,7 +433,8 @@ class ServerConnection(ReadAndClose):
         if not head.keep_alive:
             self._queue.clear()  # RFC 9112 §9.6: nothing after it is processed
             self._stop_dispatch()
-        ex = Exchange(request, self.responses.reserve(request.seq), streams)
+        ex = Exchange(request, streams)
+        self.responses.add(ex)
         self._exchanges[request.seq] = ex
         body: bytes | memoryview | None
         if streams:
@@ -501,7 +501,7 @@ class ServerConnection(ReadAndClose):
         self, ex: Exchange, status: int, headers: Headers, length: int | None
     ) -> tuple[bytes, ResponseFraming]:
         head = ex.head
-        last = self._shutdown and not self._queue and self.responses.is_last(ex.slot)
+        last = self._shutdown and not self._queue and self.responses.is_last(ex)
         return render_head(
             status,
             headers,
@@ -522,7 +522,7 @@ class ServerConnection(ReadAndClose):
         body = b"%d %s\n" % (status, HTTPStatus(status).phrase.encode())
         head, framing = self._render(ex, status, _TEXT_PLAIN, len(body))
         ex.sent = len(body) if framing.send_body else 0
-        self.responses.write(ex.slot, head + body if framing.send_body else head)
+        self.responses.write(ex, head + body if framing.send_body else head)
         self._finish(ex, close or framing.close)
 
     def _finish(self, ex: Exchange, close: bool) -> None:
@@ -542,7 +542,7 @@ class ServerConnection(ReadAndClose):
             self._discard_body(ex)
             if self._streaming is ex and (self.error is not None or self._peer_eof):
                 self._streaming = None  # its body will never complete: nothing to discard
-        self.responses.finish(ex.slot, close=close)
+        self.responses.finish(ex, close=close)
         if close:
             self._stop_dispatch()
         if not self._exchanges and not self._queue:

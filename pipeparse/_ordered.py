@@ -94,6 +94,10 @@ class OrderedResponses:
         self._slots.append(slot)
         return slot
 
+    def add(self, slot: ResponseSlot) -> None:
+        """Reserve `slot` (a new one, made by the caller: a subclass may carry more)."""
+        self._slots.append(slot)
+
     def is_head(self, slot: ResponseSlot) -> bool:
         return bool(self._slots) and self._slots[0] is slot
 

@@ -102,39 +102,31 @@ def _pp(label: str, engine: str, interface: str, app: str, loop: str = "trio") -
     return Contender(label, "pipeparse", ServerSpec(engine, interface, app, extra))
 
 
+# The plaintext servers of both depths (granian's pipeline flush only at depth 16: at depth 1
+# there is nothing to aggregate).
+_PLAINTEXT_SERVERS = (
+    _pp("pipeparse/native", "pipeparse", "native", "plaintext"),
+    _pp("h11/native", "h11", "native", "plaintext"),
+    _pp("pipeparse/asgi", "pipeparse", "asgi", "plaintext"),
+    _pp("pipeparse/native/uvloop", "pipeparse", "native", "plaintext", "uvloop"),
+    _pp("pipeparse/asgi/uvloop", "pipeparse", "asgi", "plaintext", "uvloop"),
+    Contender("uvicorn-httptools", "uvicorn", UVICORN_HTTPTOOLS),
+    Contender("granian-asgi", "granian", GRANIAN_ASGI),
+)
+_NGINX = Contender("nginx-1-worker", "nginx")
+
 MATRICES: tuple[Matrix, ...] = (
     Matrix(
         "plaintext",
         "/plaintext",
         64,
         (
-            _pp("pipeparse/native", "pipeparse", "native", "plaintext"),
-            _pp("h11/native", "h11", "native", "plaintext"),
-            _pp("pipeparse/asgi", "pipeparse", "asgi", "plaintext"),
-            _pp("pipeparse/native/uvloop", "pipeparse", "native", "plaintext", "uvloop"),
-            _pp("pipeparse/asgi/uvloop", "pipeparse", "asgi", "plaintext", "uvloop"),
-            Contender("uvicorn-httptools", "uvicorn", UVICORN_HTTPTOOLS),
-            Contender("granian-asgi", "granian", GRANIAN_ASGI),
+            *_PLAINTEXT_SERVERS,
             Contender("granian-asgi-flush", "granian", GRANIAN_ASGI_FLUSH),
-            Contender("nginx-1-worker", "nginx"),
+            _NGINX,
         ),
     ),
-    Matrix(
-        "plaintext-depth1",
-        "/plaintext",
-        64,
-        (
-            _pp("pipeparse/native", "pipeparse", "native", "plaintext"),
-            _pp("h11/native", "h11", "native", "plaintext"),
-            _pp("pipeparse/asgi", "pipeparse", "asgi", "plaintext"),
-            _pp("pipeparse/native/uvloop", "pipeparse", "native", "plaintext", "uvloop"),
-            _pp("pipeparse/asgi/uvloop", "pipeparse", "asgi", "plaintext", "uvloop"),
-            Contender("uvicorn-httptools", "uvicorn", UVICORN_HTTPTOOLS),
-            Contender("granian-asgi", "granian", GRANIAN_ASGI),
-            Contender("nginx-1-worker", "nginx"),
-        ),
-        depth=1,
-    ),
+    Matrix("plaintext-depth1", "/plaintext", 64, (*_PLAINTEXT_SERVERS, _NGINX), depth=1),
     Matrix(
         "sleep",
         "/?sleep_ms=10",

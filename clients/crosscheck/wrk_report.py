@@ -255,7 +255,6 @@ def format_report(report: Mapping[str, Any]) -> str:
     return "\n".join(lines).lstrip("\n")
 
 
-
 def build_report(
     matrices: Sequence[Matrix],
     results: Results,

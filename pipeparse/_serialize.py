@@ -24,6 +24,7 @@ __all__ = [
     "HttpDate",
     "ResponseFraming",
     "chunk",
+    "render_error",
     "render_head",
     "status_line",
 ]
@@ -156,6 +157,29 @@ def render_head(
     if key is not None:
         remember(_head_cache, key, rendered, _MEMO_SIZE)
     return rendered
+
+
+_TEXT_PLAIN = ((b"content-type", b"text/plain; charset=utf-8"),)
+
+
+def render_error(
+    status: int, message: str, *, date: bytes, server: bytes, head_only: bool = False
+) -> bytes:
+    """A complete error response that ends its connection: `status`, ``Connection: close``,
+    and `message` and a newline as a text/plain body (only its head when `head_only`, for a
+    HEAD request: the Content-Length the body would have)."""
+    body = (message + "\n").encode("utf-8", "replace")
+    head, _ = render_head(
+        status,
+        _TEXT_PLAIN,
+        method=b"HEAD" if head_only else b"GET",
+        http11=True,
+        keep_alive=False,
+        body_length=len(body),
+        date=date,
+        server=server,
+    )
+    return head if head_only else head + body
 
 
 # Rendering is a pure function of its arguments, and servers render the same few heads over and

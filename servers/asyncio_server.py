@@ -37,10 +37,10 @@ from .admission import Admission
 from .asyncio_driver import HttpProtocol
 from .config import ServerConfig
 from .handlers import LifespanError, resolve_app
-from .listen import gc_threshold, socket_address
 from .protocol import AsgiApp
 from .proxy import TrustedProxies
-from .sockets import accept_queued, listening_socket, unix_socket_owner
+from .running import gc_threshold
+from .sockets import accept_queued, listening_socket, socket_address, unix_socket_owner
 
 __all__ = ["AsyncioServer", "new_event_loop", "run_asyncio", "start_asyncio_server"]
 

@@ -1,16 +1,30 @@
-"""ServerConfig: every setting of `pipeparse serve`, with its default (and units in its name)."""
+"""ServerConfig: every setting of `pipeparse serve`, with its default (and units in its name).
+
+`make_config` applies keyword overrides (the keywords of `pipeparse.serve` and `run`);
+`config_to_json` and `config_from_json` carry a config to worker processes.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from pipeparse import KiB, Limits
 
 from .proxy import TrustedProxies
 from .websocket import WebSocketOptions
 
-__all__ = ["Engine", "Interface", "Loop", "PipelinePolicy", "ServerConfig"]
+__all__ = [
+    "Engine",
+    "Interface",
+    "Loop",
+    "PipelinePolicy",
+    "ServerConfig",
+    "config_from_json",
+    "config_to_json",
+    "make_config",
+]
 
 Engine = Literal["pipeparse", "h11"]
 Interface = Literal["auto", "asgi", "native"]
@@ -161,3 +175,56 @@ class ServerConfig:
             ping_timeout=self.ws_ping_timeout or None,
             server_name=self.server_name,
         )
+
+
+# --- overrides and the wire form -------------------------------------------------------------
+
+_CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(ServerConfig))
+_LIMIT_FIELDS = frozenset(f.name for f in dataclasses.fields(Limits))
+
+
+def make_config(config: ServerConfig | None = None, **overrides: Any) -> ServerConfig:
+    """`config` (default: `ServerConfig()`) with `overrides` applied.
+
+    An override may name a field of `ServerConfig` or of `Limits` (``max_body_size=...``
+    replaces that one limit). Raises `TypeError` for an unknown name and `ValueError` for a
+    bad value.
+    """
+    base = config if config is not None else ServerConfig()
+    unknown = sorted(set(overrides) - _CONFIG_FIELDS - _LIMIT_FIELDS)
+    if unknown:
+        raise TypeError(
+            f"unknown server setting(s) {', '.join(unknown)}: settings are the fields of "
+            "ServerConfig and of Limits"
+        )
+    limits = {k: overrides.pop(k) for k in list(overrides) if k in _LIMIT_FIELDS}
+    if limits:
+        if "limits" in overrides:
+            raise TypeError("give either limits= or single limits (max_body_size=...), not both")
+        overrides["limits"] = dataclasses.replace(base.limits, **limits)
+    return dataclasses.replace(base, **overrides) if overrides else base
+
+
+def config_to_json(config: ServerConfig) -> dict[str, Any]:
+    """`config` as JSON-ready data (for a worker process); `config_from_json` reads it back."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, Limits):
+            value = {"limits": dataclasses.asdict(value)}
+        elif isinstance(value, bytes):
+            value = {"bytes": value.decode("latin-1")}
+        out[f.name] = value
+    return out
+
+
+def config_from_json(data: dict[str, Any]) -> ServerConfig:
+    """The `ServerConfig` that `config_to_json` gave `data` for."""
+    values: dict[str, Any] = {}
+    for name, value in data.items():
+        if isinstance(value, dict) and "limits" in value:
+            value = Limits(**value["limits"])
+        elif isinstance(value, dict) and "bytes" in value:
+            value = value["bytes"].encode("latin-1")
+        values[name] = value
+    return ServerConfig(**values)

@@ -2,32 +2,29 @@
 
 Strategy: one task per connection drives an `h11.Connection`. It reads (64 KiB at a time) until
 h11 yields a request, pulls whatever body is already buffered without awaiting (a body that is
-all there is handed to the handler whole), runs the handler, and only then reads the next
-request: pipelined requests wait in h11's buffer, so they are answered in order by
-construction, and a slow request holds up every request behind it.
+all there is handed to the handler whole; the rest is read on demand: `h11_body`), runs the
+handler, and only then reads the next request: pipelined requests wait in h11's buffer, so they
+are answered in order by construction, and a slow request holds up every request behind it.
 
 Responses: the sink holds the status and headers until the first `send`; a single final `send`
 goes out as one write with Content-Length, otherwise h11 chunks (HTTP/1.1) or delimits by close
-(HTTP/1.0). Date (cached per second) and Server are added unless the app set them; an app's own
-Transfer-Encoding is dropped and its Content-Length checked (kept for HEAD and streaming).
-HEAD, 204 and 304 responses carry no body.
+(HTTP/1.0); HEAD, 204 and 304 responses carry no body. The fields h11 is given (Date, Server,
+the app's Content-Length checked) are `pipeparse.servers.h11_rules.response_fields`'s.
 
-What h11 leaves to the server is done here, with the core's rules: Content-Length with
-Transfer-Encoding is a 400; so are a Host value that is not ``uri-host [":" port]`` and a
-request-target in a form its method does not allow (`pipeparse._head.check_target`); CONNECT is
-answered 501 and the connection closed (no tunnels); up to ``limits.max_empty_lines`` empty
-lines before a request line are ignored (h11 rejects any: it is restarted past them); the
-target (414), header count (431) and body size (413) limits come from `config.limits` (the head
-size limit is h11's ``max_incomplete_event_size``); ``100 Continue`` goes out when the handler
-first reads the body; idle, head, body and handler timeouts. A protocol error is answered with
-its status and ``Connection: close``, then the connection closes in stages: the response, then
-the write side shut (``send_eof``), then what the client still sends is drained for a short,
-bounded while, then the socket is closed. Nothing is answered after a bad request.
+What h11 leaves to the server is done with the core's rules: the head checks h11 lacks
+(`pipeparse.servers.h11_rules.check_head`: limits, Content-Length with Transfer-Encoding, Host,
+the request-target's form, CONNECT answered 501); up to ``limits.max_empty_lines`` empty lines
+before a request line are ignored (h11 rejects any: it is restarted past them); the head size
+limit is h11's ``max_incomplete_event_size``; ``100 Continue`` goes out when the handler first
+reads the body; idle, head, body and handler timeouts. A protocol error is answered with its
+status and ``Connection: close`` (`pipeparse._serialize.render_error`, as the core answers),
+then the connection closes in stages (`pipeparse.servers.closing.linger`). Nothing is answered
+after a bad request.
 
 Errors in handlers: an exception before the response head went out is a 500 (the connection
 stays usable); one after the whole response went out is only logged; one in between closes the
-connection. A handler over `config.request_timeout` is
-cancelled and answered 503 (or the connection closed if its head went out).
+connection. A handler over `config.request_timeout` is cancelled and answered 503 (or the
+connection closed if its head went out).
 """
 
 from __future__ import annotations
@@ -35,8 +32,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
-from collections import deque
 from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any, NoReturn
@@ -44,28 +39,30 @@ from typing import Any, NoReturn
 import h11
 import trio
 
-from pipeparse import HttpDate, HttpRequest, KiB, MiB, ProtocolError, render_head
-from pipeparse._head import check_host, check_target
+from pipeparse import HttpDate, HttpRequest, KiB, ProtocolError
+from pipeparse._serialize import render_error
 
+from . import closing
 from .admission import current_admission
 from .config import ServerConfig
-from .listen import current_shutdown, log_access
+from .h11_body import H11Body
+from .h11_rules import check_head, response_fields
+from .logs import log_access
 from .protocol import Handler
+from .shutdown import current_shutdown
 from .tls import close_stream
 
-__all__ = ["DRAIN_MAX_BYTES", "DRAIN_TIMEOUT", "RECEIVE_SIZE", "serve_connection"]
+__all__ = ["RECEIVE_SIZE", "serve_connection"]
 
 logger = logging.getLogger("pipeparse.server")
 
 RECEIVE_SIZE = 64 * KiB  # bytes asked for per read (capped by config.buffer_size)
-DRAIN_TIMEOUT = 2.0  # seconds: after an error response, how long to drain the client's bytes
-DRAIN_MAX_BYTES = 1 * MiB  # ... and at most how many bytes
 SINGLE_WRITE_MAX = 64 * KiB  # a body up to this size is joined with its head into one write
 
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
-_TEXT_PLAIN = ((b"content-type", b"text/plain; charset=utf-8"),)
 _NO_BODY_STATUS = frozenset({204, 304})
 _BODY_500 = b"Internal Server Error\n"
+_TEXT_PLAIN = ((b"content-type", b"text/plain; charset=utf-8"),)
 
 
 _date = HttpDate()  # the Date value, formatted once a second
@@ -96,9 +93,6 @@ async def serve_connection(
         await close_stream(stream)  # close_notify first over TLS
 
 
-_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]").search
-
-
 class _Connection:
     """One connection's state: the h11 machine, the stream, and what reading has seen."""
 
@@ -123,7 +117,7 @@ class _Connection:
         self.eof = False
         self.eof_event = trio.Event()
         self.broken = False  # a send failed: the peer is gone
-        self.body = _Body(self)
+        self.body = H11Body(self)
         self.access_log = config.access_log
         self.shutdown = current_shutdown()
         self.admission = current_admission()  # None: no limit on load
@@ -247,22 +241,6 @@ class _Connection:
             self.broken = True
             raise
 
-    def error_response(self, status: int, message: str, head_only: bool = False) -> bytes:
-        """A complete ``Connection: close`` error response (h11's state no longer allows one:
-        rendered by `pipeparse.render_head`, as the pipeparse engine renders its own)."""
-        body = _REASONS.get(status, b"Error") + b": " + message.encode("utf-8", "replace") + b"\n"
-        head, _ = render_head(
-            status,
-            _TEXT_PLAIN,
-            method=b"HEAD" if head_only else b"GET",
-            http11=True,
-            keep_alive=False,
-            body_length=len(body),
-            date=_date(),
-            server=self.server_name,
-        )
-        return head if head_only else head + body
-
     async def fail(
         self,
         status: int,
@@ -275,7 +253,9 @@ class _Connection:
         `request` is the ``(method, target)`` for the access log, when the head was parsed.
         """
         if not self.broken:
-            response = self.error_response(status, message, head_only)
+            response = render_error(
+                status, message, date=_date(), server=self.server_name, head_only=head_only
+            )
             try:
                 await self.write(response)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -287,26 +267,8 @@ class _Connection:
         raise _Closing
 
     async def linger(self) -> None:
-        """Shut our write side, then drain the client's bytes for a bounded while.
-
-        Closing a socket with unread input makes the kernel send a reset, which can destroy
-        the response before the client reads it: draining first avoids that.
-        """
-        stream = self.stream
-        try:
-            if isinstance(stream, trio.abc.HalfCloseableStream):
-                await stream.send_eof()
-            if self.eof:
-                return
-            drained = 0
-            with trio.move_on_after(DRAIN_TIMEOUT):
-                while drained < DRAIN_MAX_BYTES:
-                    data = await stream.receive_some(self.receive_size)
-                    if not data:
-                        break
-                    drained += len(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
-            pass
+        """Shut our write side and drain the client's bytes, bounded (the staged close)."""
+        await closing.linger(self.stream, receive_size=self.receive_size)
 
     # --- the request cycle -----------------------------------------------------------------
 
@@ -342,55 +304,10 @@ class _Connection:
         except _Closing:
             return
 
-    def check_head(self, event: h11.Request) -> None:
-        """What h11 accepts and pipeparse does not: raise `ProtocolError` for it."""
-        limits = self.limits
-        if len(event.target) > limits.max_target_size:
-            raise ProtocolError(
-                f"request-target of {len(event.target)} bytes exceeds the limit of "
-                f"{limits.max_target_size}",
-                414,
-            )
-        check_target(event.method, event.target)
-        if event.method == b"CONNECT":
-            raise ProtocolError("CONNECT: this server does not tunnel", 501)
-        headers = event.headers
-        if len(headers) > limits.max_headers:
-            raise ProtocolError(
-                f"{len(headers)} header fields exceed the limit of {limits.max_headers}", 431
-            )
-        content_length = None
-        chunked = False
-        # h11 bounds only a head that arrives in pieces: measure one that came whole. The
-        # size is rebuilt from the parsed fields (optional whitespace is not counted).
-        head_size = len(event.method) + len(event.target) + 14
-        for name, value in headers.raw_items():
-            head_size += len(name) + len(value) + 4
-            if _CONTROL(value):  # h11 lets controls other than CR, LF and NUL through
-                raise ProtocolError(f"control character in the value of field {name!r}")
-            if len(name) == 14 and name.lower() == b"content-length":
-                content_length = int(value)
-            elif len(name) == 17 and name.lower() == b"transfer-encoding":
-                chunked = True
-            elif len(name) == 4 and name.lower() == b"host":
-                check_host(value)
-        if head_size > limits.max_head_size:
-            raise ProtocolError(
-                f"request head of {head_size} bytes exceeds the limit of {limits.max_head_size}",
-                431,
-            )
-        if chunked and content_length is not None:
-            raise ProtocolError("both Transfer-Encoding and Content-Length")
-        if content_length is not None and content_length > limits.max_body_size:
-            raise ProtocolError(
-                f"Content-Length {content_length} exceeds the body limit of {limits.max_body_size}",
-                413,
-            )
-
     async def serve_request(self, event: h11.Request, seq: int) -> None:
         head_request = event.method == b"HEAD"
         try:
-            self.check_head(event)
+            check_head(event, self.limits)
             body = self.body.begin()
         except ProtocolError as exc:
             await self.fail(
@@ -462,14 +379,15 @@ class _Connection:
         if h.our_state is not h11.SEND_RESPONSE:
             raise _Closing
         body = b"" if sink.head_request else _BODY_500
-        headers = [
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", b"%d" % len(_BODY_500)),
-            (b"date", _date()),
-            (b"server", self.server_name),
-        ]
-        if h.they_are_waiting_for_100_continue or self.shutdown.is_set():
-            headers.append((b"connection", b"close"))
+        headers = response_fields(
+            500,
+            _TEXT_PLAIN,
+            head_request=sink.head_request,
+            length=len(_BODY_500),
+            close=h.they_are_waiting_for_100_continue or self.shutdown.is_set(),
+            date=_date,
+            server=self.server_name,
+        )
         response = h11.Response(status_code=500, reason=b"Internal Server Error", headers=headers)
         parts = h.send_with_data_passthrough(response) or []
         if body:
@@ -497,112 +415,6 @@ class _Connection:
         if h.their_state is not h11.CLOSED and not self.broken:
             await self.linger()  # e.g. Connection: close with more requests behind it
         return False
-
-
-class _Body:
-    """The body of the current request, read on demand: the engine's `BodySource`.
-
-    One per connection (requests are served one at a time); `begin` resets it per request.
-    """
-
-    def __init__(self, connection: _Connection) -> None:
-        self.connection = connection
-        self.pending: deque[bytes] = deque()
-        self.done = True
-        self.received = 0
-        self.error: ProtocolError | None = None
-
-    def begin(self) -> bytes | None:
-        """Take the body parts already buffered (no I/O); the whole body if it is all there."""
-        self.pending.clear()
-        self.done = False
-        self.received = 0
-        self.error = None
-        h = self.connection.h11
-        parts: list[bytes] = []
-        while True:
-            try:
-                event = h.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise ProtocolError(str(exc), exc.error_status_hint) from None
-            kind = type(event)
-            if isinstance(event, h11.Data):  # (isinstance: so the type checker knows `data`)
-                self._count(len(event.data))
-                parts.append(event.data)
-            elif kind is h11.EndOfMessage:
-                self.done = True
-                if not parts:
-                    return b""
-                return b"".join(parts)
-            else:  # NEED_DATA
-                self.pending.extend(bytes(p) for p in parts)
-                return None
-
-    def _count(self, size: int) -> None:
-        self.received += size
-        limit = self.connection.limits.max_body_size
-        if self.received > limit:
-            raise ProtocolError(f"the request body exceeds the limit of {limit} bytes", 413)
-
-    async def next_chunk(self) -> bytes | None:
-        """The next piece of the body, or None at its end; `ProtocolError` if it breaks."""
-        if self.pending:
-            return self.pending.popleft()
-        if self.done:
-            return None
-        if self.error is not None:
-            raise self.error
-        try:
-            return await self._next_chunk()
-        except ProtocolError as exc:
-            self.error = exc
-            raise
-
-    async def _next_chunk(self) -> bytes | None:
-        connection = self.connection
-        h = connection.h11
-        if h.they_are_waiting_for_100_continue:
-            interim = h.send(h11.InformationalResponse(status_code=100, headers=[]))
-            if interim:
-                await connection.write(interim)
-        while True:
-            try:
-                event = h.next_event()
-            except h11.RemoteProtocolError as exc:
-                if connection.eof:
-                    raise ProtocolError("the client closed the connection mid-body", 400) from None
-                raise ProtocolError(str(exc), exc.error_status_hint) from None
-            kind = type(event)
-            if isinstance(event, h11.Data):  # (isinstance: so the type checker knows `data`)
-                self._count(len(event.data))
-                return bytes(event.data)
-            if kind is h11.EndOfMessage:
-                self.done = True
-                return None
-            reads = connection.reads
-            with trio.move_on_after(connection.config.body_timeout):
-                await connection.receive(reads)
-                continue
-            raise ProtocolError(f"no request body bytes for {connection.config.body_timeout}s", 408)
-
-    async def discard(self) -> None:
-        """Read off the rest of a body the handler left unread."""
-        while await self.next_chunk() is not None:
-            pass
-
-    async def wait_disconnect(self) -> None:
-        """Return once the client has closed (or broken) the connection.
-
-        Reads ahead while it waits, into h11's buffer, at most `config.buffer_size` bytes per
-        wait; past that it waits for another reader to see the end.
-        """
-        connection = self.connection
-        budget = connection.config.buffer_size
-        while not connection.eof and not connection.broken:
-            if budget <= 0:
-                await connection.eof_event.wait()
-                return
-            budget -= await connection.receive(connection.reads)
 
 
 class _Sink:
@@ -672,47 +484,19 @@ class _Sink:
             log_access(connection.client, self.method, self.target, self.status, self.nbytes)
 
     def _response(self, length: int | None) -> h11.Response:
-        """The h11 head: the app's fields, framing decided here, Date and Server added."""
-        status = self.status
-        headers: list[tuple[bytes, bytes]] = []
-        app_length: bytes | None = None
-        has_date = has_server = False
-        for name, value in self.headers:
-            lname = name.lower()
-            if lname == b"content-length":
-                app_length = value
-                continue
-            if lname == b"transfer-encoding":
-                continue
-            if lname == b"date":
-                has_date = True
-            elif lname == b"server":
-                has_server = True
-            headers.append((name, value))
-        if status == 204:
-            pass  # never a Content-Length (RFC 9110 §8.6)
-        elif status == 304 or self.head_request:
-            # The fields a GET would get: the app's length, or the body it produced anyway.
-            if app_length is not None:
-                headers.append((b"content-length", app_length))
-            elif self.head_request and length is not None:
-                headers.append((b"content-length", b"%d" % length))
-        elif length is not None:
-            if app_length is not None and app_length.strip() != b"%d" % length:
-                raise RuntimeError(
-                    f"the response's Content-Length {app_length!r} does not match its body of "
-                    f"{length} bytes"
-                )
-            headers.append((b"content-length", b"%d" % length))
-        elif app_length is not None:
-            headers.append((b"content-length", app_length))  # h11 holds the stream to it
+        """The h11 head: the app's fields, framing decided, Date and Server added."""
         connection = self.connection
-        if connection.h11.they_are_waiting_for_100_continue or connection.shutdown.is_set():
-            # The client holds its body back (without reading it the connection cannot be
-            # reused), or the server is shutting down: this response is the last.
-            headers.append((b"connection", b"close"))
-        if not has_date:
-            headers.append((b"date", _date()))
-        if not has_server:
-            headers.append((b"server", connection.server_name))
+        # The client holds its body back (without reading it the connection cannot be
+        # reused), or the server is shutting down: this response is the last.
+        close = connection.h11.they_are_waiting_for_100_continue or connection.shutdown.is_set()
+        status = self.status
+        headers = response_fields(
+            status,
+            self.headers,
+            head_request=self.head_request,
+            length=length,
+            close=close,
+            date=_date,
+            server=connection.server_name,
+        )
         return h11.Response(status_code=status, headers=headers, reason=_REASONS.get(status, b""))

@@ -97,6 +97,7 @@ from pipeparse import (
 )
 from pipeparse._gather import MAX_BUFFERS, gather, unsent
 
+from . import closing
 from .admission import current_admission
 from .config import ServerConfig
 from .handlers import send_stream
@@ -124,8 +125,6 @@ _FLUSH_AT = 64 * 1024  # output bytes written without waiting for the batch to e
 _LARGE_SEND_LOWAT = 4 * 1024 * 1024
 _SLOT_BUFFER = 1024 * 1024  # a streamed response not yet at the head waits beyond this
 _TRIM_AFTER = 0.05  # seconds idle before a connection's receive block is given back
-_LINGER_SECONDS = 2.0  # after the last response, drain the client's bytes this long ...
-_LINGER_BYTES = 1024 * 1024  # ... or this many bytes
 _date = HttpDate()
 _TEXT_PLAIN = ((b"content-type", b"text/plain; charset=utf-8"),)
 _BYTES = (bytes, bytearray, memoryview)
@@ -1214,22 +1213,8 @@ class _Connection:
         """Close in stages (RFC 9112 §9.6): shut the write side, drain a little; the caller
         closes. Without this, bytes the client had still in flight would make the kernel
         answer with a reset, which can destroy responses the client has not read yet."""
-        with trio.CancelScope(shield=True), trio.move_on_after(_LINGER_SECONDS):
-            try:
-                await self.stream.send_eof()  # type: ignore[attr-defined]
-            except AttributeError:  # TLS has no half-close: drain all the same
-                pass
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                return
-            drained = 0
-            try:
-                while drained < _LINGER_BYTES:
-                    data = await self.stream.receive_some(64 * 1024)
-                    if not data:
-                        break
-                    drained += len(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                pass
+        with trio.CancelScope(shield=True):
+            await closing.linger(self.stream)
 
 
 class _Suspended(NamedTuple):

@@ -1,4 +1,4 @@
-"""Listeners, the connection nursery, graceful shutdown, and running under signals.
+"""Listeners, the connection nursery, and graceful shutdown: `serve`, the entry of a server.
 
 Strategy
 --------
@@ -19,50 +19,50 @@ listener closes; the server's `ShutdownSignal` is set; the connections get
 ``config.shutdown_timeout`` seconds to finish, then whatever is left is cancelled.
 `Server.abort` (a second signal) cancels at once.
 
-Engines watch the shutdown through `current_shutdown()`, which returns the `ShutdownSignal` of
-the server running the calling task (a context variable that the connection tasks inherit), so
-the ``serve_connection`` signature stays as it is. The intended use: once it is set, answer the
-requests already read with ``Connection: close``, read no new ones, and close an idle keep-alive
-connection at once (race its receive against ``await signal.wait()``). Until an engine does
-this, an idle keep-alive connection holds the shutdown up to ``shutdown_timeout``.
+Engines watch the shutdown through `current_shutdown()` (`pipeparse.servers.shutdown`).
 
 Limits on load (`--limit-concurrency`, `--limit-max-requests`): `serve_listeners` makes the
 server's `pipeparse.servers.admission.Admission` current for its connection tasks and counts
-connections
-in it; engines ask it before each request (see that module).
+connections in it; engines ask it before each request (see that module).
 
-Access log and the command line's logging: `pipeparse.servers.logs` (re-exported here).
-
-Workers (``workers > 1``, `run_workers`) are `pipeparse.servers.workers`'s.
+Where the rest lives (its public names are re-exported here): the shutdown signal in
+`pipeparse.servers.shutdown`, the access log and the command line's logging in
+`pipeparse.servers.logs`, `make_config` in `pipeparse.servers.config`, `bind_socket` and
+`socket_address` in `pipeparse.servers.sockets`, and `run` (signals, GC) in
+`pipeparse.servers.running`. Workers (``workers > 1``, `run_workers`) are
+`pipeparse.servers.workers`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
-import gc
 import importlib
 import logging
-import math
-import signal
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextvars import ContextVar
+from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 
 import trio
 
-from pipeparse import Limits
-
 from . import tls
 from .admission import Admission, current_admission, using_admission
-from .config import ServerConfig
-from .logs import ACCESS_LOGGER, configure_logging, log_access
+from .config import ServerConfig, make_config
+from .logs import ACCESS_LOGGER, configure_logging, log_access, single_exception
 from .protocol import Handler
 from .proxy import TrustedProxies
-from .sockets import accept_queued, listening_socket, unix_socket_owner
+from .running import gc_threshold, run, run_workers
+from .shutdown import ShutdownSignal, current_shutdown, using_shutdown
+from .sockets import (
+    accept_queued,
+    bind_socket,
+    host_port,
+    listening_socket,
+    socket_address,
+    unix_path,
+    unix_socket_owner,
+)
 
 __all__ = [
     "ACCESS_LOGGER",
@@ -85,7 +85,6 @@ __all__ = [
 
 log = logging.getLogger("pipeparse.server")
 
-BACKLOG = 2048  # listen() backlog by default (`ServerConfig.backlog`; capped by somaxconn)
 ACCEPT_BACKOFF_MIN = 0.1  # seconds: first pause after an accept error ...
 ACCEPT_BACKOFF_MAX = 1.0  # ... doubling up to this
 
@@ -104,110 +103,6 @@ class ServeConnection(Protocol):
     ) -> Awaitable[None]: ...
 
 
-# --- shutdown signal ------------------------------------------------------------------------
-
-
-class ShutdownSignal:
-    """Set once, when its server begins a graceful shutdown.
-
-    Attributes:
-        deadline: the `trio.current_time()` at which the remaining connections are cancelled
-            (``inf`` until the signal is set).
-    """
-
-    __slots__ = ("_callbacks", "_event", "deadline")
-
-    def __init__(self) -> None:
-        self._event = trio.Event()
-        self._callbacks: dict[Callable[[], None], None] = {}  # (ordered; a connection's)
-        self.deadline = math.inf
-
-    def add_callback(self, callback: Callable[[], None]) -> None:
-        """Call `callback` when the signal is set (a connection's, instead of a task that
-        waits for it); remove it with `discard_callback`."""
-        self._callbacks[callback] = None
-
-    def discard_callback(self, callback: Callable[[], None]) -> None:
-        self._callbacks.pop(callback, None)
-
-    def is_set(self) -> bool:
-        """True once the server stopped accepting and is draining its connections."""
-        return self._event.is_set()
-
-    async def wait(self) -> None:
-        """Return once the signal is set."""
-        await self._event.wait()
-
-    def set(self, deadline: float) -> None:
-        if not self._event.is_set():
-            self.deadline = deadline
-            self._event.set()
-            for callback in list(self._callbacks):
-                callback()
-
-
-_current_shutdown: ContextVar[ShutdownSignal | None] = ContextVar(
-    "pipeparse_shutdown", default=None
-)
-
-
-def current_shutdown() -> ShutdownSignal:
-    """The `ShutdownSignal` of the server running this task (a never-set one outside servers)."""
-    signal_ = _current_shutdown.get()
-    return signal_ if signal_ is not None else ShutdownSignal()
-
-
-# --- configuration --------------------------------------------------------------------------
-
-_CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(ServerConfig))
-_LIMIT_FIELDS = frozenset(f.name for f in dataclasses.fields(Limits))
-
-
-def make_config(config: ServerConfig | None = None, **overrides: Any) -> ServerConfig:
-    """`config` (default: `ServerConfig()`) with `overrides` applied.
-
-    An override may name a field of `ServerConfig` or of `Limits` (``max_body_size=...``
-    replaces that one limit). Raises `TypeError` for an unknown name and `ValueError` for a
-    bad value.
-    """
-    base = config if config is not None else ServerConfig()
-    unknown = sorted(set(overrides) - _CONFIG_FIELDS - _LIMIT_FIELDS)
-    if unknown:
-        raise TypeError(
-            f"unknown server setting(s) {', '.join(unknown)}: settings are the fields of "
-            "ServerConfig and of Limits"
-        )
-    limits = {k: overrides.pop(k) for k in list(overrides) if k in _LIMIT_FIELDS}
-    if limits:
-        if "limits" in overrides:
-            raise TypeError("give either limits= or single limits (max_body_size=...), not both")
-        overrides["limits"] = dataclasses.replace(base.limits, **limits)
-    return dataclasses.replace(base, **overrides) if overrides else base
-
-
-def _config_to_json(config: ServerConfig) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if isinstance(value, Limits):
-            value = {"limits": dataclasses.asdict(value)}
-        elif isinstance(value, bytes):
-            value = {"bytes": value.decode("latin-1")}
-        out[f.name] = value
-    return out
-
-
-def _config_from_json(data: dict[str, Any]) -> ServerConfig:
-    values: dict[str, Any] = {}
-    for name, value in data.items():
-        if isinstance(value, dict) and "limits" in value:
-            value = Limits(**value["limits"])
-        elif isinstance(value, dict) and "bytes" in value:
-            value = value["bytes"].encode("latin-1")
-        values[name] = value
-    return ServerConfig(**values)
-
-
 def load_engine(name: str) -> ServeConnection:
     """The ``serve_connection`` of the engine `name` (``pipeparse`` or ``h11``)."""
     if name not in ("pipeparse", "h11"):
@@ -215,58 +110,6 @@ def load_engine(name: str) -> ServeConnection:
     module = importlib.import_module(f"pipeparse.servers.engine_{name}")
     serve_connection: ServeConnection = module.serve_connection
     return serve_connection
-
-
-# --- sockets --------------------------------------------------------------------------------
-
-
-def bind_socket(
-    host: str, port: int, *, reuse_port: bool = False, backlog: int = BACKLOG
-) -> socket.socket:
-    """A listening TCP socket on the first address `host` resolves to.
-
-    SO_REUSEADDR is always set (a restart does not wait for TIME_WAIT); SO_REUSEPORT when
-    `reuse_port` (worker processes; it also lets a new server take over the port while an old
-    one drains). Raises `OSError` (for example EADDRINUSE) with the address in its message.
-    """
-    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family, type_, proto, _, address = infos[0]
-    sock = socket.socket(family, type_, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            if not hasattr(socket, "SO_REUSEPORT"):
-                raise OSError(errno.ENOPROTOOPT, "SO_REUSEPORT is not available here")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        try:
-            sock.bind(address)
-        except OSError as exc:
-            where = _host_port(host, port)
-            raise OSError(exc.errno, f"cannot listen on {where}: {exc.strerror}") from exc
-        sock.listen(backlog)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def socket_address(sock: socket.socket) -> tuple[str, int]:
-    """``(host, port)`` a listening socket is bound to; ``(path, 0)`` for a Unix socket (the
-    ASGI ``scope["server"]`` of one, as uvicorn gives)."""
-    name = sock.getsockname()
-    if isinstance(name, tuple):
-        return (str(name[0]), int(name[1]))
-    return (name.decode("latin-1") if isinstance(name, bytes) else str(name), 0)
-
-
-def _unix_path(sock: socket.socket) -> str | None:
-    return socket_address(sock)[0] if sock.family == socket.AF_UNIX else None
-
-
-def _host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _peer(stream: trio.abc.Stream) -> tuple[str, int] | None:
@@ -327,7 +170,7 @@ class Server:
         if self.uds is not None:
             return f"unix:{self.uds}"
         scheme = "https" if self.ssl_context is not None else "http"
-        return f"{scheme}://{_host_port(self.host, self.port)}"
+        return f"{scheme}://{host_port(self.host, self.port)}"
 
     @property
     def closing(self) -> bool:
@@ -374,7 +217,7 @@ async def serve_listeners(
     if server is None:
         host, port = _listener_address(listeners)
         server = Server(host, port, config)
-    token = _current_shutdown.set(server.shutdown_signal)
+    undo_shutdown = using_shutdown(server.shutdown_signal)
     admission = None
     if config.limit_concurrency is not None or config.limit_max_requests is not None:
         # A worker retires (its supervisor starts another); a lone process shuts down.
@@ -411,7 +254,7 @@ async def serve_listeners(
                     log.warning("shutdown: cancelled the connections still open")
     finally:
         undo_admission()
-        _current_shutdown.reset(token)
+        undo_shutdown()
         for listener in listeners:
             await trio.aclose_forcefully(listener)
 
@@ -515,27 +358,13 @@ async def _connection(
     except* Exception as group:
         log.error(
             "connection from %s failed",
-            _host_port(*client) if client else "an unknown peer",
-            exc_info=_single(group),
+            host_port(*client) if client else "an unknown peer",
+            exc_info=single_exception(group),
         )
     finally:
         if admission is not None:
             admission.connection_closed()
         await tls.close_stream(stream)
-
-
-def _single(group: BaseExceptionGroup[Any]) -> BaseException:
-    """The one exception of `group` when it holds one (for readable logs), else the group."""
-    leaves = list(_leaves(group))
-    return leaves[0] if len(leaves) == 1 else group
-
-
-def _leaves(exc: BaseException) -> Iterator[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            yield from _leaves(inner)
-    else:
-        yield exc
 
 
 async def serve(
@@ -573,7 +402,7 @@ async def _serve_on(
     from .handlers import resolve_app
 
     listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
-    uds = _unix_path(sock)
+    uds = unix_path(sock)
     try:
         ssl_context = tls.server_context(config)
         host, port = socket_address(sock)
@@ -603,153 +432,3 @@ async def _serve_on(
             )
     finally:
         await trio.aclose_forcefully(listener)
-
-
-# --- running: signals, one process ----------------------------------------------------------
-
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-def run(
-    app: object,
-    *,
-    config: ServerConfig | None = None,
-    on_listening: Callable[[Server], None] | None = None,
-    app_dir: str | None = None,
-    **overrides: Any,
-) -> int:
-    """Serve `app` until SIGINT/SIGTERM (blocking); returns the exit status, 0 when stopped.
-
-    The first signal shuts down gracefully, a second one aborts. `on_listening` is called with
-    the `Server` once it listens (default: print the command line's listening line). With
-    ``workers > 1``, `app` must be a spec string (built-in name or ``module:attr``): see
-    `run_workers`.
-    """
-    config = make_config(config, **overrides)
-    if config.workers > 1:
-        if not isinstance(app, str):
-            raise TypeError(
-                "with workers > 1 the app must be given as a string (a built-in name or "
-                "'module:attr'): each worker process imports it"
-            )
-        return run_workers(app, config, on_listening=on_listening, app_dir=app_dir)
-    if on_listening is None:
-        on_listening = _print_listening
-    with gc_threshold(config.gc_threshold):
-        _unwrap_run(_run_until_signalled, app, config, None, on_listening, None)
-    return 0
-
-
-@contextlib.contextmanager
-def gc_threshold(threshold: int) -> Iterator[None]:
-    """Python's generation-0 GC threshold set to `threshold` (0: unchanged) for the block.
-
-    Only where the server owns the process (`run`, workers): `serve` runs inside someone
-    else's program and leaves its collector alone. See `ServerConfig.gc_threshold`.
-    """
-    before = gc.get_threshold()
-    if threshold:
-        gc.set_threshold(threshold, *before[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
-
-
-def _print_listening(server: Server) -> None:
-    """The default `on_listening`: the command line's listening line on stdout, so a caller of
-    `run` learns the address (the real port for ``port=0``)."""
-    from .cli import listening_line
-
-    config = server.config
-    print(listening_line(server.url, config.engine, server.interface, config.workers), flush=True)
-
-
-def _unwrap_run(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-    """`trio.run`, re-raising the single exception of a one-exception group as itself."""
-    try:
-        return trio.run(fn, *args)
-    except BaseExceptionGroup as group:
-        leaves = list(_leaves(group))
-        if len(leaves) == 1:
-            raise leaves[0] from None
-        raise
-
-
-async def _run_until_signalled(
-    app: object,
-    config: ServerConfig,
-    sock: socket.socket | None,
-    on_listening: Callable[[Server], None] | None,
-    parent_fd: int | None,
-    early_stop: _EarlyStop | None = None,
-) -> None:
-    with trio.open_signal_receiver(*_SIGNALS) as signals:
-        async with trio.open_nursery() as nursery:
-            server: Server = await nursery.start(_serve_then_stop, nursery, app, config, sock)
-            if on_listening is not None:
-                on_listening(server)
-            if early_stop is not None and early_stop.requested:  # signalled while starting
-                log.info("stopped while starting: shutting down gracefully (again to abort)")
-                server.shutdown()
-            nursery.start_soon(_stop_on_signals, server, signals)
-            if parent_fd is not None:
-                nursery.start_soon(_stop_when_parent_exits, server, parent_fd)
-
-
-async def _serve_then_stop(
-    nursery: trio.Nursery,
-    app: object,
-    config: ServerConfig,
-    sock: socket.socket | None,
-    task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    await serve(app, config=config, sock=sock, task_status=task_status)
-    nursery.cancel_scope.cancel()
-
-
-async def _stop_on_signals(server: Server, signals: Any) -> None:
-    async for signum in signals:
-        name = signal.Signals(signum).name
-        if not server.closing:
-            log.info("%s: shutting down gracefully (again to abort)", name)
-            server.shutdown()
-        else:
-            log.warning("%s again: aborting the open connections", name)
-            server.abort()
-
-
-async def _stop_when_parent_exits(server: Server, fd: int) -> None:
-    async with trio.lowlevel.FdStream(fd) as stream:
-        while await stream.receive_some(64):
-            pass  # the parent never writes: only EOF matters
-    if not server.closing:
-        log.warning("the supervisor process is gone: shutting down")
-        server.shutdown()
-
-
-class _EarlyStop:
-    """A worker's SIGINT/SIGTERM handler outside trio's: the first signal is noted (the worker
-    starts anyway, then shuts down gracefully, serving the connections already queued), a
-    second one interrupts (KeyboardInterrupt: the worker exits at once)."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def __call__(self, signum: int, frame: object) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-
-def run_workers(
-    app: str,
-    config: ServerConfig,
-    *,
-    on_listening: Callable[[Server], None] | None = None,
-    app_dir: str | None = None,
-) -> int:
-    """Serve `app` from ``config.workers`` processes (blocking): see `pipeparse.servers.workers`."""
-    from .workers import run_workers as _run_workers
-
-    return _run_workers(app, config, on_listening=on_listening, app_dir=app_dir)

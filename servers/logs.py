@@ -4,15 +4,17 @@ line's setup.
 Engines and drivers call ``log_access(client, method, target, status, nbytes)`` once per
 response when ``config.access_log`` is true; it logs one line at INFO on the
 ``pipeparse.access`` logger. `configure_logging` (the command line's) sends every
-``pipeparse.*`` logger to stderr.
+``pipeparse.*`` logger to stderr. `single_exception` unwraps a one-exception group, for
+readable logs and errors.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
 
-__all__ = ["ACCESS_LOGGER", "configure_logging", "log_access"]
+__all__ = ["ACCESS_LOGGER", "configure_logging", "log_access", "single_exception"]
 
 ACCESS_LOGGER = "pipeparse.access"
 _access = logging.getLogger(ACCESS_LOGGER)
@@ -57,3 +59,17 @@ def configure_logging(level: str, access_log: bool) -> None:
     logger.setLevel(level.upper())
     logger.propagate = False
     _access.setLevel(logging.INFO if access_log else logging.CRITICAL + 1)
+
+
+def single_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception of `group` (nested groups included) when it holds one, else `group`."""
+    leaves = list(_leaves(group))
+    return leaves[0] if len(leaves) == 1 else group
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc

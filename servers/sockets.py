@@ -1,8 +1,8 @@
-"""Listening sockets other than TCP: a Unix domain socket (``--uds``) and an inherited one
-(``--fd``, socket activation).
+"""Listening sockets: TCP (`bind_socket`), a Unix domain socket (``--uds``) and an inherited
+one (``--fd``, socket activation).
 
-Strategy: each returns a listening stdlib socket, the same thing `listen.bind_socket` returns,
-so serving and workers do not care where it came from. `listening_socket` picks by the config.
+Strategy: each returns a listening stdlib socket, so serving and workers do not care where it
+came from. `listening_socket` picks by the config.
 A Unix socket's file belongs to whoever bound it: `unix_socket_owner` removes it when that
 owner stops, and only if the path still names the socket it made (a successor may have bound
 the path again). A file already at the path is taken over only when it is a socket nobody
@@ -23,12 +23,70 @@ from typing import Protocol
 from .config import ServerConfig
 
 __all__ = [
+    "BACKLOG",
     "accept_queued",
+    "bind_socket",
     "bind_unix_socket",
+    "host_port",
     "inherited_socket",
     "listening_socket",
+    "socket_address",
+    "unix_path",
     "unix_socket_owner",
 ]
+
+BACKLOG = 2048  # listen() backlog by default (`ServerConfig.backlog`; capped by somaxconn)
+
+
+def bind_socket(
+    host: str, port: int, *, reuse_port: bool = False, backlog: int = BACKLOG
+) -> socket.socket:
+    """A listening TCP socket on the first address `host` resolves to.
+
+    SO_REUSEADDR is always set (a restart does not wait for TIME_WAIT); SO_REUSEPORT when
+    `reuse_port` (worker processes; it also lets a new server take over the port while an old
+    one drains). Raises `OSError` (for example EADDRINUSE) with the address in its message.
+    """
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, type_, proto, _, address = infos[0]
+    sock = socket.socket(family, type_, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            if not hasattr(socket, "SO_REUSEPORT"):
+                raise OSError(errno.ENOPROTOOPT, "SO_REUSEPORT is not available here")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            where = host_port(host, port)
+            raise OSError(exc.errno, f"cannot listen on {where}: {exc.strerror}") from exc
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def socket_address(sock: socket.socket) -> tuple[str, int]:
+    """``(host, port)`` a listening socket is bound to; ``(path, 0)`` for a Unix socket (the
+    ASGI ``scope["server"]`` of one, as uvicorn gives)."""
+    name = sock.getsockname()
+    if isinstance(name, tuple):
+        return (str(name[0]), int(name[1]))
+    return (name.decode("latin-1") if isinstance(name, bytes) else str(name), 0)
+
+
+def unix_path(sock: socket.socket) -> str | None:
+    """The path of a Unix domain socket; None for any other socket."""
+    return socket_address(sock)[0] if sock.family == socket.AF_UNIX else None
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def bind_unix_socket(path: str, backlog: int) -> socket.socket:
@@ -92,8 +150,6 @@ def inherited_socket(fd: int) -> socket.socket:
 
 def listening_socket(config: ServerConfig, *, reuse_port: bool = False) -> socket.socket:
     """The socket `config` asks for: ``fd``, ``uds``, else TCP on ``host``/``port``."""
-    from .listen import bind_socket
-
     if config.fd is not None:
         return inherited_socket(config.fd)
     if config.uds is not None:

@@ -35,22 +35,18 @@ from typing import Any
 import trio
 
 from . import tls
-from .config import ServerConfig
-from .listen import (
+from .config import ServerConfig, config_from_json, config_to_json
+from .listen import Server, load_engine
+from .logs import configure_logging
+from .running import (
     _SIGNALS,
-    Server,
-    _config_from_json,
-    _config_to_json,
     _EarlyStop,
     _print_listening,
     _run_until_signalled,
     _unwrap_run,
-    configure_logging,
     gc_threshold,
-    load_engine,
-    socket_address,
 )
-from .sockets import listening_socket, unix_socket_owner
+from .sockets import listening_socket, socket_address, unix_socket_owner
 
 __all__ = ["EXIT_STARTUP_FAILED", "run_workers"]
 
@@ -230,7 +226,7 @@ class _Supervisor:
         payload = {
             "app": self.app,
             "app_dir": self.app_dir,
-            "config": _config_to_json(self.config),
+            "config": config_to_json(self.config),
             "fd": self.sock.fileno(),
             "path": sys.path,
             "worker": index,
@@ -308,7 +304,7 @@ def _worker_serve(payload: dict[str, Any], early_stop: _EarlyStop, status_fd: in
     from .apps import AppLoadError, load_app
     from .handlers import LifespanError, resolve_app
 
-    config = _config_from_json(payload["config"])
+    config = config_from_json(payload["config"])
     configure_logging(config.log_level, config.access_log)
     sock = socket.socket(fileno=payload["fd"])
     try:

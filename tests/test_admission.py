@@ -21,7 +21,7 @@ import trio
 import trio.testing
 
 import pipeparse
-from pipeparse.servers import listen
+from pipeparse.servers import listen, sockets
 from pipeparse.servers.admission import Admission
 from pipeparse.servers.config import ServerConfig
 from pipeparse.servers.listen import Server
@@ -229,7 +229,7 @@ async def test_serve_listens_with_the_configured_backlog(monkeypatch: pytest.Mon
         seen.append(kwargs["backlog"])
         return bind(host, port, **kwargs)
 
-    monkeypatch.setattr(listen, "bind_socket", recording_bind)
+    monkeypatch.setattr(sockets, "bind_socket", recording_bind)
     async with trio.open_nursery() as nursery:
         server: Server = await nursery.start(
             partial(pipeparse.serve, "plaintext", port=0, backlog=64)

@@ -27,8 +27,9 @@ import trio.testing
 import pipeparse
 from pipeparse import Limits
 from pipeparse.servers import listen
+from pipeparse.servers import running as running_module
 from pipeparse.servers.apps import plaintext
-from pipeparse.servers.config import ServerConfig
+from pipeparse.servers.config import ServerConfig, config_from_json, config_to_json
 from pipeparse.servers.handlers import resolve_app
 from pipeparse.servers.listen import Server, ShutdownSignal, current_shutdown, serve_listeners
 from pipeparse.servers.protocol import Handler, ResponseSink
@@ -388,7 +389,11 @@ def test_gc_threshold_holds_for_the_block_and_is_restored() -> None:
 
 def test_run_tunes_the_collector_only_while_it_serves(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[int] = []
-    monkeypatch.setattr(listen, "_unwrap_run", lambda *args: seen.append(gc.get_threshold()[0]))
+
+    def record(*args: Any) -> None:
+        seen.append(gc.get_threshold()[0])
+
+    monkeypatch.setattr(running_module, "_unwrap_run", record)
     before = gc.get_threshold()
     assert listen.run("plaintext", gc_threshold=before[0] + 99) == 0
     assert seen == [before[0] + 99]
@@ -399,10 +404,10 @@ def test_config_survives_the_trip_to_a_worker() -> None:
     config = listen.make_config(
         port=0, server_name=b"x\xe9", max_head_size=2048, shutdown_timeout=1.5, access_log=True
     )
-    wire = listen._config_to_json(config)
+    wire = config_to_json(config)
     import json
 
-    assert listen._config_from_json(json.loads(json.dumps(wire))) == config
+    assert config_from_json(json.loads(json.dumps(wire))) == config
 
 
 def test_bind_socket_reports_a_busy_address_and_sets_reuse_port() -> None:

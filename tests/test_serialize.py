@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from pipeparse import render_head
+from pipeparse._serialize import render_error
 
 DATE = b"Mon, 23 Nov 2026 21:00:00 GMT"
 FIELDS = [(b"content-type", b"text/plain")]
@@ -81,3 +82,14 @@ def test_bad_fields_raise_every_time(field: tuple[bytes, bytes]) -> None:
     for _ in itertools.repeat(None, 2):  # a failure is never memoised as a success
         with pytest.raises(ValueError):
             render(headers=[field])
+
+
+def test_render_error_is_a_complete_closing_text_response() -> None:
+    response = render_error(400, "bad framing", date=DATE, server=b"pp")
+    assert response == (
+        b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        b"date: " + DATE + b"\r\nserver: pp\r\ncontent-length: 12\r\nconnection: close\r\n\r\n"
+        b"bad framing\n"
+    )
+    head_only = render_error(400, "bad framing", date=DATE, server=b"pp", head_only=True)
+    assert head_only == response[: -len(b"bad framing\n")]  # a HEAD's: the length, no body

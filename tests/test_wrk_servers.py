@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from pipeparse.clients.bench.peers import ServerSpec, server_command
+from pipeparse.clients.crosscheck import wrk_matrix
 from pipeparse.clients.crosscheck import wrk_servers as ws
 from pipeparse.clients.crosscheck.wrk_servers import (
     MATRICES,
@@ -159,8 +160,8 @@ def test_wrk_command() -> None:
 
 
 def test_uvicorn_serves_the_plaintext_app_with_httptools_and_uvloop() -> None:
-    assert ws.UVICORN_HTTPTOOLS.engine == "uvicorn"
-    cmd = server_command(ws.UVICORN_HTTPTOOLS, 8123)
+    assert wrk_matrix.UVICORN_HTTPTOOLS.engine == "uvicorn"
+    cmd = server_command(wrk_matrix.UVICORN_HTTPTOOLS, 8123)
     assert cmd[:4] == [sys.executable, "-m", "uvicorn", "pipeparse.servers.apps:plaintext"]
     assert cmd[cmd.index("--port") + 1] == "8123"
     assert cmd[cmd.index("--http") + 1] == "httptools"
@@ -168,8 +169,8 @@ def test_uvicorn_serves_the_plaintext_app_with_httptools_and_uvloop() -> None:
 
 
 def test_granian_serves_the_plaintext_app_with_and_without_pipeline_flush() -> None:
-    plain = server_command(ws.GRANIAN_ASGI, 8124)
-    flush = server_command(ws.GRANIAN_ASGI_FLUSH, 8124)
+    plain = server_command(wrk_matrix.GRANIAN_ASGI, 8124)
+    flush = server_command(wrk_matrix.GRANIAN_ASGI_FLUSH, 8124)
     for cmd in (plain, flush):
         assert cmd[:3] == [sys.executable, "-m", "granian"]
         assert cmd[-1] == "pipeparse.servers.apps:plaintext"
@@ -271,7 +272,7 @@ def test_contender_spec_for_started_servers_only() -> None:
 
 
 def test_unavailable_nginx(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ws, "ensure_nginx", lambda: None)
+    monkeypatch.setattr(wrk_matrix, "ensure_nginx", lambda: None)
     nginx = next(c for c in _plaintext().contenders if c.kind == "nginx")
     reason = ws.unavailable(nginx)
     assert reason is not None and "nginx" in reason

@@ -20,7 +20,7 @@ Two loops drive a connection:
 - open loop (``rate``): a sender task sends on a fixed schedule (R/connections per connection,
   connections staggered), at most DEPTH in flight; a request sent late because the window was
   full or the connection was down still measures from its intended time (coordinated omission
-  corrected, as wrk2 does). A receiver task frames and records.
+  corrected, as wrk2 does). A receiver task frames and records (`open_loop.OpenLoop`).
 
 Failures never stop a run: each is counted by kind and the connection reconnects. Every request
 sent is either answered (``requests``) or counted ``unanswered`` (the server closed, a read or
@@ -33,15 +33,13 @@ raises `CannotConnect` (``cannot connect to HOST:PORT: connection refused``) ins
 errors for its length.
 
 `run_load` is one process; `run_load_sync` runs it, or `processes` of them side by side
-(`load_processes`). What a run does is `LoadConfig` (`load_config`).
+(`load_processes`). What a run does is `LoadConfig` (`load_config`); what its connections share
+is `plan.Plan` and the current `plan.Phase`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-import math
 import os
 import socket
 from collections import deque
@@ -50,19 +48,13 @@ from typing import Any
 
 import trio
 
-from pipeparse import (
-    BufferFull,
-    FramedResponse,
-    KiB,
-    Limits,
-    ResponseIndex,
-    SeekableBuffer,
-)
-from pipeparse.clients.load.config import MODES, LoadConfig, Progress, ProgressCallback, requests_of
-from pipeparse.clients.load.request import Target, parse_url
+from pipeparse import BufferFull, FramedResponse, ResponseIndex, SeekableBuffer
+from pipeparse.clients.load.config import MODES, LoadConfig, Progress, ProgressCallback
+from pipeparse.clients.load.open_loop import OpenLoop
+from pipeparse.clients.load.plan import SECONDS, Phase, Plan
 from pipeparse.clients.load.result import LoadResult, LoadStats
-from pipeparse.clients.load.tls import client_context, handshake
-from pipeparse.clients.load.tls import wait_readable as tls_wait_readable
+from pipeparse.clients.load.socket_io import ConnectionFailed, reason, send_rest, wait_writable
+from pipeparse.clients.load.tls import handshake
 
 __all__ = [
     "MODES",
@@ -74,8 +66,6 @@ __all__ = [
     "run_load_sync",
 ]
 
-SECONDS = 1.0
-_RECV_SIZE = 64 * KiB  # the most one read takes (a large read frames many responses at once)
 _BACKOFF_FIRST = 0.01 * SECONDS  # reconnect backoff after a failed connect, doubling ...
 _BACKOFF_MAX = 0.5 * SECONDS  # ... up to this
 PROGRESS_EVERY = 0.25 * SECONDS  # (also the multi-process parent's, `load_processes`)
@@ -87,114 +77,10 @@ class CannotConnect(RuntimeError):
     """Not one connection to the server could be opened (the message says why, in one line)."""
 
 
-# -- the plan: what every connection shares ----------------------------------------------------
-
-
-class _Plan:
-    """The run's immutable parts, prepared once."""
-
-    def __init__(self, config: LoadConfig) -> None:
-        self.config = config
-        self.target: Target = parse_url(config.url)
-        mix = requests_of(config)
-        self.mix = mix
-        self.depth = config.depth
-        self.batch = config.mode == "batch"
-        # The cycle of requests and `depth` more: sending k requests from position p of the
-        # cycle is one slice, ``requests[offsets[p]:offsets[p + k]]``.
-        self.requests = memoryview(mix.data)
-        self.offsets = mix.offsets
-        self.cycle_len = len(mix)
-        self.method = mix.one_method  # None: the mix has several methods
-        self.timeout = config.timeout
-        self.limits = Limits(max_head_size=config.max_head_size)
-        self.verify = config.verify
-        # What the echo app reports for the request at each position of the cycle:
-        self.reports = [
-            (spec.target, spec.method, len(spec.body), hashlib.sha256(spec.body).hexdigest())
-            for spec in (mix.specs[i] for i in mix.cycle)
-        ]
-        self.recv_size = min(_RECV_SIZE, config.buffer_size)
-        # Open loop: seconds between two requests of one connection.
-        self.interval = config.connections / config.rate if config.rate else 0.0
-        self.sockaddr: Any = None
-        self.family = socket.AF_INET
-        self.tls = client_context(config.cacert, config.insecure) if self.target.tls else None
-        # Over TLS a read may find decrypted bytes already in OpenSSL (see clients/load/tls.py).
-        self.wait_readable = tls_wait_readable if self.tls else trio.lowlevel.wait_readable
-
-    async def resolve(self) -> None:
-        if self.config.unix_socket is not None:
-            self.family, self.sockaddr = socket.AF_UNIX, self.config.unix_socket
-            return
-        infos = await trio.socket.getaddrinfo(
-            self.target.host, self.target.port, type=socket.SOCK_STREAM
-        )
-        if not infos:
-            raise OSError("no address found")
-        self.family, _, _, _, self.sockaddr = infos[0]
-
-
-class _Phase:
-    """One phase of the run (warmup or measurement): its stats, its end, its request budget."""
-
-    __slots__ = ("budget", "end", "name", "sending", "start", "stats")
-
-    def __init__(self, name: str, stats: LoadStats, end: float | None, budget: int | None):
-        self.name = name
-        self.stats = stats
-        self.start = stats.start
-        self.end = end
-        self.budget = budget
-        self.sending = True
-
-    def take(self, k: int, at: float) -> int:
-        """How many of `k` requests may be sent at `at` (and take them from the budget)."""
-        if self.end is not None and at >= self.end:
-            self.sending = False
-            return 0
-        b = self.budget
-        if b is None:
-            return k
-        if k >= b:
-            k = b
-            self.sending = False
-        self.budget = b - k
-        return k
-
-    def over(self, now: float) -> bool:
-        return self.budget == 0 or (self.end is not None and now >= self.end)
-
-
 # -- a connection ------------------------------------------------------------------------------
 
 
-class _Failure(Exception):
-    """A connection failed; `kind` is its error kind (or None: closed without an error)."""
-
-    def __init__(self, kind: str | None) -> None:
-        super().__init__(kind)
-        self.kind = kind
-
-
-_wait_writable = trio.lowlevel.wait_writable
-
-
-async def _send_rest(sock: socket.socket, data: memoryview, timeout: float) -> None:
-    """The slow path of a send (the socket buffer was full): wait for room, `timeout` at most.
-
-    Shielded: the connection's own timeout scope never interrupts a send halfway.
-    """
-    with trio.CancelScope(shield=True, deadline=trio.current_time() + timeout) as scope:
-        while data:
-            await _wait_writable(sock)
-            with contextlib.suppress(BlockingIOError):
-                data = data[sock.send(data) :]
-    if scope.cancelled_caught:
-        raise _Failure("timeout")
-
-
-class _Connection:
+class Connection:
     """One client connection, kept open across phases, reconnected after a failure.
 
     A plain non-blocking socket, driven with trio's `wait_readable`/`wait_writable`: a send
@@ -202,7 +88,7 @@ class _Connection:
     reads once (the wait is each loop's one scheduling point).
     """
 
-    def __init__(self, plan: _Plan, number: int) -> None:
+    def __init__(self, plan: Plan, number: int) -> None:
         self.plan = plan
         self.number = number
         self.sock: socket.socket | None = None
@@ -215,12 +101,7 @@ class _Connection:
         self.next_t: float | None = None  # open loop: the next intended send time
         self.gave_up = False
         self.connect_error = ""  # why the last connect failed (for `CannotConnect`)
-        # Open loop, shared by the sender and receiver tasks:
-        self._room = trio.Event()
-        self._sender_done = False
-        self._failure: str | None = None
-        self._last = 0.0  # when a response last completed, or the window last opened
-        self._stop_scope: trio.CancelScope | None = None
+        self.last = 0.0  # when a response last completed, or the window last opened
 
     def close(self) -> None:
         if self.sock is not None:
@@ -234,7 +115,7 @@ class _Connection:
         try:
             sock = socket.socket(plan.family, socket.SOCK_STREAM)
         except OSError as e:  # out of file descriptors, say
-            self.connect_error = _reason(e)
+            self.connect_error = reason(e)
             stats.error(trio.current_time(), "connect")
             return False
         sock.setblocking(False)
@@ -245,7 +126,7 @@ class _Connection:
                 try:
                     sock.connect(plan.sockaddr)
                 except BlockingIOError:
-                    await _wait_writable(sock)
+                    await wait_writable(sock)
                     err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                     if err:
                         raise OSError(err, os.strerror(err)) from None
@@ -253,7 +134,7 @@ class _Connection:
                     sock = await handshake(sock, plan.tls, plan.target.host)
                 ok = True
         except OSError as e:
-            self.connect_error = _reason(e)
+            self.connect_error = reason(e)
         if not ok:
             trio.lowlevel.notify_closing(sock)
             sock.close()
@@ -270,7 +151,7 @@ class _Connection:
         self.pos = 0  # the response to request `seq` answers cycle position `seq % cycle_len`
         return True
 
-    async def run(self, ph: _Phase) -> None:
+    async def run(self, ph: Phase) -> None:
         """Run the phase on this connection, until it is over and nothing is in flight."""
         plan = self.plan
         failing_since: float | None = None
@@ -296,11 +177,11 @@ class _Connection:
                     continue
             try:
                 if plan.interval:
-                    await self._open_loop(ph)
+                    await OpenLoop(self).run(ph)
                 else:
                     await self._closed_loop(ph)
                 return
-            except _Failure as f:
+            except ConnectionFailed as f:
                 now = trio.current_time()
                 stats = ph.stats
                 if f.kind is not None:
@@ -313,23 +194,23 @@ class _Connection:
 
     # -- closed loop -------------------------------------------------------------------------
 
-    async def _closed_loop(self, ph: _Phase) -> None:
+    async def _closed_loop(self, ph: Phase) -> None:
         """Send, read, frame, record, send again. Returns when the phase is over and nothing
-        is in flight; raises `_Failure` when the connection is lost.
+        is in flight; raises `ConnectionFailed` when the connection is lost.
 
         The timeout is checked lazily: a cancel scope is armed at the last progress plus the
         timeout, and re-armed (rarely) when it fires early; progress only moves a float.
         """
         timeout = self.plan.timeout
-        self._last = trio.current_time()
+        self.last = trio.current_time()
         while True:
-            with trio.CancelScope(deadline=self._last + timeout):
+            with trio.CancelScope(deadline=self.last + timeout):
                 if await self._closed_steps(ph):
                     return
-            if self.inflight and trio.current_time() - self._last >= timeout:
-                raise _Failure("timeout")
+            if self.inflight and trio.current_time() - self.last >= timeout:
+                raise ConnectionFailed("timeout")
 
-    async def _closed_steps(self, ph: _Phase) -> bool:
+    async def _closed_steps(self, ph: Phase) -> bool:
         """The hot loop of `_closed_loop`; True when done, False if cancelled by the timer.
 
         Each read first waits for readiness (trying the read first was measured: against a busy
@@ -367,12 +248,12 @@ class _Connection:
                     k = take(room, now)
                     if k:
                         if not inflight:
-                            self._last = now
+                            self.last = now
                         pos = self.pos
                         if method is not None:
                             index.expect(method, k)
                         else:
-                            self._expect_mixed(pos, k)
+                            self.expect_mixed(pos, k)
                         groups.append([now, k])
                         inflight += k
                         self.inflight = inflight
@@ -385,12 +266,12 @@ class _Connection:
                         except BlockingIOError:
                             sent = 0
                         if sent < len(data):
-                            await _send_rest(sock, data[sent:], timeout)
+                            await send_rest(sock, data[sent:], timeout)
                 if not inflight:
                     return True
                 kind = "read"
                 if buf.writable() < low_water:
-                    self._release()
+                    self.release()
                 await wait_readable(sock)
                 try:
                     n = buf.recv_into(sock, recv_size)
@@ -398,7 +279,7 @@ class _Connection:
                     now = now_fn()
                     continue
                 except BufferFull:
-                    raise _Failure("framing") from None  # verify: a response > the buffer
+                    raise ConnectionFailed("framing") from None  # verify: a response > the buffer
                 now = now_fn()
                 prev = index.current
                 if n:
@@ -411,7 +292,7 @@ class _Connection:
                     completed += done
                     inflight -= done
                     self.inflight = inflight
-                    self._last = now
+                    self.last = now
                     group = groups[0]
                     if group[1] > done and not verify:  # the common case, inline
                         group[1] -= done
@@ -420,23 +301,23 @@ class _Connection:
                         if index.statuses.keys() != _ONLY_200:
                             self._count_statuses(stats, now)
                     else:
-                        self._settle(stats, now, done, prev, framed)
+                        self.settle(stats, now, done, prev, framed)
                 if index.error is not None:
-                    raise _Failure("framing")
+                    raise ConnectionFailed("framing")
                 if not n or index.done:
-                    raise _Failure(None)  # closed: what is in flight is unanswered
+                    raise ConnectionFailed(None)  # closed: what is in flight is unanswered
         except OSError:
-            raise _Failure(kind) from None
+            raise ConnectionFailed(kind) from None
         finally:
             self.inflight = inflight
 
-    def _expect_mixed(self, pos: int, k: int) -> None:
+    def expect_mixed(self, pos: int, k: int) -> None:
         """Tell the index the methods of the `k` requests from cycle position `pos`."""
         expect = self.index.expect
         for m in self.plan.mix.methods[pos : pos + k]:
             expect(m)
 
-    def _release(self) -> None:
+    def release(self) -> None:
         """Release what was framed (with `verify`, keep a response whose body is arriving)."""
         buf = self.buf
         index = self.index
@@ -446,7 +327,7 @@ class _Connection:
         if upto > buf.head:
             buf.release(buf.head, upto)
 
-    def _settle(
+    def settle(
         self,
         stats: LoadStats,
         now: float,
@@ -510,173 +391,6 @@ class _Connection:
             and report.get("body_sha256") == body_sha256
         )
 
-    # -- open loop ---------------------------------------------------------------------------
-
-    async def _open_loop(self, ph: _Phase) -> None:
-        """The sender on its schedule, the receiver recording; returns or raises like
-        `_closed_loop`."""
-        self._failure = None
-        self._sender_done = False
-        self._room = trio.Event()
-        self._stop_scope = trio.CancelScope()
-        self._last = trio.current_time()
-        failure: _Failure | None = None
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._sender, ph)
-            try:
-                await self._receiver(ph)
-            except _Failure as f:
-                failure = f  # raised outside the nursery, which would wrap it in a group
-            finally:
-                nursery.cancel_scope.cancel()
-        if failure is not None:
-            raise failure
-
-    async def _sender(self, ph: _Phase) -> None:
-        plan = self.plan
-        sock = self.sock
-        assert sock is not None
-        depth = plan.depth
-        batch = plan.batch
-        interval = plan.interval
-        step = interval * depth if batch else interval
-        offsets = plan.offsets
-        cycle_len = plan.cycle_len
-        stats = ph.stats
-        groups = self.groups
-        if self.next_t is None:  # stagger the connections over one interval
-            self.next_t = ph.start + interval * self.number / plan.config.connections
-        try:
-            while True:
-                t = self.next_t
-                if (ph.end is not None and t >= ph.end) or ph.budget == 0:
-                    break
-                now = trio.current_time()
-                if t > now:
-                    await trio.sleep_until(t)
-                    continue
-                inflight = self.inflight
-                room = (0 if inflight else depth) if batch else depth - inflight
-                if not room:
-                    self._room = trio.Event()
-                    await self._room.wait()
-                    continue
-                if batch:
-                    due = depth
-                else:
-                    due = min(room, int((now - t) / interval) + 1)
-                    if ph.end is not None:  # only requests intended before the end
-                        due = min(due, math.ceil((ph.end - t) / interval - 1e-9))
-                k = ph.take(due, t)
-                if not k:
-                    break
-                if batch:
-                    groups.append([t, k])
-                else:
-                    groups.extend([[t + i * interval, 1] for i in range(k)])
-                self.next_t = t + (step if batch else k * interval)
-                pos = self.pos
-                if plan.method is not None:
-                    self.index.expect(plan.method, k)
-                else:
-                    self._expect_mixed(pos, k)
-                if not inflight:
-                    self._last = now
-                self.inflight = inflight + k
-                stats.sent += k
-                data = plan.requests[offsets[pos] : offsets[pos + k]]
-                self.pos = (pos + k) % cycle_len
-                try:
-                    sent = sock.send(data)
-                except BlockingIOError:
-                    sent = 0
-                if sent < len(data):
-                    await _send_rest(sock, data[sent:], plan.timeout)
-                await trio.lowlevel.checkpoint()
-        except OSError:
-            self._failure = "write"
-        except _Failure as f:
-            self._failure = f.kind
-        else:
-            self._sender_done = True
-            if self.inflight:
-                return
-        assert self._stop_scope is not None
-        self._stop_scope.cancel()
-
-    async def _receiver(self, ph: _Phase) -> None:
-        plan = self.plan
-        sock = self.sock
-        assert sock is not None
-        wait_readable = plan.wait_readable
-        buf = self.buf
-        index = self.index
-        stats = ph.stats
-        recv_size = plan.recv_size
-        timeout = plan.timeout
-        stop = self._stop_scope
-        assert stop is not None
-        completed = index.completed
-        with stop:
-            while True:
-                # The timer runs only while requests are in flight.
-                # (Armed from now when nothing is in flight yet: a silent server still ends it.)
-                deadline = (self._last if self.inflight else trio.current_time()) + timeout
-                with trio.CancelScope(deadline=deadline) as timer:
-                    try:
-                        await wait_readable(sock)
-                    except OSError:
-                        raise _Failure("read") from None
-                if timer.cancelled_caught:
-                    if self.inflight and trio.current_time() - self._last >= timeout:
-                        raise _Failure("timeout")
-                    continue
-                try:
-                    view = buf.write_view(recv_size)
-                except BufferFull:
-                    raise _Failure("framing") from None
-                try:
-                    n = sock.recv_into(view, recv_size)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    raise _Failure("read") from None
-                finally:
-                    view.release()
-                now = trio.current_time()
-                prev = index.current
-                if n:
-                    buf.commit(n)
-                    stats.received(now, n)
-                    framed: list[FramedResponse] | int = (
-                        index.advance() if plan.verify else index.tally()
-                    )
-                else:
-                    framed = index.eof()
-                done = index.completed - completed
-                if done:
-                    completed += done
-                    self.inflight -= done
-                    self._last = now
-                    self._settle(stats, now, done, prev, framed)
-                    self._room.set()
-                if index.error is not None:
-                    raise _Failure("framing")
-                if not n or index.done:
-                    raise _Failure(None)
-                self._release()
-                if self._sender_done and not self.inflight:
-                    return
-        # The stop scope was cancelled: the sender is done with nothing in flight, or failed.
-        if self._failure is not None:
-            raise _Failure(self._failure)
-
-
-def _reason(e: OSError) -> str:
-    """``connection refused`` from ``[Errno 111] Connection refused``."""
-    text = e.strerror or str(e) or type(e).__name__
-    return text[:1].lower() + text[1:]
-
 
 # -- a run -------------------------------------------------------------------------------------
 
@@ -695,28 +409,28 @@ async def run_load(
             several processes start together).
     """
     config.check()
-    plan = _Plan(config)
+    plan = Plan(config)
     now = trio.current_time()
     first = LoadStats(now, config.verify)
-    conns = [_Connection(plan, i) for i in range(config.connections)]
+    conns = [Connection(plan, i) for i in range(config.connections)]
     try:
         try:
             await plan.resolve()
         except OSError as e:
-            raise CannotConnect(f"cannot resolve {plan.target.host}: {_reason(e)}") from None
+            raise CannotConnect(f"cannot resolve {plan.target.host}: {reason(e)}") from None
         await _open_connections(plan, conns, first)
         if start_gate is not None:
             await start_gate()
         if config.warmup > 0:
             now = trio.current_time()
             first.start = now
-            warm = _Phase("warmup", first, now + config.warmup, None)
+            warm = Phase("warmup", first, now + config.warmup, None)
             await _run_phase(conns, warm, progress, config)
             first = LoadStats(trio.current_time(), config.verify)
         now = trio.current_time()
         first.start = now
         end = now + config.duration if config.duration is not None else None
-        ph = _Phase("load", first, end, config.requests)
+        ph = Phase("load", first, end, config.requests)
         finished = await _run_phase(conns, ph, progress, config)
         return first.result(finished, config.connections, config.depth)
     finally:
@@ -724,7 +438,7 @@ async def run_load(
             c.close()
 
 
-async def _open_connections(plan: _Plan, conns: list[_Connection], stats: LoadStats) -> None:
+async def _open_connections(plan: Plan, conns: list[Connection], stats: LoadStats) -> None:
     """Open every connection; if none opens, retry one (with backoff) for `_CONNECT_GIVE_UP`
     seconds (or the run's `timeout`, if shorter), then raise `CannotConnect`. Once one is open,
     the others reconnect as usual."""
@@ -745,7 +459,7 @@ async def _open_connections(plan: _Plan, conns: list[_Connection], stats: LoadSt
 
 
 async def _run_phase(
-    conns: list[_Connection], ph: _Phase, progress: ProgressCallback | None, config: LoadConfig
+    conns: list[Connection], ph: Phase, progress: ProgressCallback | None, config: LoadConfig
 ) -> float:
     """Run a phase on every connection; returns when the last one finished."""
     async with trio.open_nursery() as nursery:
@@ -758,7 +472,7 @@ async def _run_phase(
     return trio.current_time()
 
 
-async def _report(ph: _Phase, progress: ProgressCallback, config: LoadConfig) -> None:
+async def _report(ph: Phase, progress: ProgressCallback, config: LoadConfig) -> None:
     planned = config.warmup if ph.name == "warmup" else config.duration
     while True:
         s = ph.stats

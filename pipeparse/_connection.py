@@ -42,7 +42,15 @@ from ._index import FramedRequest, RequestIndex
 from ._limits import KiB, Limits, MiB
 from ._ordered import DispatchPolicy, OrderedResponses
 from ._reading import ReadAndClose
-from ._serialize import CONTINUE_100, LAST_CHUNK, HttpDate, ResponseFraming, chunk, render_head
+from ._serialize import (
+    CONTINUE_100,
+    LAST_CHUNK,
+    HttpDate,
+    ResponseFraming,
+    chunk,
+    render_error,
+    render_head,
+)
 from ._state import ConnState, ExchangeState, ReadState
 from .actions import (
     Action,
@@ -479,19 +487,11 @@ class ServerConnection(ReadAndClose):
     def _answer_error(self, error: ProtocolError) -> None:
         """The 4xx of a protocol error, after every earlier response; then the close."""
         self._error_answered = True
-        body = (error.message + "\n").encode("utf-8", "replace")
-        head, _ = render_head(
-            error.status_hint,
-            _TEXT_PLAIN,
-            method=b"GET",
-            http11=True,
-            keep_alive=False,
-            body_length=len(body),
-            date=self.date(),
-            server=self.server_name,
+        response = render_error(
+            error.status_hint, error.message, date=self.date(), server=self.server_name
         )
         slot = self.responses.reserve(-1)
-        self.responses.write(slot, head + body)
+        self.responses.write(slot, response)
         self.responses.finish(slot, close=True)
         self._stop_dispatch()
 

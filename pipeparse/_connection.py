@@ -22,6 +22,12 @@ timeout of a handler that suspended (503, or a close once its response has begun
 after the write side is shut. Its states are `pipeparse._state`'s; when to read and how to
 close is `_reading.ReadAndClose` (its base class), one request's state `_exchange.Exchange`.
 
+The hot path: a request started with its whole body stays a `FramedRequest` in line
+(`_instant`) until something other than a whole response happens to it (its handler suspends,
+streams, fails, reads; a slot is reserved after it): an instant handler's `respond` then goes
+straight to the output, with no `Exchange` and no slot (`_respond_at_once`). Every request still
+counts in the `DispatchPolicy`, which is the count of requests in flight.
+
 A request whose body has all arrived starts with the body (a view into the buffer). One whose
 body is still arriving waits for it, unless it asked for 100-continue or the buffer is too full
 to take the rest: then it starts with a streamed body, read piece by piece (`read_body`).
@@ -38,6 +44,7 @@ from http import HTTPStatus
 from ._buffer import MIN_BLOCK, SeekableBuffer
 from ._errors import ProtocolError
 from ._exchange import Exchange
+from ._head import RequestHead
 from ._index import FramedRequest, RequestIndex
 from ._limits import KiB, Limits, MiB
 from ._ordered import DispatchPolicy, OrderedResponses
@@ -111,6 +118,10 @@ class ServerConnection(ReadAndClose):
             a request is an ordinary one.
     """
 
+    # Instant requests answered without an `Exchange` (see `_instant`); a subclass that
+    # hooks `_render` or `_finish` turns it off, so every response goes through them.
+    instant_path = True
+
     def __init__(
         self,
         *,
@@ -145,6 +156,10 @@ class ServerConnection(ReadAndClose):
         self._error_answered = False
         self._queue: deque[FramedRequest] = deque()  # framed, not yet started
         self._exchanges: dict[int, Exchange] = {}
+        # Started with their whole body and not yet answered, in order, with no `Exchange`
+        # yet: an instant handler's response then needs none (`_respond_at_once`). Each gets
+        # one, in order, as soon as anything else happens to it or a slot is reserved after it.
+        self._instant: deque[FramedRequest] = deque()
         self._streaming: Exchange | None = None  # the request whose body is still arriving
         self._overflow: list[bytes] = []  # received bytes that did not fit in the buffer yet
         self._peer_eof = False
@@ -198,7 +213,11 @@ class ServerConnection(ReadAndClose):
     def respond(self, seq: int, status: int, headers: Headers, body: Chunk) -> None:
         """Request `seq`'s whole response (its body known at once)."""
         self._changed = True
-        ex = self._exchanges.get(seq)
+        instant = self._instant
+        if instant and instant[0].seq == seq:
+            self._respond_at_once(status, headers, body)
+            return
+        ex = self._exchange(seq)
         if ex is None or ex.state is not ExchangeState.RUNNING:
             if ex is None:
                 return  # answered already (timed out): ignored
@@ -221,7 +240,7 @@ class ServerConnection(ReadAndClose):
     def start_response(self, seq: int, status: int, headers: Headers) -> None:
         """Request `seq`'s response head; its body follows with `send_body`."""
         self._changed = True
-        ex = self._exchanges.get(seq)
+        ex = self._exchange(seq)
         if ex is None:
             return
         if ex.state is not ExchangeState.RUNNING:
@@ -265,7 +284,7 @@ class ServerConnection(ReadAndClose):
         """Request `seq`'s handler raised: a 500 (a `ProtocolError`'s status hint, then a
         close) if none of its response is out, else the connection closes after it."""
         self._changed = True
-        ex = self._exchanges.get(seq)
+        ex = self._exchange(seq)
         if ex is None:
             return
         status = error.status_hint if isinstance(error, ProtocolError) else 500
@@ -274,7 +293,7 @@ class ServerConnection(ReadAndClose):
     def handler_suspended(self, seq: int) -> None:
         """Request `seq`'s handler did not finish inline: its request timeout starts now."""
         self._changed = True
-        ex = self._exchanges.get(seq)
+        ex = self._exchange(seq)
         if ex is not None and not ex.timer:
             ex.timer = True
             self._actions.append(Timer(seq, self.clock() + self.timeouts.request))
@@ -283,7 +302,7 @@ class ServerConnection(ReadAndClose):
         """Request `seq`'s handler wants the next piece of its streamed body: a `BodyData`,
         `BodyEnd` or `BodyError` action follows (now, or once it has arrived)."""
         self._changed = True
-        ex = self._exchanges.get(seq)
+        ex = self._exchange(seq)
         if ex is None:
             return
         if not ex.streams_body:
@@ -325,7 +344,7 @@ class ServerConnection(ReadAndClose):
         index = self.index
         if (
             self.buffer.block_size
-            and not self._exchanges
+            and not self.policy.in_flight
             and not self._queue
             and index.at_boundary
             and now < self._idle_since + self._keep_alive_timeout
@@ -384,7 +403,7 @@ class ServerConnection(ReadAndClose):
     @property
     def in_flight(self) -> int:
         """Requests started and not yet answered."""
-        return len(self._exchanges)
+        return self.policy.in_flight
 
     # -- framing and dispatch ------------------------------------------------------------
 
@@ -441,13 +460,18 @@ class ServerConnection(ReadAndClose):
         if not head.keep_alive:
             self._queue.clear()  # RFC 9112 §9.6: nothing after it is processed
             self._stop_dispatch()
-        ex = Exchange(request, streams)
-        self.responses.add(ex)
-        self._exchanges[request.seq] = ex
         body: bytes | memoryview | None
+        if streams or not self.instant_path:
+            self._materialize(None)
+            ex = Exchange(request, streams)
+            self.responses.add(ex)
+            self._exchanges[request.seq] = ex
+            if streams:
+                self._streaming = ex
+        else:
+            self._instant.append(request)
         if streams:
             body = None
-            self._streaming = ex
         else:
             pieces = request.body
             if not pieces:
@@ -464,7 +488,7 @@ class ServerConnection(ReadAndClose):
         return (
             self.state is ConnState.OPEN
             and not self._queue
-            and not self._exchanges
+            and not self.policy.in_flight
             and not len(self.responses)
             and self.error is None
         )
@@ -487,6 +511,7 @@ class ServerConnection(ReadAndClose):
     def _answer_error(self, error: ProtocolError) -> None:
         """The 4xx of a protocol error, after every earlier response; then the close."""
         self._error_answered = True
+        self._materialize(None)  # (its slot follows every earlier request's)
         response = render_error(
             error.status_hint, error.message, date=self.date(), server=self.server_name
         )
@@ -500,8 +525,26 @@ class ServerConnection(ReadAndClose):
     def _render(
         self, ex: Exchange, status: int, headers: Headers, length: int | None
     ) -> tuple[bytes, ResponseFraming]:
-        head = ex.head
-        last = self._shutdown and not self._queue and self.responses.is_last(ex)
+        last = (
+            self._shutdown
+            and not self._queue
+            and not self._instant
+            and self.responses.is_last(ex)
+        )
+        # One clock read per receive for the handlers that answer at once; a fresh one for a
+        # handler that suspended (it may answer much later).
+        date = self.date() if ex.timer or ex.streams_body else self._batch_date
+        return self._render_head(ex.head, status, headers, length, date, last)
+
+    def _render_head(
+        self,
+        head: RequestHead,
+        status: int,
+        headers: Headers,
+        length: int | None,
+        date: bytes,
+        last: bool,
+    ) -> tuple[bytes, ResponseFraming]:
         return render_head(
             status,
             headers,
@@ -509,11 +552,59 @@ class ServerConnection(ReadAndClose):
             http11=head.http_version == b"1.1",
             keep_alive=head.keep_alive and not last,
             body_length=length,
-            # One clock read per receive for the handlers that answer at once; a fresh one
-            # for a handler that suspended (it may answer much later).
-            date=self.date() if ex.timer or ex.streams_body else self._batch_date,
+            date=date,
             server=self.server_name,
         )
+
+    def _respond_at_once(self, status: int, headers: Headers, body: Chunk) -> None:
+        """The whole response of the oldest instant request (see `_instant`): straight to the
+        output, or complete into a slot of its own after every earlier response's."""
+        instant = self._instant
+        request = instant[0]
+        head = request.head
+        length = len(body)
+        last = self._shutdown and not self._queue and len(instant) == 1
+        data, framing = self._render_head(head, status, headers, length, self._batch_date, last)
+        close = framing.close
+        if framing.send_body:
+            if framing.content_length != length and framing.content_length is not None:
+                raise RuntimeError(  # (it stays in line: the driver reports the failure)
+                    f"response body of {length} bytes, Content-Length {framing.content_length}"
+                )
+            if length <= 4096:
+                self.responses.emit(request.seq, data + body, close)
+            else:
+                self.responses.emit(request.seq, data, close, body)  # not copied
+        else:
+            self.responses.emit(request.seq, data, close)
+        instant.popleft()
+        self.policy.finished(head.method)
+        assert request.end is not None  # (it started with its whole body)
+        self.buffer.release(request.start, request.end)
+        if close:
+            self._stop_dispatch()
+        if not self.policy.in_flight and not self._queue:
+            self._idle_since = self.clock()
+        if self._overflow:
+            self._take_overflow()
+
+    def _exchange(self, seq: int) -> Exchange | None:
+        """Request `seq`'s exchange (made now if it is an instant request), or None."""
+        ex = self._exchanges.get(seq)
+        if ex is None and self._instant and self._instant[0].seq <= seq:
+            self._materialize(seq)
+            ex = self._exchanges.get(seq)
+        return ex
+
+    def _materialize(self, upto: int | None) -> None:
+        """Give the instant requests up to `upto` (None: all) their exchange, in order (each
+        one's slot after every earlier one's)."""
+        instant = self._instant
+        while instant and (upto is None or instant[0].seq <= upto):
+            request = instant.popleft()
+            ex = Exchange(request, False)
+            self.responses.add(ex)
+            self._exchanges[request.seq] = ex
 
     def _fail(self, ex: Exchange, status: int, close: bool) -> None:
         if ex.state is not ExchangeState.RUNNING:
@@ -545,7 +636,7 @@ class ServerConnection(ReadAndClose):
         self.responses.finish(ex, close=close)
         if close:
             self._stop_dispatch()
-        if not self._exchanges and not self._queue:
+        if not self.policy.in_flight and not self._queue:
             self._idle_since = self.clock()
         if self._overflow:
             self._take_overflow()

@@ -60,6 +60,10 @@ class DispatchPolicy:
         if method not in SAFE_METHODS:
             self.unsafe_in_flight -= 1
 
+    def clear(self) -> None:
+        """Nothing is in flight any more (the connection closed on them)."""
+        self.in_flight = self.unsafe_in_flight = 0
+
 
 class ResponseSlot:
     """One response's place in the line. `parts` holds bytes written before its turn."""

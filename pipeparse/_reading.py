@@ -39,6 +39,7 @@ class ReadAndClose:
     read_state: ReadState
     _queue: deque[FramedRequest]
     _exchanges: dict[int, Exchange]
+    _instant: deque[FramedRequest]
     _streaming: Exchange | None
     _overflow: list[bytes]
     _peer_eof: bool
@@ -70,13 +71,14 @@ class ReadAndClose:
             and self.state is ConnState.OPEN
             and self.index.upgrade is None
         ):  # the usual case, at a glance
-            want = len(self._exchanges) < self.policy.max_in_flight and self.buffer.writable() > 0
+            policy = self.policy
+            want = policy.in_flight < policy.max_in_flight and self.buffer.writable() > 0
         else:
             needs_body = (streaming is not None and streaming.request.end is None) or (
                 bool(queue) and queue[0].end is None
             )
             full = bool(self._overflow) or self.buffer.writable() == 0
-            busy = len(self._exchanges) + len(queue) >= self.policy.max_in_flight
+            busy = self.policy.in_flight + len(queue) >= self.policy.max_in_flight
             # (after an upgrade request, what comes is the new protocol's: not read until then)
             closing = (
                 self.state is not ConnState.OPEN or self.index.upgrade is not None
@@ -105,7 +107,7 @@ class ReadAndClose:
             return self._body_since + self._body_timeout
         if index.position < self.buffer.tail:
             return self._head_since + self._header_timeout
-        if not self._exchanges and not self._queue:
+        if not self.policy.in_flight and not self._queue:
             if self.buffer.block_size:  # still idle a moment from now: give the block back
                 return self._idle_since + min(TRIM_AFTER, self._keep_alive_timeout)
             return self._idle_since + self._keep_alive_timeout
@@ -122,7 +124,7 @@ class ReadAndClose:
         responses = self.responses
         if responses.closing:
             pass  # a closing response went out: nothing after it is sent
-        elif self.state is not ConnState.CLOSING or self._exchanges or len(responses):
+        elif self.state is not ConnState.CLOSING or self.policy.in_flight or len(responses):
             return
         self._disarm_read()
         for seq, ex in list(self._exchanges.items()):
@@ -130,6 +132,8 @@ class ReadAndClose:
                 self._actions.append(Timer(seq, None))
             self._actions.append(Cancel(seq))  # after a closing response: nobody to answer
         self._exchanges.clear()
+        self._instant.clear()
+        self.policy.clear()
         if self._peer_eof or not responses.closing:
             # The client has closed its side, or nothing closes with a response (idle past
             # the keep-alive timeout, a shutdown or EOF between requests): nothing to drain.

@@ -29,6 +29,8 @@ Report = Callable[[RequestHead | None, int, int], None]
 class ReportingConnection(ServerConnection):
     """`ServerConnection` calling ``on_answered(head, status, body_bytes)`` per response."""
 
+    instant_path = False  # every response through `_render` and `_finish`
+
     def __init__(self, *, on_answered: Report, **options: Any) -> None:
         super().__init__(**options)
         self.on_answered = on_answered
@@ -52,7 +54,7 @@ class ReportingConnection(ServerConnection):
 
     def actions(self) -> list[Action]:
         out = super().actions()
-        if self._unreported_error is not None and not self._exchanges:
+        if self._unreported_error is not None and not self.policy.in_flight:
             self.on_answered(None, *self._unreported_error)
             self._unreported_error = None
         return out

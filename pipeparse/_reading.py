@@ -108,7 +108,8 @@ class ReadAndClose:
         if index.position < self.buffer.tail:
             return self._head_since + self._header_timeout
         if not self.policy.in_flight and not self._queue:
-            if self.buffer.block_size:  # still idle a moment from now: give the block back
+            buffer = self.buffer
+            if buffer.block_size and not buffer.fixed:  # idle a moment: give the block back
                 return self._idle_since + min(TRIM_AFTER, self._keep_alive_timeout)
             return self._idle_since + self._keep_alive_timeout
         return None

@@ -31,6 +31,29 @@ TRIM_AFTER = 0.05  # seconds idle before a connection's receive block is given b
 class ReadAndClose:
     """See the module comment; every attribute is set by `ServerConnection.__init__`."""
 
+    __slots__ = (
+        "_actions",
+        "_body_since",
+        "_body_timeout",
+        "_exchanges",
+        "_head_since",
+        "_header_timeout",
+        "_idle_since",
+        "_keep_alive_timeout",
+        "_linger_timeout",
+        "_overflow",
+        "_peer_eof",
+        "_queue",
+        "_read_deadline",
+        "_streaming",
+        "buffer",
+        "index",
+        "policy",
+        "read_state",
+        "responses",
+        "state",
+    )
+
     buffer: SeekableBuffer
     index: RequestIndex
     policy: DispatchPolicy

@@ -45,6 +45,7 @@ import trio
 
 from pipeparse import (
     ConnectionTimeouts,
+    HttpDate,
     HttpRequest,
     ProtocolError,
     Response,
@@ -92,6 +93,25 @@ _TEXT_PLAIN = ((b"content-type", b"text/plain; charset=utf-8"),)
 _REFUSED = b"503 Service Unavailable: the server is at its concurrency limit\n"
 _TIMED_OUT = len(b"503 Service Unavailable\n")
 _NONE: list[Any] = []  # (never appended to)
+_date = HttpDate()  # one per process: a connection's objects are its idle cost
+_timeouts: dict[int, tuple[ServerConfig, ConnectionTimeouts]] = {}
+
+
+def _timeouts_of(config: ServerConfig) -> ConnectionTimeouts:
+    """The `ConnectionTimeouts` of `config`, one per config (shared by its connections)."""
+    known = _timeouts.get(id(config))
+    if known is not None and known[0] is config:
+        return known[1]
+    timeouts = ConnectionTimeouts(
+        header=config.header_timeout,
+        body=config.body_timeout,
+        keep_alive=config.keep_alive_timeout,
+        request=config.request_timeout,
+    )
+    if len(_timeouts) > 64:
+        _timeouts.clear()
+    _timeouts[id(config)] = (config, timeouts)
+    return timeouts
 
 
 async def serve_connection(
@@ -203,14 +223,10 @@ class TrioDriver:
             max_in_flight=config.max_in_flight,
             buffer_size=config.buffer_size,
             fixed_buffer=config.fixed_buffer,
-            timeouts=ConnectionTimeouts(
-                header=config.header_timeout,
-                body=config.body_timeout,
-                keep_alive=config.keep_alive_timeout,
-                request=config.request_timeout,
-            ),
+            timeouts=_timeouts_of(config),
             server_name=config.server_name,
             clock=trio.current_time,
+            date=_date,
             upgrades=self.endpoint is not None,
         )
         self.nursery: trio.Nursery

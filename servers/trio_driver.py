@@ -37,8 +37,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable, Coroutine
-from http import HTTPStatus
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -46,9 +45,7 @@ import trio
 from pipeparse import (
     ConnectionTimeouts,
     HttpDate,
-    HttpRequest,
     ProtocolError,
-    Response,
     ServerConnection,
 )
 from pipeparse.actions import (
@@ -68,14 +65,12 @@ from pipeparse.actions import (
 
 from .admission import current_admission
 from .config import ServerConfig
-from .handlers import send_stream
-from .heap import gave_back
 from .listen import current_shutdown, log_access
 from .protocol import Handler, native_of
-from .sink import ConnectionSink
 from .tls import close_stream
-from .trampoline import resume as _resume
 from .trio_bodies import NoBody, StreamedBody
+from .trio_handlers import RunsHandlers, Worker
+from .trio_reading import MAX_RECV, MIN_RECV
 from .trio_timers import RequestTimers
 from .websocket import websocket_of
 from .websocket_trio import serve_websocket
@@ -84,13 +79,8 @@ __all__ = ["serve_connection"]
 
 log = logging.getLogger("pipeparse.server")
 
-_MIN_RECV = 4 * 1024
-_MAX_RECV = 256 * 1024
 _FLUSH_AT = 64 * 1024  # output bytes written without waiting for the batch to end
 _IOV_MAX = 1024
-_BYTES = (bytes, bytearray, memoryview)
-_TEXT_PLAIN = ((b"content-type", b"text/plain; charset=utf-8"),)
-_REFUSED = b"503 Service Unavailable: the server is at its concurrency limit\n"
 _TIMED_OUT = len(b"503 Service Unavailable\n")
 _NONE: list[Any] = []  # (never appended to)
 _date = HttpDate()  # one per process: a connection's objects are its idle cost
@@ -145,22 +135,7 @@ async def _call(function: Callable[[], None]) -> None:
     function()
 
 
-class _Worker:
-    """One task of the connection: whether it leads, its cancel scope (cancelled only by a
-    `Cancel` of the request it runs), and that request while its handler is suspended."""
-
-    __slots__ = ("cancelled", "leading", "method", "scope", "seq", "target")
-
-    def __init__(self, scope: trio.CancelScope, leading: bool) -> None:
-        self.scope = scope
-        self.leading = leading
-        self.cancelled = False
-        self.seq = -1
-        self.method = b""
-        self.target = b""
-
-
-class TrioDriver:
+class TrioDriver(RunsHandlers):
     """One connection: the tasks that drive its `ServerConnection` (see the module comment)."""
 
     __slots__ = (
@@ -171,19 +146,14 @@ class TrioDriver:
         "config",
         "conn",
         "done",
-        "eager_misses",
-        "eager_reads",
         "endpoint",
-        "error_logged",
         "fd",
         "fixed_recv",
         "flush_each",
-        "flush_pending",
         "followers",
         "generation",
         "gone",
         "handler",
-        "leader_vacant",
         "linger_deadline",
         "lingering",
         "max_recv",
@@ -193,9 +163,6 @@ class TrioDriver:
         "pending",
         "progress",
         "pumping",
-        "read_deadline",
-        "recv_scope",
-        "recv_size",
         "refused",
         "running",
         "stream",
@@ -233,8 +200,8 @@ class TrioDriver:
         sock = stream.socket if isinstance(stream, trio.SocketStream) else None
         self.fd = sock.fileno() if sock is not None else -1  # -1: use the stream
         self.fixed_recv = config.recv_size
-        self.recv_size = config.recv_size or min(_MIN_RECV, config.buffer_size)
-        self.max_recv = min(_MAX_RECV, config.buffer_size)
+        self.recv_size = config.recv_size or min(MIN_RECV, config.buffer_size)
+        self.max_recv = min(MAX_RECV, config.buffer_size)
         self.flush_each = config.flush == "each"
         self.eager_reads = 0  # receives in a row that found data without waiting
         self.eager_misses = 0  # receives in a row whose attempt to read at once found nothing
@@ -255,7 +222,7 @@ class TrioDriver:
         self.read_deadline = math.inf
         self.recv_scope: trio.CancelScope | None = None  # the leader's wait for input
         self.linger_deadline = math.inf
-        self.running: dict[int, _Worker] = {}  # requests whose handler suspended
+        self.running: dict[int, Worker] = {}  # requests whose handler suspended
         self.bodies: dict[int, StreamedBody] = {}
         self.no_body = NoBody(self.gone)
         self.timers: RequestTimers | None = None  # from the first request timeout
@@ -269,7 +236,7 @@ class TrioDriver:
         scope lasts until a `Cancel` ends the request it runs; it then goes on in a new one."""
         while not self.done:
             with trio.CancelScope() as scope:
-                worker = _Worker(scope, leader)
+                worker = Worker(scope, leader)
                 leader = False
                 while not self.done:
                     if worker.leading or self.leader_vacant:
@@ -287,7 +254,7 @@ class TrioDriver:
                     if worker.cancelled:
                         break  # out of the cancelled scope
 
-    async def _lead(self, worker: _Worker) -> None:
+    async def _lead(self, worker: Worker) -> None:
         """Perform actions and read, until the connection is done or this task's handler
         suspended (the role then went to another task)."""
         conn = self.conn
@@ -359,7 +326,7 @@ class TrioDriver:
 
     # -- performing actions --------------------------------------------------------------
 
-    async def _pump(self, worker: _Worker | None, starts: bool = True) -> None:
+    async def _pump(self, worker: Worker | None, starts: bool = True) -> None:
         """Perform the protocol's actions until it has none. One task at a time; without
         `starts` (a task inside a handler, or the watchdog) it stops before a `Start`."""
         if self.pumping:
@@ -516,283 +483,6 @@ class TrioDriver:
         await self._pump(None, starts=False)
         while self.pumping and self.conn.responses.out_size > _FLUSH_AT and not self.done:
             await self.progress.park()  # another task is writing: wait for it
-
-    # -- reading -------------------------------------------------------------------------
-
-    async def _receive(self) -> None:
-        """One receive into the protocol's buffer. Reads at once what is there; waits (until
-        the read deadline) only when nothing is."""
-        size = self.recv_size
-        n = -1
-        # A busy pipeline's next batch is usually there already: read it at once, no timer.
-        # A client that waits for each batch's answers (wrk) never has it there: after two
-        # misses in a row, only every eighth receive tries (a failed read is a system call).
-        misses = self.eager_misses
-        if self.fd < 0:
-            pass  # not a socket: the stream's own receive_some
-        elif misses >= 2 and misses & 7:
-            self.eager_misses = misses + 1
-        else:
-            try:
-                n = self._read_ready(size)
-            except OSError:
-                self._end()
-                return
-            if n < 0:
-                self.eager_misses = misses + 1
-            else:
-                self.eager_misses = 0
-                # Every fourth receive that did not wait yields anyway, so a client that
-                # never pauses cannot starve the others.
-                self.eager_reads += 1
-                if self.eager_reads >= 4:
-                    self.eager_reads = 0
-                    await trio.lowlevel.checkpoint()
-        if n < 0:
-            self.eager_reads = 0
-            n = await self._wait_and_receive(size)
-            if n < 0:
-                return
-        if n == 0:
-            self.gone.set()  # ASGI's http.disconnect: the client closed its side
-            return
-        if not self.fixed_recv:  # adaptive receive size
-            if n >= size:
-                self.recv_size = min(size * 2, self.max_recv)
-            elif n < size // 4:
-                self.recv_size = max(size // 2, _MIN_RECV)
-
-    def _read_ready(self, size: int) -> int:
-        """Read what the socket holds now, straight into the protocol's buffer: the bytes
-        read (0 at the end of the stream), or -1 when it has nothing yet. trio's own
-        receive would cost a trip through the scheduler every time."""
-        conn = self.conn
-        view = conn.receive_view(size)
-        if view is None:
-            try:
-                data = os.read(self.fd, size)
-            except BlockingIOError:
-                return -1
-            conn.receive_data(data)
-            return len(data)
-        try:
-            n = os.readv(self.fd, [view])
-        except BlockingIOError:
-            return -1
-        finally:
-            view.release()
-        conn.received(n)
-        return n
-
-    async def _wait_and_receive(self, size: int) -> int:
-        """Wait for input until the read deadline, and receive it: the bytes received (0 at
-        the end of the stream), or -1 when there is nothing (a timer, a kick, the client
-        went away)."""
-        n = -1
-        try:
-            with trio.CancelScope(deadline=self.read_deadline) as scope:
-                self.recv_scope = scope
-                if self.fd >= 0:
-                    while n < 0:
-                        await trio.lowlevel.wait_readable(self.fd)
-                        n = self._read_ready(size)
-                else:
-                    data = await self.stream.receive_some(size)
-                    n = len(data)
-                    self.conn.receive_data(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            self._end()
-            return -1
-        finally:
-            self.recv_scope = None
-        if scope.cancelled_caught and trio.current_time() >= self.read_deadline:
-            conn = self.conn
-            self.read_deadline = math.inf
-            before = conn.buffer.block_size
-            conn.timer_expired("read")
-            if conn.buffer.block_size < before:  # idle for a moment: memory given back
-                gave_back(before - conn.buffer.block_size)
-                self._retire_helpers()
-        return n
-
-    # -- running handlers ----------------------------------------------------------------
-
-    def _start(self, start: Start) -> tuple[Coroutine[Any, Any, Any], Any, Any] | None:
-        """Run the handler of `start` inline. None when it finished (its response is
-        reported); else (its coroutine, the trap it suspended on, its sink or None)."""
-        seq, head = start.seq, start.head
-        conn = self.conn
-        if not conn.may_start(seq):
-            return None  # a response before it closed the connection
-        if self.admission is not None and not self.admission.admit():
-            self._refuse(start)
-            return None
-        source: StreamedBody | NoBody
-        if start.body is None:
-            source = self.bodies[seq] = StreamedBody(self, seq)
-        else:
-            source = self.no_body
-        request = HttpRequest(
-            head.method, head.target, head.http_version, head.headers, seq, start.body, source,
-            self.client,
-        )  # fmt: skip
-        native = self.native
-        sink: ConnectionSink | None = None
-        try:
-            if native is not None:
-                coro: Coroutine[Any, Any, Any] = native(request)
-            else:
-                sink = ConnectionSink(self, seq)
-                coro = self.handler(request, sink)
-            try:
-                trap = coro.send(None)  # run inline: an instant handler finishes right here
-            except StopIteration as stop:
-                response = self._finished(seq, sink, stop.value)
-                if response is None:
-                    self._done(start, sink, stop.value)
-                    return None
-                sink = ConnectionSink(self, seq)  # a native response whose body streams
-                coro = self._stream(sink, response)
-                try:
-                    trap = coro.send(None)
-                except StopIteration:
-                    self._done(start, sink, None)
-                    return None
-        except Exception as exc:
-            self._failed(start, exc)
-            return None
-        return coro, trap, sink
-
-    async def _run_suspended(
-        self, worker: _Worker, start: Start, coro: Coroutine[Any, Any, Any], trap: Any,
-        sink: ConnectionSink | None,
-    ) -> None:  # fmt: skip
-        """The handler of `start` suspended in this task: free the leader role (if this task
-        has it) and get the pending actions performed, then go on with it here."""
-        seq = start.seq
-        self.conn.handler_suspended(seq)
-        self.running[seq] = worker
-        worker.seq = seq
-        worker.method, worker.target = start.head.method, start.head.target
-        wanted = 1 if self.pending else 0
-        if worker.leading:
-            worker.leading = False
-            self.leader_vacant = True
-            wanted = 1 + sum(type(a) is Start for a in self.pending)
-        elif wanted:
-            wanted += sum(type(a) is Start for a in self.pending) - 1
-        if wanted:
-            self._wake(wanted)
-        else:
-            self._kick()  # its request timer must be armed
-        admission = self.admission
-        if admission is not None:
-            admission.blocked()
-        try:
-            result = await _resume(coro, trap)
-            response = self._finished(seq, sink, result)
-            if response is not None:  # a native response whose body streams
-                sink = ConnectionSink(self, seq)
-                await self._stream(sink, response)
-                result = None
-        except trio.Cancelled:
-            if not worker.cancelled:
-                raise  # not ours: the connection is going away
-            return  # over its timeout: its 503 is out (`timer_fired`)
-        except Exception as exc:
-            self._failed(start, exc)
-        else:
-            self._done(start, sink, result)
-        finally:
-            coro.close()
-            worker.seq = -1
-            self.running.pop(seq, None)
-            self.bodies.pop(seq, None)
-            if admission is not None:
-                admission.unblocked()
-        await self._flush_soon(worker)
-
-    async def _flush_soon(self, worker: _Worker) -> None:
-        """After a suspended handler finished: perform what follows, once per wave
-        (handlers whose waits end together finish in one pass of the scheduler, so the first
-        yields once and then sends all their responses in one write)."""
-        if self.flush_pending:
-            return
-        self.flush_pending = True
-        try:
-            await trio.lowlevel.checkpoint()
-        finally:
-            self.flush_pending = False
-        if self.pumping:
-            return
-        await self._pump(worker)
-
-    async def _stream(self, sink: ConnectionSink, response: Response) -> None:
-        await sink.start(response.status, response.headers)
-        await send_stream(response.body, sink)
-
-    def _finished(self, seq: int, sink: ConnectionSink | None, result: Any) -> Response | None:
-        """The handler of `seq` returned `result`: report its response. A native `Response`
-        whose body streams is returned, for the caller to stream."""
-        if sink is not None:  # a generic handler: it answered through its sink
-            if not sink.finished:
-                raise RuntimeError("handler returned without a response")
-            if self.bodies:
-                self.bodies.pop(seq, None)
-            return None
-        if not isinstance(result, Response):
-            raise TypeError(f"a native handler must return a Response, got {result!r}")
-        body = result.body
-        if not isinstance(body, _BYTES):
-            return result
-        self.conn.respond(seq, result.status, result.headers, body)
-        if self.bodies:
-            self.bodies.pop(seq, None)
-        return None
-
-    def _done(self, start: Start, sink: ConnectionSink | None, result: Any) -> None:
-        if self.access_log:
-            if sink is not None:
-                status, sent = sink.status, sink.sent
-            else:
-                status, sent = result.status, len(result.body)
-            self._log(start, status, sent)
-
-    def _log(self, start: Start, status: int, sent: int) -> None:
-        """The access log's line for `start` (`sent`: the body bytes, if the framing sends
-        a body: none for HEAD, 1xx, 204 and 304)."""
-        method = start.head.method
-        if method == b"HEAD" or status < 200 or status == 204 or status == 304:
-            sent = 0
-        log_access(self.client, method, start.head.target, status, sent)
-
-    def _failed(self, start: Start, exc: Exception) -> None:
-        seq = start.seq
-        if isinstance(exc, ProtocolError):
-            log.debug("request %d: %s", seq, exc)
-            status = exc.status_hint
-        else:
-            log.exception("handler failed", exc_info=exc)
-            status = 500
-        self.conn.handler_failed(seq, exc)
-        self.bodies.pop(seq, None)
-        if self.access_log:
-            self._log(start, status, len(b"%d %s\n" % (status, HTTPStatus(status).phrase.encode())))
-
-    def _log_error(self) -> None:
-        """The access log's line for a protocol error's 4xx (the connection closes after)."""
-        error = self.conn.error
-        if error is not None and self.access_log and not self.error_logged:
-            self.error_logged = True
-            sent = len((error.message + "\n").encode("utf-8", "replace"))
-            log_access(self.client, b"-", b"-", error.status_hint, sent)
-
-    def _refuse(self, start: Start) -> None:
-        """Over `--limit-concurrency`: answer 503 with Connection: close (nothing after it
-        starts)."""
-        self.conn.respond(start.seq, 503, (*_TEXT_PLAIN, (b"connection", b"close")), _REFUSED)
-        if self.access_log:
-            self._log(start, 503, len(_REFUSED))
 
     # -- the end -------------------------------------------------------------------------
 

@@ -187,34 +187,6 @@ class ServerConnection(ReadAndClose):
             self.buffer.feed(data)
         self._framed_more()
 
-    def receive_view(self, nbytes: int) -> memoryview | None:
-        """For a driver that reads straight into the receive buffer (no copy): a writable
-        view of at most `nbytes` bytes, or None when it must read into bytes of its own and
-        `receive_data` them (bytes wait for room, or nothing is read any more). Fill it,
-        release it, then report the count with `received`."""
-        state = self.state
-        if (
-            self.read_state is ReadState.DONE
-            or self._overflow
-            or not self.buffer.writable()
-            or (state is not ConnState.OPEN and state is not ConnState.CLOSING)
-        ):
-            return None
-        return self.buffer.write_view(nbytes)
-
-    def received(self, n: int) -> None:
-        """`n` bytes were read into the view `receive_view` gave (0: EOF)."""
-        if not n:
-            self.receive_eof()
-            return
-        self.buffer.commit(n)
-        self._framed_more()
-
-    @property
-    def reading(self) -> bool:
-        """Should the driver read now? (False while paused, and once nothing more is read.)"""
-        return self.read_state is ReadState.READING
-
     def may_start(self, seq: int) -> bool:
         """Should the driver still run the handler of a `Start` it has not performed yet?
         False once a response before it closed the connection: nothing after that is

@@ -103,6 +103,19 @@ class ServerConnection(ReadAndClose):
             a request is an ordinary one.
     """
 
+    __slots__ = (
+        "_batch_date",
+        "_closed_at",
+        "_error_answered",
+        "_lingered",
+        "_shutdown",
+        "clock",
+        "date",
+        "error",
+        "server_name",
+        "timeouts",
+    )
+
     def __init__(
         self,
         *,
@@ -148,6 +161,7 @@ class ServerConnection(ReadAndClose):
         self._idle_since = clock()
         self._lingered = 0
         self._batch_date = b""  # the Date of the requests framed by the last receive
+        self._closed_at: float = math.inf  # the first request whose response closes
 
     # -- events in -----------------------------------------------------------------------
 
@@ -172,6 +186,12 @@ class ServerConnection(ReadAndClose):
                 data = data[:room]
             self.buffer.feed(data)
         self._framed_more()
+
+    def may_start(self, seq: int) -> bool:
+        """Should the driver still run the handler of a `Start` it has not performed yet?
+        False once a response before it closed the connection: nothing after that is
+        processed (its exchange is then cancelled)."""
+        return seq < self._closed_at
 
     def receive_eof(self) -> None:
         """The client closed its side (or is gone)."""
@@ -522,6 +542,8 @@ class ServerConnection(ReadAndClose):
         self.responses.finish(ex.slot, close=close)
         if close:
             self._stop_dispatch()
+            if seq < self._closed_at:
+                self._closed_at = seq
         if not self._exchanges and not self._queue:
             self._idle_since = self.clock()
         if self._overflow:

@@ -123,6 +123,11 @@ class SeekableBuffer:
         return len(self._block)
 
     @property
+    def fixed(self) -> bool:
+        """It holds its whole capacity, always (`trim` gives nothing back)."""
+        return self._min_block == self._capacity
+
+    @property
     def head(self) -> int:
         """Absolute offset of the head: the first byte a plain receive would return."""
         return self._head

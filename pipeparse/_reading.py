@@ -147,7 +147,8 @@ class ReadAndClose:
             self._arm_read(self._head_since + self._header_timeout)
         elif not self._exchanges and not self._queue:
             deadline = self._idle_since + self._keep_alive_timeout
-            if self.buffer.block_size:  # still idle a moment from now: give the block back
+            buffer = self.buffer
+            if buffer.block_size and not buffer.fixed:  # idle a moment: give the block back
                 deadline = min(deadline, self._idle_since + TRIM_AFTER)
             self._arm_read(deadline)
         else:

@@ -346,6 +346,17 @@ def test_an_idle_connection_gives_its_receive_block_back_then_times_out() -> Non
     assert kinds(conn.actions()) == []  # it was not idle: the timer was stale
 
 
+def test_a_fixed_buffer_is_kept_and_only_the_keep_alive_timer_runs() -> None:
+    """A fixed buffer is never trimmed, so no trim deadline is armed (it would fire, give
+    nothing back and be armed again in the past: a busy loop)."""
+    conn, _clock = make(timeouts=ConnectionTimeouts(keep_alive=5.0), fixed_buffer=True)
+    conn.receive_data(get("/a"))
+    answer(conn, conn.actions())
+    acts = conn.actions()
+    assert [a for a in acts if isinstance(a, Timer)] == [Timer("read", 105.0)]
+    assert conn.buffer.block_size == conn.buffer.capacity
+
+
 def test_keep_alive_timeout_closes_an_idle_connection_quietly() -> None:
     conn, clock = make(timeouts=ConnectionTimeouts(keep_alive=5.0))
     acts = conn.actions()

@@ -883,10 +883,10 @@ async def test_long_pipeline_through_a_small_buffer_releases_every_byte(
         buffers.append(buf)
         return buf
 
-    if engine == "pipeparse":
-        monkeypatch.setattr(engine_pipeparse, "SeekableBuffer", recording_buffer)
-    else:  # the trio driver's buffer is its `ServerConnection`'s
-        monkeypatch.setattr(pipeparse._connection, "SeekableBuffer", recording_buffer)
+    monkeypatch.setattr(engine_pipeparse, "SeekableBuffer", recording_buffer)
+    # the trio driver's buffer is its `ServerConnection`'s (with PIPEPARSE_TRIO_DRIVER=1 the
+    # "pipeparse" engine is the driver too)
+    monkeypatch.setattr(pipeparse._connection, "SeekableBuffer", recording_buffer)
     serve = ENGINES[engine]
     rng = random.Random(20240917)
     n = 2000

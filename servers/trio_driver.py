@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -80,7 +79,6 @@ __all__ = ["serve_connection"]
 log = logging.getLogger("pipeparse.server")
 
 _FLUSH_AT = 64 * 1024  # output bytes written without waiting for the batch to end
-_IOV_MAX = 1024
 _TIMED_OUT = len(b"503 Service Unavailable\n")
 _NONE: list[Any] = []  # (never appended to)
 _date = HttpDate()  # one per process: a connection's objects are its idle cost
@@ -199,6 +197,7 @@ class TrioDriver(RunsHandlers):
         self.nursery: trio.Nursery
         sock = stream.socket if isinstance(stream, trio.SocketStream) else None
         self.fd = sock.fileno() if sock is not None else -1  # -1: use the stream
+        self.large_sends = False  # TCP_NOTSENT_LOWAT lifted (`WritesStream`)
         self.fixed_recv = config.recv_size
         self.recv_size = config.recv_size or min(MIN_RECV, config.buffer_size)
         self.max_recv = min(MAX_RECV, config.buffer_size)
@@ -444,38 +443,6 @@ class TrioDriver(RunsHandlers):
         self._kick()
 
     # -- writing -------------------------------------------------------------------------
-
-    async def _send(self, parts: list[Any]) -> None:
-        """Send it all: straight to the socket when it takes everything (the usual case),
-        through trio's stream (which waits for room) for whatever it did not take."""
-        try:
-            fd = self.fd
-            if fd >= 0:
-                try:
-                    if len(parts) == 1:
-                        data = parts[0]
-                        n = os.write(fd, data)
-                    else:
-                        if len(parts) > _IOV_MAX:
-                            parts = [b"".join(parts)]
-                        n = os.writev(fd, parts)
-                        data = parts[0] if len(parts) == 1 else None
-                except BlockingIOError:
-                    n = 0
-                    data = None
-                if data is None:
-                    data = b"".join(parts)
-                if n == len(data):
-                    return
-                await self.stream.send_all(memoryview(data)[n:])
-            else:
-                await self.stream.send_all(parts[0] if len(parts) == 1 else b"".join(parts))
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            self._end()
-        except trio.Cancelled:
-            # Part of a response may be out and the rest is lost: only closing is honest.
-            self._end()
-            raise
 
     async def stream_out(self) -> None:
         """A handler reported a streamed piece: write it (if no other task is writing), and

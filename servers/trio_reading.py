@@ -5,7 +5,7 @@ A busy pipeline's next batch is usually there already: it is read at once, with 
 no timer. Only when nothing is there does the leader wait, until the protocol's read deadline
 (keep-alive, header or body timeout, or the moment an idle connection gives its receive block
 back). The receive size adapts: a receive that fills it doubles the next, one that brings less
-than a quarter halves it (4 KiB to 256 KiB). A base class of `TrioDriver`.
+than a quarter halves it (4 KiB to 256 KiB). A base class of `TrioDriver` (over `WritesStream`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import trio
 from pipeparse import ServerConnection
 
 from .heap import gave_back
+from .trio_writing import WritesStream
 
 __all__ = ["ReadsStream"]
 
@@ -25,7 +26,7 @@ MIN_RECV = 4 * 1024
 MAX_RECV = 256 * 1024
 
 
-class ReadsStream:
+class ReadsStream(WritesStream):
     """See the module comment; every attribute is set by `TrioDriver.__init__`."""
 
     __slots__ = (
@@ -48,8 +49,6 @@ class ReadsStream:
     recv_scope: trio.CancelScope | None
     gone: trio.Event
 
-    def _end(self) -> None:
-        raise NotImplementedError
 
     def _retire_helpers(self) -> None:
         raise NotImplementedError

@@ -49,7 +49,6 @@ class ReadsStream(WritesStream):
     recv_scope: trio.CancelScope | None
     gone: trio.Event
 
-
     def _retire_helpers(self) -> None:
         raise NotImplementedError
 

@@ -118,6 +118,18 @@ class ServerConnection(ReadAndClose):
             a request is an ordinary one.
     """
 
+    __slots__ = (
+        "_batch_date",
+        "_closed_at",
+        "_error_answered",
+        "_lingered",
+        "_shutdown",
+        "clock",
+        "date",
+        "error",
+        "server_name",
+        "timeouts",
+    )
     # Instant requests answered without an `Exchange` (see `_instant`); a subclass that
     # hooks `_render` or `_finish` turns it off, so every response goes through them.
     instant_path = True
@@ -172,6 +184,7 @@ class ServerConnection(ReadAndClose):
         self._idle_since = clock()
         self._lingered = 0
         self._batch_date = b""  # the Date of the requests framed by the last receive
+        self._closed_at: float = math.inf  # the first request whose response closes
 
     # -- events in -----------------------------------------------------------------------
 
@@ -198,6 +211,12 @@ class ServerConnection(ReadAndClose):
             if data:
                 self.buffer.write_unchecked(data)
         self._framed_more()
+
+    def may_start(self, seq: int) -> bool:
+        """Should the driver still run the handler of a `Start` it has not performed yet?
+        False once a response before it closed the connection: nothing after that is
+        processed (its exchange is then cancelled)."""
+        return seq < self._closed_at
 
     def receive_eof(self) -> None:
         """The client closed its side (or is gone)."""
@@ -583,6 +602,8 @@ class ServerConnection(ReadAndClose):
         self.buffer.release(request.start, request.end)
         if close:
             self._stop_dispatch()
+            if request.seq < self._closed_at:
+                self._closed_at = request.seq
         if not self.policy.in_flight and not self._queue:
             self._idle_since = self.clock()
         if self._overflow:
@@ -636,6 +657,8 @@ class ServerConnection(ReadAndClose):
         self.responses.finish(ex, close=close)
         if close:
             self._stop_dispatch()
+            if seq < self._closed_at:
+                self._closed_at = seq
         if not self.policy.in_flight and not self._queue:
             self._idle_since = self.clock()
         if self._overflow:

@@ -31,6 +31,31 @@ TRIM_AFTER = 0.05  # seconds idle before a connection's receive block is given b
 class ReadAndClose:
     """See the module comment; every attribute is set by `ServerConnection.__init__`."""
 
+    __slots__ = (
+        "_actions",
+        "_body_since",
+        "_body_timeout",
+        "_changed",
+        "_exchanges",
+        "_head_since",
+        "_header_timeout",
+        "_idle_since",
+        "_instant",
+        "_keep_alive_timeout",
+        "_linger_timeout",
+        "_overflow",
+        "_peer_eof",
+        "_queue",
+        "_read_deadline",
+        "_streaming",
+        "buffer",
+        "index",
+        "policy",
+        "read_state",
+        "responses",
+        "state",
+    )
+
     buffer: SeekableBuffer
     index: RequestIndex
     policy: DispatchPolicy
@@ -40,6 +65,7 @@ class ReadAndClose:
     _queue: deque[FramedRequest]
     _exchanges: dict[int, Exchange]
     _instant: deque[FramedRequest]
+    _changed: bool
     _streaming: Exchange | None
     _overflow: list[bytes]
     _peer_eof: bool
@@ -55,6 +81,43 @@ class ReadAndClose:
 
     def _clock(self) -> float:
         raise NotImplementedError
+
+    def _framed_more(self) -> None:
+        raise NotImplementedError
+
+    def receive_eof(self) -> None:
+        raise NotImplementedError
+
+    # -- reading straight into the buffer ------------------------------------------------
+
+    def receive_view(self, nbytes: int) -> memoryview | None:
+        """For a driver that reads straight into the receive buffer (no copy): a writable
+        view of at most `nbytes` bytes, or None when it must read into bytes of its own and
+        `receive_data` them (bytes wait for room, or nothing is read any more). Fill it,
+        release it, then report the count with `received`."""
+        state = self.state
+        if (
+            self.read_state is ReadState.DONE
+            or self._overflow
+            or not self.buffer.writable()
+            or (state is not ConnState.OPEN and state is not ConnState.CLOSING)
+        ):
+            return None
+        return self.buffer.write_view(nbytes)
+
+    def received(self, n: int) -> None:
+        """`n` bytes were read into the view `receive_view` gave (0: EOF)."""
+        if not n:
+            self.receive_eof()
+            return
+        self._changed = True
+        self.buffer.commit(n)
+        self._framed_more()
+
+    @property
+    def reading(self) -> bool:
+        """Should the driver read now? (False while paused, and once nothing more is read.)"""
+        return self.read_state is ReadState.READING
 
     # -- reading, timers, closing --------------------------------------------------------
 

@@ -15,7 +15,8 @@ on awaiting from the very point it suspended (`_resume`): the protocol then arms
 timeout, and a `Cancel` (after the 503) cancels the task.
 
 Native handlers (`protocol.native_of`) are called directly and their `Response` reported with
-`ServerConnection.respond`; any other handler (the ASGI adapter) answers through `_Sink`.
+`ServerConnection.respond`; any other handler (the ASGI adapter) answers through
+`sink.ConnectionSink`.
 
 Access log and load limits: with the log on, the connection is a `ReportingConnection`, which
 reports every complete response (`_log_access`);
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 from pipeparse import (
@@ -65,6 +66,7 @@ from .config import ServerConfig
 from .handlers import send_stream
 from .logs import log_access
 from .protocol import Handler, native_of
+from .sink import ConnectionSink
 from .trampoline import resume as _resume
 from .websocket import websocket_of
 from .websocket_asyncio import AsyncioWebSocket
@@ -342,12 +344,12 @@ class HttpProtocol(asyncio.Protocol):
             self.client,
         )  # fmt: skip
         native = self.native
-        sink: _Sink | None = None
+        sink: ConnectionSink | None = None
         try:
             if native is not None:
                 coro: Coroutine[Any, Any, Any] = native(request)
             else:
-                sink = _Sink(self, seq)
+                sink = ConnectionSink(self, seq)
                 coro = self.handler(request, sink)
             try:
                 trap = coro.send(None)  # run inline: an instant handler finishes right here
@@ -389,7 +391,7 @@ class HttpProtocol(asyncio.Protocol):
                 self.pump()
 
     async def _go_on(
-        self, seq: int, sink: _Sink | None, coro: Coroutine[Any, Any, Any], trap: Any
+        self, seq: int, sink: ConnectionSink | None, coro: Coroutine[Any, Any, Any], trap: Any
     ) -> None:
         """A handler that suspended, going on from where it did."""
         result = await _resume(coro, trap)
@@ -397,7 +399,7 @@ class HttpProtocol(asyncio.Protocol):
         if sink is None and isinstance(result, Response) and not isinstance(result.body, _BYTES):
             await self._stream_native(seq, result)
 
-    def _finished(self, seq: int, sink: _Sink | None, result: Any) -> None:
+    def _finished(self, seq: int, sink: ConnectionSink | None, result: Any) -> None:
         """The handler of `seq` returned `result`: report its response."""
         if sink is not None:  # a generic handler: it answered through its sink
             if not sink.finished:
@@ -415,7 +417,7 @@ class HttpProtocol(asyncio.Protocol):
             self._in_task(seq, self._stream_native(seq, result))
 
     async def _stream_native(self, seq: int, response: Response) -> None:
-        sink = _Sink(self, seq)
+        sink = ConnectionSink(self, seq)
         await sink.start(response.status, response.headers)
         await send_stream(response.body, sink)
 
@@ -427,54 +429,17 @@ class HttpProtocol(asyncio.Protocol):
         self.conn.handler_failed(seq, exc)
         self._bodies.pop(seq, None)
 
+    async def stream_out(self) -> None:
+        """A streamed piece was reported (`ConnectionSink`): write it, wait for room."""
+        self.pump()
+        await self.wait_writable()
+
     async def wait_writable(self) -> None:
         """Wait while the transport's write buffer is over its high-water mark."""
         while self._write_paused and not self.closed.done():
             if self._drained is None:
                 self._drained = self.loop.create_future()
             await self._drained
-
-
-class _Sink:
-    """One request's `ResponseSink` over `ServerConnection`'s response events."""
-
-    __slots__ = ("finished", "headers", "proto", "seq", "started", "status", "streaming")
-
-    def __init__(self, proto: HttpProtocol, seq: int) -> None:
-        self.proto = proto
-        self.seq = seq
-        self.started = False
-        self.streaming = False
-        self.finished = False
-        self.status = 0
-        self.headers: Sequence[tuple[bytes, bytes]] = ()
-
-    async def start(self, status: int, headers: Sequence[tuple[bytes, bytes]]) -> None:
-        if self.started:
-            raise RuntimeError("response already started")
-        self.started = True
-        self.status = status
-        self.headers = headers
-
-    async def send(self, data: bytes | bytearray | memoryview, more: bool = False) -> None:
-        if not self.started:
-            raise RuntimeError("send() before start()")
-        if self.finished:
-            raise RuntimeError("response already complete")
-        conn = self.proto.conn
-        if not self.streaming:
-            if not more:  # the whole response at once (the usual case)
-                self.finished = True
-                conn.respond(self.seq, self.status, self.headers, data)
-                return
-            self.streaming = True
-            conn.start_response(self.seq, self.status, self.headers)
-        if not more:
-            self.finished = True
-        conn.send_body(self.seq, data, more)
-        if more:
-            self.proto.pump()  # a streamed response goes out as it is produced
-            await self.proto.wait_writable()
 
 
 class _NoBody:

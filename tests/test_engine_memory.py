@@ -1,4 +1,5 @@
-"""The pipeparse engine's receive memory follows the bytes in flight.
+"""The pipeparse engine's receive memory follows the bytes in flight (on the old engine and on
+the trio driver over `ServerConnection`, each test once per engine).
 
 Strategy: the engine runs over memory streams (`server_harness.open_connection`) with its
 `SeekableBuffer` replaced by a subclass that records the largest block it ever held. After
@@ -18,13 +19,17 @@ import pytest
 import trio
 import trio.testing
 
+import pipeparse._connection
 from pipeparse import MIN_BLOCK, HttpRequest, Response, SeekableBuffer, native
-from pipeparse.servers import engine_pipeparse
+from pipeparse._reading import TRIM_AFTER
+from pipeparse.servers import engine_pipeparse, trio_driver
 from pipeparse.servers.config import ServerConfig
 from pipeparse.servers.handlers import native_handler
-from tests.server_harness import open_connection, parse_responses
+from tests.server_harness import ServeConnection, open_connection, parse_responses
 
-serve = engine_pipeparse.serve_connection
+# (the old engine's own, and the trio driver's: with PIPEPARSE_TRIO_DRIVER=1 both are the driver)
+IDLE = 2 * max(engine_pipeparse._TRIM_AFTER, TRIM_AFTER)
+WATCHDOGS = ("_watch_timeouts", "_watch")  # the old engine's, the trio driver's
 
 
 class RecordingBuffer(SeekableBuffer):
@@ -44,11 +49,26 @@ class RecordingBuffer(SeekableBuffer):
         super().feed(data)
         self.largest = max(self.largest, self.block_size)
 
+    def write_unchecked(self, data: bytes | bytearray | memoryview) -> None:
+        super().write_unchecked(data)
+        self.largest = max(self.largest, self.block_size)
+
+
+@pytest.fixture(params=["pipeparse", "trio-driver"])
+def serve(request: pytest.FixtureRequest) -> ServeConnection:
+    engines: dict[str, ServeConnection] = {
+        "pipeparse": engine_pipeparse.serve_connection,
+        "trio-driver": trio_driver.serve_connection,
+    }
+    return engines[request.param]
+
 
 @pytest.fixture
 def buffers(monkeypatch: pytest.MonkeyPatch) -> list[RecordingBuffer]:
     RecordingBuffer.made = []
     monkeypatch.setattr(engine_pipeparse, "SeekableBuffer", RecordingBuffer)
+    # the trio driver's buffer is its `ServerConnection`'s
+    monkeypatch.setattr(pipeparse._connection, "SeekableBuffer", RecordingBuffer)
     return RecordingBuffer.made
 
 
@@ -74,7 +94,10 @@ async def answers(client: trio.abc.ReceiveStream, count: int) -> list[bytes]:
 
 @pytest.mark.parametrize("target", ["/now", "/sleep"])
 async def test_an_idle_connection_holds_no_receive_block(
-    buffers: list[RecordingBuffer], autojump_clock: trio.testing.MockClock, target: str
+    buffers: list[RecordingBuffer],
+    autojump_clock: trio.testing.MockClock,
+    serve: ServeConnection,
+    target: str,
 ) -> None:
     config = ServerConfig(keep_alive_timeout=100)  # (idling must not close it)
     async with open_connection(serve, native_handler(app), config) as client:
@@ -85,13 +108,15 @@ async def test_an_idle_connection_holds_no_receive_block(
             await trio.testing.wait_all_tasks_blocked()
             (buf,) = buffers
             assert buf.block_size > 0  # not yet: a client may send its next batch at once
-            await trio.sleep(2 * engine_pipeparse._TRIM_AFTER)
+            await trio.sleep(IDLE)
             assert buf.block_size == 0 and len(buf) == 0
             assert 0 < buf.largest <= 64 * 1024
 
 
 async def test_a_deep_pipeline_grows_the_block_then_gives_it_back(
-    buffers: list[RecordingBuffer], autojump_clock: trio.testing.MockClock
+    buffers: list[RecordingBuffer],
+    autojump_clock: trio.testing.MockClock,
+    serve: ServeConnection,
 ) -> None:
     n = 3000  # ~100 KiB of requests, sent at once
     async with open_connection(serve, native_handler(app), ServerConfig()) as client:
@@ -99,20 +124,22 @@ async def test_a_deep_pipeline_grows_the_block_then_gives_it_back(
             nursery.start_soon(client.send_all, b"".join(get(f"/d/{i}") for i in range(n)))
             bodies = await answers(client, n)
         assert bodies == [b"/d/%d" % i for i in range(n)]
-        await trio.sleep(2 * engine_pipeparse._TRIM_AFTER)
+        await trio.sleep(IDLE)
         (buf,) = buffers
         assert buf.largest > 4 * MIN_BLOCK  # it grew while the pipeline needed it
         assert buf.block_size == 0  # and gave it back once idle
 
 
 async def test_fixed_buffer_keeps_the_whole_buffer(
-    buffers: list[RecordingBuffer], autojump_clock: trio.testing.MockClock
+    buffers: list[RecordingBuffer],
+    autojump_clock: trio.testing.MockClock,
+    serve: ServeConnection,
 ) -> None:
     config = ServerConfig(fixed_buffer=True)
     async with open_connection(serve, native_handler(app), config) as client:
         await client.send_all(get("/now/0"))
         assert await answers(client, 1) == [b"/now/0"]
-        await trio.sleep(2 * engine_pipeparse._TRIM_AFTER)
+        await trio.sleep(IDLE)
         assert buffers[0].block_size == config.buffer_size
 
 
@@ -133,7 +160,9 @@ def _tasks_named(*names: str) -> list[str]:
 
 
 async def test_an_idle_connection_is_one_waiting_task_again(
-    buffers: list[RecordingBuffer], autojump_clock: trio.testing.MockClock
+    buffers: list[RecordingBuffer],
+    autojump_clock: trio.testing.MockClock,
+    serve: ServeConnection,
 ) -> None:
     """Blocking handlers start helper tasks (followers, the timeout watchdog); once the
     connection idles they end, and a new wave of blocking requests starts them again."""
@@ -143,21 +172,23 @@ async def test_an_idle_connection_is_one_waiting_task_again(
             await client.send_all(b"".join(get(f"/sleep/{i}") for i in range(8)))
             assert await answers(client, 8) == [b"/sleep/%d" % i for i in range(8)]
             await trio.testing.wait_all_tasks_blocked()
-            helpers = _tasks_named("work", "_watch_timeouts")
-            assert helpers.count("work") > 1 and "_watch_timeouts" in helpers
-            await trio.sleep(2 * engine_pipeparse._TRIM_AFTER)
-            assert _tasks_named("work", "_watch_timeouts") == ["work"]  # the leader, waiting
+            helpers = _tasks_named("work", *WATCHDOGS)
+            assert helpers.count("work") > 1 and any(w in helpers for w in WATCHDOGS)
+            await trio.sleep(IDLE)
+            assert _tasks_named("work", *WATCHDOGS) == ["work"]  # the leader, waiting
 
 
 async def test_request_timeouts_still_fire_after_the_watchdog_ended(
-    buffers: list[RecordingBuffer], autojump_clock: trio.testing.MockClock
+    buffers: list[RecordingBuffer],
+    autojump_clock: trio.testing.MockClock,
+    serve: ServeConnection,
 ) -> None:
     config = ServerConfig(keep_alive_timeout=1000, request_timeout=10)
     async with open_connection(serve, native_handler(app), config) as client:
         await client.send_all(get("/sleep/0"))
         assert await answers(client, 1) == [b"/sleep/0"]
-        await trio.sleep(2 * engine_pipeparse._TRIM_AFTER)
-        assert _tasks_named("_watch_timeouts") == []
+        await trio.sleep(IDLE)
+        assert _tasks_named(*WATCHDOGS) == []
         await client.send_all(get("/slow/0"))
         received = b""
         while b"\r\n\r\n" not in received:

@@ -28,12 +28,14 @@ import pytest
 import trio
 import trio.testing
 
+import pipeparse._connection
 from pipeparse import HttpRequest, Limits, ProtocolError, Response, SeekableBuffer, native
 from pipeparse.servers import engine_pipeparse
 from pipeparse.servers.config import ServerConfig
 from pipeparse.servers.handlers import native_handler
 from pipeparse.servers.protocol import Handler, NativeHandler, ResponseSink, native_of
 from tests.server_harness import (
+    ENGINES,
     exchange,
     open_connection,
     parametrize_chunkings,
@@ -864,9 +866,10 @@ async def test_policies_bound_native_concurrency(policy: str) -> None:
 # --- buffer accounting ----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("engine", ["pipeparse", "trio-driver"])
 @pytest.mark.parametrize("path", ["fast", "plain"])
 async def test_long_pipeline_through_a_small_buffer_releases_every_byte(
-    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch, path: str
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch, path: str, engine: str
 ) -> None:
     """2,000 requests (instant GETs, POSTs with bodies that the safe policy holds back, GETs
     that suspend) through an 8 KiB buffer, in random pieces of up to 3,000 bytes: every one is
@@ -881,6 +884,10 @@ async def test_long_pipeline_through_a_small_buffer_releases_every_byte(
         return buf
 
     monkeypatch.setattr(engine_pipeparse, "SeekableBuffer", recording_buffer)
+    # the trio driver's buffer is its `ServerConnection`'s (with PIPEPARSE_TRIO_DRIVER=1 the
+    # "pipeparse" engine is the driver too)
+    monkeypatch.setattr(pipeparse._connection, "SeekableBuffer", recording_buffer)
+    serve = ENGINES[engine]
     rng = random.Random(20240917)
     n = 2000
     parts: list[bytes] = []

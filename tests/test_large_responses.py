@@ -4,7 +4,9 @@ they stop being copied (`LARGE_PIECE`, pipeparse/_gather.py), byte-exact and in 
 On the trio engine a large body leaves in one ``os.writev`` with the bytes around it; the tests
 wrap ``os.writev`` to see that the app's own body object was handed to it (no copy), and to
 force partial sends and would-block errors, so resuming from the rest is exercised whatever
-the kernel's buffers do. The asyncio driver (``transport.writelines``) gets the same requests.
+the kernel's buffers do. The trio tests run on the old engine and on the trio driver over
+`ServerConnection` (`servers/trio_writing.py`). The asyncio driver (``transport.writelines``)
+gets the same requests.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import trio
 import pipeparse
 from pipeparse import MiB
 from pipeparse._gather import LARGE_PIECE
+from pipeparse.servers import engine_pipeparse, trio_driver
 from pipeparse.servers.listen import Server
 from tests.server_harness import parse_responses, receive_all, request
 from tests.test_asyncio_driver import LOOPS, run, serving, talk
@@ -36,6 +39,18 @@ def body(size: int) -> bytes:
     if size not in _BODIES:
         _BODIES[size] = (bytes(range(251)) * (size // 251 + 1))[size % 7 : size % 7 + size]
     return _BODIES[size]
+
+
+@pytest.fixture(params=["pipeparse", "trio-driver"])
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The trio engine `pipeparse.serve` runs (``--engine pipeparse`` loads its module's
+    `serve_connection`)."""
+    serve = {
+        "pipeparse": engine_pipeparse.serve_connection,
+        "trio-driver": trio_driver.serve_connection,
+    }[request.param]
+    monkeypatch.setattr(engine_pipeparse, "serve_connection", serve)
+    return str(request.param)
 
 
 async def sized(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -120,7 +135,7 @@ async def fetch(sizes: Sequence[int], certs: Certs | None = None) -> bytes:
     ids=["whole", "partial-sends", "partial-and-would-block"],
 )
 async def test_large_bodies_leave_uncopied_in_order_and_intact(
-    monkeypatch: pytest.MonkeyPatch, cap: int, block_every: int
+    monkeypatch: pytest.MonkeyPatch, engine: str, cap: int, block_every: int
 ) -> None:
     calls: list[Sequence[Any]] = []
     monkeypatch.setattr(os, "writev", capped_writev(cap, block_every, calls))
@@ -135,7 +150,7 @@ async def test_large_bodies_leave_uncopied_in_order_and_intact(
     assert not any(b is body(LARGE_PIECE - 1) for b in sent)
 
 
-async def test_many_small_responses_still_leave_in_one_send() -> None:
+async def test_many_small_responses_still_leave_in_one_send(engine: str) -> None:
     """Without a large body nothing changes: the pipelined answers are joined, no writev."""
     sizes = [5] * 16
     calls: list[Sequence[Any]] = []
@@ -147,7 +162,7 @@ async def test_many_small_responses_still_leave_in_one_send() -> None:
     assert calls == []
 
 
-async def test_large_bodies_over_tls(certs: Certs) -> None:
+async def test_large_bodies_over_tls(certs: Certs, engine: str) -> None:
     """Over TLS the stream encrypts each buffer (`send_all` each): still in order, intact."""
     with trio.fail_after(30):
         data = await fetch(SIZES, certs)

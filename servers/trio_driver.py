@@ -1,0 +1,487 @@
+"""The trio driver: moves bytes between a trio stream and a `ServerConnection`.
+
+Strategy
+--------
+Nothing here decides anything about HTTP: `pipeparse.ServerConnection` does. The driver reads
+(straight into the protocol's receive buffer), feeds the protocol, and performs the actions it
+returns, in order (`_pump`), until it has none: `Start` runs a handler, `Write` sends, `Timer`s
+are deadlines kept as data, pause and resume gate the reader, `Cancel` cancels a handler that
+ran over its time, `ShutWrite` and `Close` end the connection (in stages: `linger_close`),
+`Upgrade` hands it to the WebSocket code.
+
+Who runs what: leader/followers. A handler runs inline in the task that performs its `Start`
+(one ``coro.send(None)``, the shared trampoline `servers/trampoline.py`): an instant handler
+costs a call, and every response of one receive's batch leaves in one `Write`. A trio
+coroutine that suspended must go on in the task it suspended in, so a handler that suspends
+keeps its task: the task frees the *leader* role (reading and performing actions) and wakes a
+parked follower to take it, plus one per `Start` still pending (they likely block too), or
+spawns them (at most ``max_in_flight`` plus the leader). When the handler finishes, its task
+reports the response, performs what follows (once per wave: handlers that finish together
+leave in one write), takes the leader role if it is free, and otherwise parks.
+
+One task performs actions at a time (`pumping`); any task that changes the protocol's state
+while another performs just leaves the new actions for it, which asks the protocol again
+before it stops. A task that cannot perform (a handler's streamed piece, a timer) writes what
+it may and `_kick`s the leader for the rest.
+
+Timers: the "read" deadline (keep-alive, header, body timeouts, and the idle trim of the
+receive block) is the deadline of the leader's wait for input; request timeouts (only handlers
+that suspended have one) are kept in deadline order and served by one watchdog task per
+connection, started at the first one, so no request enters a cancel scope of its own. A
+request over its timeout gets its 503 from the protocol, and a `Cancel` cancels the scope of
+the task running it (a task's scope lasts until then: the hot path enters none).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from pipeparse import (
+    ConnectionTimeouts,
+    HttpDate,
+    ProtocolError,
+    ServerConnection,
+)
+from pipeparse.actions import (
+    BodyData,
+    BodyEnd,
+    BodyError,
+    Cancel,
+    Close,
+    PauseReading,
+    ResumeReading,
+    ShutWrite,
+    Start,
+    Timer,
+    Upgrade,
+    Write,
+)
+
+from .admission import current_admission
+from .config import ServerConfig
+from .listen import current_shutdown, log_access
+from .protocol import Handler, native_of
+from .tls import close_stream
+from .trio_bodies import NoBody, StreamedBody
+from .trio_handlers import RunsHandlers, Worker
+from .trio_reading import MAX_RECV, MIN_RECV
+from .trio_timers import RequestTimers
+from .websocket import websocket_of
+from .websocket_trio import serve_websocket
+
+__all__ = ["serve_connection"]
+
+log = logging.getLogger("pipeparse.server")
+
+_FLUSH_AT = 64 * 1024  # output bytes written without waiting for the batch to end
+_TIMED_OUT = len(b"503 Service Unavailable\n")
+_NONE: list[Any] = []  # (never appended to)
+_date = HttpDate()  # one per process: a connection's objects are its idle cost
+_timeouts: dict[int, tuple[ServerConfig, ConnectionTimeouts]] = {}
+
+
+def _timeouts_of(config: ServerConfig) -> ConnectionTimeouts:
+    """The `ConnectionTimeouts` of `config`, one per config (shared by its connections)."""
+    known = _timeouts.get(id(config))
+    if known is not None and known[0] is config:
+        return known[1]
+    timeouts = ConnectionTimeouts(
+        header=config.header_timeout,
+        body=config.body_timeout,
+        keep_alive=config.keep_alive_timeout,
+        request=config.request_timeout,
+    )
+    if len(_timeouts) > 64:
+        _timeouts.clear()
+    _timeouts[id(config)] = (config, timeouts)
+    return timeouts
+
+
+async def serve_connection(
+    stream: trio.abc.Stream,
+    handler: Handler,
+    config: ServerConfig,
+    client: tuple[str, int] | None = None,
+) -> None:
+    """Serve one connection until it closes; the stream is closed on return."""
+    driver = TrioDriver(stream, handler, config, client)
+    shutdown = current_shutdown()
+    try:
+        async with trio.open_nursery() as nursery:
+            driver.nursery = nursery
+            shutdown.add_callback(driver.shut_down)  # no watcher task: idle costs one task
+            if shutdown.is_set():
+                # It waited in the backlog through a graceful stop: its first receive (which
+                # reads at once) still takes what the client already sent, to be answered.
+                nursery.start_soon(_call, driver.shut_down)
+            await driver.work(leader=True)
+        if driver.upgrade is not None:
+            await driver.serve_upgrade(driver.upgrade)
+        elif driver.lingering:
+            await driver.linger_close()
+    finally:
+        shutdown.discard_callback(driver.shut_down)
+        await close_stream(stream)  # close_notify first over TLS
+
+
+async def _call(function: Callable[[], None]) -> None:
+    function()
+
+
+class TrioDriver(RunsHandlers):
+    """One connection: the tasks that drive its `ServerConnection` (see the module comment)."""
+
+    __slots__ = (
+        "access_log",
+        "admission",
+        "bodies",
+        "client",
+        "config",
+        "conn",
+        "done",
+        "endpoint",
+        "fd",
+        "fixed_recv",
+        "flush_each",
+        "followers",
+        "generation",
+        "gone",
+        "handler",
+        "linger_deadline",
+        "lingering",
+        "max_recv",
+        "native",
+        "no_body",
+        "nursery",
+        "pending",
+        "progress",
+        "pumping",
+        "refused",
+        "running",
+        "stream",
+        "tasks",
+        "timers",
+        "upgrade",
+    )
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        handler: Handler,
+        config: ServerConfig,
+        client: tuple[str, int] | None,
+    ) -> None:
+        self.stream = stream
+        self.handler = handler
+        self.native = native_of(handler)
+        self.endpoint = websocket_of(handler) if config.ws != "none" else None
+        self.config = config
+        self.client = client
+        self.conn = ServerConnection(
+            limits=config.limits,
+            policy=config.pipeline_policy,
+            max_in_flight=config.max_in_flight,
+            buffer_size=config.buffer_size,
+            fixed_buffer=config.fixed_buffer,
+            timeouts=_timeouts_of(config),
+            server_name=config.server_name,
+            clock=trio.current_time,
+            date=_date,
+            upgrades=self.endpoint is not None,
+        )
+        self.nursery: trio.Nursery
+        sock = stream.socket if isinstance(stream, trio.SocketStream) else None
+        self.fd = sock.fileno() if sock is not None else -1  # -1: use the stream
+        self.large_sends = False  # TCP_NOTSENT_LOWAT lifted (`WritesStream`)
+        self.fixed_recv = config.recv_size
+        self.recv_size = config.recv_size or min(MIN_RECV, config.buffer_size)
+        self.max_recv = min(MAX_RECV, config.buffer_size)
+        self.flush_each = config.flush == "each"
+        self.eager_reads = 0  # receives in a row that found data without waiting
+        self.eager_misses = 0  # receives in a row whose attempt to read at once found nothing
+        self.access_log = config.access_log
+        self.admission = current_admission()  # None: no limit on load (the usual case)
+        self.pending: list[Any] = _NONE  # actions taken from the protocol, not yet done
+        self.pumping = False  # a task performs actions
+        self.done = False
+        self.lingering = False
+        self.upgrade: Upgrade | None = None
+        self.gone = trio.Event()  # the client closed its side, or the connection is over
+        self.tasks = 1
+        self.generation = 0  # bumped to end the parked followers (`_retire_helpers`)
+        self.leader_vacant = False
+        self.followers = trio.lowlevel.ParkingLot()
+        self.progress = trio.lowlevel.ParkingLot()  # the leader waits here when it may not read
+        self.flush_pending = False
+        self.read_deadline = math.inf
+        self.recv_scope: trio.CancelScope | None = None  # the leader's wait for input
+        self.linger_deadline = math.inf
+        self.running: dict[int, Worker] = {}  # requests whose handler suspended
+        self.bodies: dict[int, StreamedBody] = {}
+        self.no_body = NoBody(self.gone)
+        self.timers: RequestTimers | None = None  # from the first request timeout
+        self.error_logged = False
+        self.refused = False
+
+    # -- the tasks -----------------------------------------------------------------------
+
+    async def work(self, leader: bool) -> None:
+        """One task's life: lead while it can, help or follow while another leads. Its cancel
+        scope lasts until a `Cancel` ends the request it runs; it then goes on in a new one."""
+        while not self.done:
+            with trio.CancelScope() as scope:
+                worker = Worker(scope, leader)
+                leader = False
+                while not self.done:
+                    if worker.leading or self.leader_vacant:
+                        self.leader_vacant = False
+                        worker.leading = True
+                        await self._lead(worker)
+                    elif self.pending and not self.pumping:
+                        await self._pump(worker)  # help: run the requests that may start
+                    else:
+                        generation = self.generation
+                        await self.followers.park()  # unparked: to lead, to help, or done
+                        if self.generation != generation:  # (`_retire_helpers`)
+                            self.tasks -= 1
+                            return
+                    if worker.cancelled:
+                        break  # out of the cancelled scope
+
+    async def _lead(self, worker: Worker) -> None:
+        """Perform actions and read, until the connection is done or this task's handler
+        suspended (the role then went to another task)."""
+        conn = self.conn
+        while not self.done:
+            if self.pumping:
+                await self.progress.park()  # another task performs: it wakes us
+                continue
+            await self._pump(worker)
+            if not worker.leading or self.done:
+                return
+            if conn.reading:
+                await self._receive()
+            else:
+                await self.progress.park()  # a resume, a completion or the end wakes us
+
+    def _kick(self) -> None:
+        """Actions are waiting and no task performs them: get the leader to."""
+        if self.pumping or self.done:
+            return
+        scope = self.recv_scope
+        if scope is not None:
+            scope.cancel()  # it waits for input: it performs first
+        elif self.progress:
+            self.progress.unpark_all()
+        elif self.leader_vacant:
+            self._wake(1)
+
+    def _wake(self, wanted: int) -> None:
+        """Wake (or spawn) `wanted` tasks to lead or help."""
+        followers = self.followers
+        woken = min(wanted, len(followers))
+        if woken:
+            followers.unpark(count=woken)
+        spawn = min(wanted - woken, self.config.max_in_flight + 1 - self.tasks)
+        for _ in range(spawn):
+            self.tasks += 1
+            self.nursery.start_soon(self.work, False)
+
+    def _end(self) -> None:
+        """The connection is over (closed, shut, upgraded, or the client went away)."""
+        if self.done:
+            return
+        self.done = True
+        self.gone.set()  # an app waiting for http.disconnect must not outlive the connection
+        if self.timers is not None:
+            self.timers.stop()
+        for body in self.bodies.values():
+            body.put(ProtocolError("client closed the connection", 400))
+        self.followers.unpark_all()
+        self.progress.unpark_all()
+        self.nursery.cancel_scope.cancel()
+
+    def _retire_helpers(self) -> None:
+        """The connection is idle: end the tasks that only wait for work (parked followers,
+        an idle watchdog), so it is one waiting task again."""
+        if self.followers:
+            self.generation += 1  # every follower parked now sees it and ends
+            self.followers.unpark_all()
+        if self.timers is not None and self.timers.retire():
+            self.timers = None
+
+    def shut_down(self) -> None:
+        """Graceful shutdown (the server's `ShutdownSignal` calls it): read nothing new,
+        answer what was read, close when idle."""
+        if self.done:
+            return
+        self.conn.shutdown()
+        self._kick()
+
+    # -- performing actions --------------------------------------------------------------
+
+    async def _pump(self, worker: Worker | None, starts: bool = True) -> None:
+        """Perform the protocol's actions until it has none. One task at a time; without
+        `starts` (a task inside a handler, or the watchdog) it stops before a `Start`."""
+        if self.pumping:
+            return
+        self.pumping = True
+        owned = True
+        conn = self.conn
+        actions = self.pending
+        self.pending = _NONE
+        i = 0
+        try:
+            while not self.done:
+                if i == len(actions):
+                    actions = conn.actions()
+                    i = 0
+                    if not actions:
+                        break
+                action = actions[i]
+                i += 1
+                kind = type(action)
+                if kind is Start:
+                    if not starts or worker is None:
+                        self.pending = actions[i - 1 :]
+                        break
+                    suspended = self._start(action)
+                    if suspended is not None:
+                        self.pending = actions[i:]
+                        owned = self.pumping = False
+                        await self._run_suspended(worker, action, *suspended)
+                        return
+                    if self.flush_each or conn.responses.out_size >= _FLUSH_AT:
+                        actions = conn.actions() + actions[i:]
+                        i = 0
+                elif kind is Write:
+                    await self._send(action.parts)
+                elif kind is Timer:
+                    self._timer(action)
+                elif kind is BodyData:
+                    self._body(action.seq, action.data)
+                elif kind is BodyEnd:
+                    self._body(action.seq, None)
+                elif kind is BodyError:
+                    self._body(action.seq, action.error)
+                elif kind is PauseReading:
+                    if self.recv_scope is not None:
+                        self.recv_scope.cancel()  # the leader waits for input: stop it
+                elif kind is ResumeReading:
+                    if self.progress:
+                        self.progress.unpark_all()
+                elif kind is Cancel:
+                    self._cancel(action.seq)
+                elif kind is ShutWrite or kind is Close:
+                    self.lingering = kind is ShutWrite
+                    self._log_error()
+                    self._end()
+                elif kind is Upgrade:
+                    self.upgrade = action
+                    self._end()
+            if self.done:  # (after the end: only timers still matter)
+                for action in actions[i:]:
+                    if type(action) is Timer:
+                        self._timer(action)
+        finally:
+            if owned:
+                self.pumping = False
+                if self.progress:
+                    self.progress.unpark_all()
+        if self.pending and not starts:
+            self._kick()
+
+    def _timer(self, action: Timer) -> None:
+        key, deadline = action.key, action.deadline
+        if type(key) is int:
+            timers = self.timers
+            if timers is None:
+                if deadline is None:
+                    return
+                timers = self.timers = RequestTimers(self)
+            timers.set(key, deadline)
+        elif key == "read":
+            self.read_deadline = math.inf if deadline is None else deadline
+            scope = self.recv_scope
+            if scope is not None:
+                scope.deadline = self.read_deadline
+        else:  # "linger"
+            self.linger_deadline = math.inf if deadline is None else deadline
+
+    def _body(self, seq: int, item: memoryview | ProtocolError | None) -> None:
+        body = self.bodies.get(seq)
+        if body is not None:
+            body.put(item)
+
+    def _cancel(self, seq: int) -> None:
+        worker = self.running.pop(seq, None)
+        if worker is not None:
+            worker.cancelled = True
+            worker.scope.cancel()
+
+    def timer_fired(self, seq: int) -> None:
+        """Request `seq` ran over its timeout (the watchdog calls it): the protocol answers
+        503 and cancels it."""
+        conn = self.conn
+        in_flight = conn.in_flight
+        conn.timer_expired(seq)
+        if conn.in_flight < in_flight:
+            log.warning("handler ran over %s s", self.config.request_timeout)
+            worker = self.running.get(seq)
+            if self.access_log and worker is not None:
+                log_access(self.client, worker.method, worker.target, 503, _TIMED_OUT)
+
+    async def perform_soon(self) -> None:
+        """From a task that is not a worker (the watchdog): perform what may be performed
+        now, and leave the rest (a `Start`) to the leader."""
+        await self._pump(None, starts=False)
+        self._kick()
+
+    # -- writing -------------------------------------------------------------------------
+
+    async def stream_out(self) -> None:
+        """A handler reported a streamed piece: write it (if no other task is writing), and
+        wait while the output is over its high-water mark."""
+        await self._pump(None, starts=False)
+        while self.pumping and self.conn.responses.out_size > _FLUSH_AT and not self.done:
+            await self.progress.park()  # another task is writing: wait for it
+
+    # -- the end -------------------------------------------------------------------------
+
+    async def serve_upgrade(self, upgrade: Upgrade) -> None:
+        """Serve the WebSocket the upgrade request asked for (the HTTP part is over)."""
+        assert self.endpoint is not None
+        options = self.config.websocket_options()
+        status = await serve_websocket(
+            self.stream, self.endpoint, upgrade.head, self.client, upgrade.data, options,
+            self.conn.date(),
+        )  # fmt: skip
+        if self.access_log:
+            log_access(self.client, b"GET", upgrade.head.target, status, 0)
+
+    async def linger_close(self) -> None:
+        """Close in stages (RFC 9112 §9.6): shut the write side, drain what the client still
+        sends until the protocol says close; the caller closes. Without this, bytes the
+        client had still in flight would make the kernel answer with a reset, which can
+        destroy responses the client has not read yet."""
+        conn = self.conn
+        with trio.CancelScope(shield=True, deadline=self.linger_deadline):
+            try:
+                await self.stream.send_eof()  # type: ignore[attr-defined]
+            except AttributeError:  # TLS has no half-close: drain all the same
+                pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                return
+            try:
+                while True:
+                    data = await self.stream.receive_some(64 * 1024)
+                    conn.receive_data(data)
+                    if any(type(a) is Close for a in conn.actions()):
+                        return
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass

@@ -1,0 +1,275 @@
+"""Running handlers on the trio driver: the part of `TrioDriver` that performs a `Start`.
+
+A handler runs inline (the shared trampoline, `servers/trampoline.py`); its response goes to
+the protocol (`ServerConnection.respond`, or a `ConnectionSink`); one that suspends goes on in
+the task it suspended in, which frees the leader role first (`_run_suspended`). A base class,
+so `TrioDriver` stays one class per concern; the state it reads is `TrioDriver`'s.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Coroutine
+from http import HTTPStatus
+from typing import Any
+
+import trio
+
+from pipeparse import HttpRequest, ProtocolError, Response, ServerConnection
+from pipeparse.actions import Start
+
+from .admission import Admission
+from .config import ServerConfig
+from .handlers import send_stream
+from .listen import log_access
+from .protocol import Handler, NativeHandler
+from .sink import ConnectionSink
+from .trampoline import resume as _resume
+from .trio_bodies import NoBody, StreamedBody
+from .trio_reading import ReadsStream
+
+__all__ = ["RunsHandlers", "Worker"]
+
+log = logging.getLogger("pipeparse.server")
+
+_BYTES = (bytes, bytearray, memoryview)
+_TEXT_PLAIN = ((b"content-type", b"text/plain; charset=utf-8"),)
+_REFUSED = b"503 Service Unavailable: the server is at its concurrency limit\n"
+
+
+class Worker:
+    """One task of the connection: whether it leads, its cancel scope (cancelled only by a
+    `Cancel` of the request it runs), and that request while its handler is suspended."""
+
+    __slots__ = ("cancelled", "leading", "method", "scope", "seq", "target")
+
+    def __init__(self, scope: trio.CancelScope, leading: bool) -> None:
+        self.scope = scope
+        self.leading = leading
+        self.cancelled = False
+        self.seq = -1
+        self.method = b""
+        self.target = b""
+
+
+class RunsHandlers(ReadsStream):
+    """See the module comment; every attribute is set by `TrioDriver.__init__`. (It
+    derives from `ReadsStream` only because just one slotted base may define a layout.)"""
+
+    __slots__ = (
+        "error_logged",
+        "flush_pending",
+        "leader_vacant",
+    )
+
+    conn: ServerConnection
+    handler: Handler
+    native: NativeHandler | None
+    config: ServerConfig
+    client: tuple[str, int] | None
+    admission: Admission | None
+    access_log: bool
+    pending: list[Any]
+    pumping: bool
+    flush_pending: bool
+    leader_vacant: bool
+    running: dict[int, Worker]
+    bodies: dict[int, StreamedBody]
+    no_body: NoBody
+    error_logged: bool
+    done: bool
+    gone: trio.Event
+
+    def _wake(self, wanted: int) -> None:
+        raise NotImplementedError
+
+    def _kick(self) -> None:
+        raise NotImplementedError
+
+    async def _pump(self, worker: Worker | None, starts: bool = True) -> None:
+        raise NotImplementedError
+
+    async def perform_soon(self) -> None:
+        raise NotImplementedError
+
+    async def stream_out(self) -> None:
+        raise NotImplementedError
+
+    # -- running handlers ----------------------------------------------------------------
+
+    def _start(self, start: Start) -> tuple[Coroutine[Any, Any, Any], Any, Any] | None:
+        """Run the handler of `start` inline. None when it finished (its response is
+        reported); else (its coroutine, the trap it suspended on, its sink or None)."""
+        seq, head = start.seq, start.head
+        conn = self.conn
+        if not conn.may_start(seq):
+            return None  # a response before it closed the connection
+        if self.admission is not None and not self.admission.admit():
+            self._refuse(start)
+            return None
+        source: StreamedBody | NoBody
+        if start.body is None:
+            source = self.bodies[seq] = StreamedBody(self, seq)
+        else:
+            source = self.no_body
+        request = HttpRequest(
+            head.method, head.target, head.http_version, head.headers, seq, start.body, source,
+            self.client,
+        )  # fmt: skip
+        native = self.native
+        sink: ConnectionSink | None = None
+        try:
+            if native is not None:
+                coro: Coroutine[Any, Any, Any] = native(request)
+            else:
+                sink = ConnectionSink(self, seq)
+                coro = self.handler(request, sink)
+            try:
+                trap = coro.send(None)  # run inline: an instant handler finishes right here
+            except StopIteration as stop:
+                response = self._finished(seq, sink, stop.value)
+                if response is None:
+                    self._done(start, sink, stop.value)
+                    return None
+                sink = ConnectionSink(self, seq)  # a native response whose body streams
+                coro = self._stream(sink, response)
+                try:
+                    trap = coro.send(None)
+                except StopIteration:
+                    self._done(start, sink, None)
+                    return None
+        except Exception as exc:
+            self._failed(start, exc)
+            return None
+        return coro, trap, sink
+
+    async def _run_suspended(
+        self, worker: Worker, start: Start, coro: Coroutine[Any, Any, Any], trap: Any,
+        sink: ConnectionSink | None,
+    ) -> None:  # fmt: skip
+        """The handler of `start` suspended in this task: free the leader role (if this task
+        has it) and get the pending actions performed, then go on with it here."""
+        seq = start.seq
+        self.conn.handler_suspended(seq)
+        self.running[seq] = worker
+        worker.seq = seq
+        worker.method, worker.target = start.head.method, start.head.target
+        wanted = 1 if self.pending else 0
+        if worker.leading:
+            worker.leading = False
+            self.leader_vacant = True
+            wanted = 1 + sum(type(a) is Start for a in self.pending)
+        elif wanted:
+            wanted += sum(type(a) is Start for a in self.pending) - 1
+        if wanted:
+            self._wake(wanted)
+        else:
+            self._kick()  # its request timer must be armed
+        admission = self.admission
+        if admission is not None:
+            admission.blocked()
+        try:
+            result = await _resume(coro, trap)
+            response = self._finished(seq, sink, result)
+            if response is not None:  # a native response whose body streams
+                sink = ConnectionSink(self, seq)
+                await self._stream(sink, response)
+                result = None
+        except trio.Cancelled:
+            if not worker.cancelled:
+                raise  # not ours: the connection is going away
+            return  # over its timeout: its 503 is out (`timer_fired`)
+        except Exception as exc:
+            self._failed(start, exc)
+        else:
+            self._done(start, sink, result)
+        finally:
+            coro.close()
+            worker.seq = -1
+            self.running.pop(seq, None)
+            self.bodies.pop(seq, None)
+            if admission is not None:
+                admission.unblocked()
+        await self._flush_soon(worker)
+
+    async def _flush_soon(self, worker: Worker) -> None:
+        """After a suspended handler finished: perform what follows, once per wave
+        (handlers whose waits end together finish in one pass of the scheduler, so the first
+        yields once and then sends all their responses in one write)."""
+        if self.flush_pending:
+            return
+        self.flush_pending = True
+        try:
+            await trio.lowlevel.checkpoint()
+        finally:
+            self.flush_pending = False
+        if self.pumping:
+            return
+        await self._pump(worker)
+
+    async def _stream(self, sink: ConnectionSink, response: Response) -> None:
+        await sink.start(response.status, response.headers)
+        await send_stream(response.body, sink)
+
+    def _finished(self, seq: int, sink: ConnectionSink | None, result: Any) -> Response | None:
+        """The handler of `seq` returned `result`: report its response. A native `Response`
+        whose body streams is returned, for the caller to stream."""
+        if sink is not None:  # a generic handler: it answered through its sink
+            if not sink.finished:
+                raise RuntimeError("handler returned without a response")
+            if self.bodies:
+                self.bodies.pop(seq, None)
+            return None
+        if not isinstance(result, Response):
+            raise TypeError(f"a native handler must return a Response, got {result!r}")
+        body = result.body
+        if not isinstance(body, _BYTES):
+            return result
+        self.conn.respond(seq, result.status, result.headers, body)
+        if self.bodies:
+            self.bodies.pop(seq, None)
+        return None
+
+    def _done(self, start: Start, sink: ConnectionSink | None, result: Any) -> None:
+        if self.access_log:
+            if sink is not None:
+                status, sent = sink.status, sink.sent
+            else:
+                status, sent = result.status, len(result.body)
+            self._log(start, status, sent)
+
+    def _log(self, start: Start, status: int, sent: int) -> None:
+        """The access log's line for `start` (`sent`: the body bytes, if the framing sends
+        a body: none for HEAD, 1xx, 204 and 304)."""
+        method = start.head.method
+        if method == b"HEAD" or status < 200 or status == 204 or status == 304:
+            sent = 0
+        log_access(self.client, method, start.head.target, status, sent)
+
+    def _failed(self, start: Start, exc: Exception) -> None:
+        seq = start.seq
+        if isinstance(exc, ProtocolError):
+            log.debug("request %d: %s", seq, exc)
+            status = exc.status_hint
+        else:
+            log.exception("handler failed", exc_info=exc)
+            status = 500
+        self.conn.handler_failed(seq, exc)
+        self.bodies.pop(seq, None)
+        if self.access_log:
+            self._log(start, status, len(b"%d %s\n" % (status, HTTPStatus(status).phrase.encode())))
+
+    def _log_error(self) -> None:
+        """The access log's line for a protocol error's 4xx (the connection closes after)."""
+        error = self.conn.error
+        if error is not None and self.access_log and not self.error_logged:
+            self.error_logged = True
+            sent = len((error.message + "\n").encode("utf-8", "replace"))
+            log_access(self.client, b"-", b"-", error.status_hint, sent)
+
+    def _refuse(self, start: Start) -> None:
+        """Over `--limit-concurrency`: answer 503 with Connection: close (nothing after it
+        starts)."""
+        self.conn.respond(start.seq, 503, (*_TEXT_PLAIN, (b"connection", b"close")), _REFUSED)
+        if self.access_log:
+            self._log(start, 503, len(_REFUSED))

@@ -171,7 +171,7 @@ class ServerConnection(ReadAndClose):
         # Started with their whole body and not yet answered, in order, with no `Exchange`
         # yet: an instant handler's response then needs none (`_respond_at_once`). Each gets
         # one, in order, as soon as anything else happens to it or a slot is reserved after it.
-        self._instant: deque[FramedRequest] = deque()
+        self._instant: list[FramedRequest] = []  # (a list: an empty deque costs 600 bytes)
         self._streaming: Exchange | None = None  # the request whose body is still arriving
         self._overflow: list[bytes] = []  # received bytes that did not fit in the buffer yet
         self._peer_eof = False
@@ -596,7 +596,7 @@ class ServerConnection(ReadAndClose):
                 self.responses.emit(request.seq, data, close, body)  # not copied
         else:
             self.responses.emit(request.seq, data, close)
-        instant.popleft()
+        del instant[0]
         self.policy.finished(head.method)
         assert request.end is not None  # (it started with its whole body)
         self.buffer.release(request.start, request.end)
@@ -622,7 +622,7 @@ class ServerConnection(ReadAndClose):
         one's slot after every earlier one's)."""
         instant = self._instant
         while instant and (upto is None or instant[0].seq <= upto):
-            request = instant.popleft()
+            request = instant.pop(0)
             ex = Exchange(request, False)
             self.responses.add(ex)
             self._exchanges[request.seq] = ex

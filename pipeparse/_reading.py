@@ -64,7 +64,7 @@ class ReadAndClose:
     read_state: ReadState
     _queue: deque[FramedRequest]
     _exchanges: dict[int, Exchange]
-    _instant: deque[FramedRequest]
+    _instant: list[FramedRequest]
     _changed: bool
     _streaming: Exchange | None
     _overflow: list[bytes]

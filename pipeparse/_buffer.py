@@ -449,12 +449,12 @@ class SeekableBuffer:
 
     def _after_head_moved(self) -> None:
         # Empty: restart at the block's start (no bytes to move), unless a view still shows
-        # the bytes there; then the next compaction moves to a fresh block. Only once past
-        # half the block: the probe for views costs more than the request that emptied it.
+        # the bytes there; then the next compaction moves to a fresh block. (Every time: a
+        # driver that reads straight into the buffer asks for a whole receive's room.)
         if (
             self._head == self._tail
             and not self._holes
-            and (self._head - self._delta) * 2 > len(self._block)
+            and self._head - self._delta > 0
             and not self._block_has_views()
         ):
             self._seg_abs = [self._head]

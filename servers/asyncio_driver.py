@@ -68,6 +68,7 @@ from .logs import log_access
 from .protocol import Handler, native_of
 from .sink import ConnectionSink
 from .trampoline import resume as _resume
+from .trampoline import run_inline
 from .websocket import websocket_of
 from .websocket_asyncio import AsyncioWebSocket
 
@@ -343,23 +344,18 @@ class HttpProtocol(asyncio.Protocol):
             head.method, head.target, head.http_version, head.headers, seq, start.body, source,
             self.client,
         )  # fmt: skip
-        native = self.native
-        sink: ConnectionSink | None = None
-        try:
-            if native is not None:
-                coro: Coroutine[Any, Any, Any] = native(request)
-            else:
-                sink = ConnectionSink(self, seq)
-                coro = self.handler(request, sink)
-            try:
-                trap = coro.send(None)  # run inline: an instant handler finishes right here
-            except StopIteration as stop:
-                self._finished(seq, sink, stop.value)
+        try:  # run inline: an instant handler finishes right here
+            sink, coro, trap = run_inline(self.native, self.handler, request, self._new_sink)
+            if coro is None:
+                self._finished(seq, sink, trap)  # (its result)
                 return
         except Exception as exc:
             self._failed(seq, exc)
             return
         self._in_task(seq, self._go_on(seq, sink, coro, trap))
+
+    def _new_sink(self, seq: int) -> ConnectionSink:
+        return ConnectionSink(self, seq)
 
     def _in_task(self, seq: int, work: Coroutine[Any, Any, None]) -> None:
         """Go on with request `seq`'s `work` in a task of its own (its handler suspended, or

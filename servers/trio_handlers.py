@@ -25,6 +25,7 @@ from .listen import log_access
 from .protocol import Handler, NativeHandler
 from .sink import ConnectionSink
 from .trampoline import resume as _resume
+from .trampoline import run_inline
 from .trio_bodies import NoBody, StreamedBody
 from .trio_reading import ReadsStream
 
@@ -116,20 +117,14 @@ class RunsHandlers(ReadsStream):
             head.method, head.target, head.http_version, head.headers, seq, start.body, source,
             self.client,
         )  # fmt: skip
-        native = self.native
-        sink: ConnectionSink | None = None
-        try:
-            if native is not None:
-                coro: Coroutine[Any, Any, Any] = native(request)
+        try:  # run inline: an instant handler finishes right here
+            sink, started, trap = run_inline(self.native, self.handler, request, self._new_sink)
+            if started is not None:
+                coro: Coroutine[Any, Any, Any] = started
             else:
-                sink = ConnectionSink(self, seq)
-                coro = self.handler(request, sink)
-            try:
-                trap = coro.send(None)  # run inline: an instant handler finishes right here
-            except StopIteration as stop:
-                response = self._finished(seq, sink, stop.value)
+                response = self._finished(seq, sink, trap)  # (`trap`: its result)
                 if response is None:
-                    self._done(start, sink, stop.value)
+                    self._done(start, sink, trap)
                     return None
                 sink = ConnectionSink(self, seq)  # a native response whose body streams
                 coro = self._stream(sink, response)
@@ -142,6 +137,9 @@ class RunsHandlers(ReadsStream):
             self._failed(start, exc)
             return None
         return coro, trap, sink
+
+    def _new_sink(self, seq: int) -> ConnectionSink:
+        return ConnectionSink(self, seq)
 
     async def _run_suspended(
         self, worker: Worker, start: Start, coro: Coroutine[Any, Any, Any], trap: Any,

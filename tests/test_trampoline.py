@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import math
 import types
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import Any
 
 import pytest
@@ -25,8 +25,71 @@ from pipeparse.servers.config import ServerConfig
 from pipeparse.servers.engine_pipeparse import _Connection, _TaskTimer
 from pipeparse.servers.protocol import ResponseSink
 from pipeparse.servers.trampoline import resume as _resume
+from pipeparse.servers.trampoline import run_inline
 
 # -- the trampoline, with plain yields for traps (no event loop) ---------------------------
+
+
+class _Sink:
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        self.started = False
+
+    async def start(self, status: int, headers: Sequence[tuple[bytes, bytes]]) -> None: ...
+
+    async def send(self, data: bytes | bytearray | memoryview, more: bool = False) -> None: ...
+
+
+def _request(seq: int = 7) -> HttpRequest:
+    return HttpRequest(b"GET", b"/", b"1.1", (), seq, b"", None, None)  # type: ignore[arg-type]
+
+
+async def _answers(request: HttpRequest) -> str:
+    return "answer"
+
+
+async def _waits(request: HttpRequest) -> str:
+    return str(await trap("wait"))
+
+
+async def _handles(request: HttpRequest, sink: Any) -> None:
+    assert sink.seq == request.seq
+
+
+def test_run_inline_calls_a_native_handler_without_a_sink_and_returns_its_result() -> None:
+    made: list[int] = []
+
+    def make_sink(seq: int) -> _Sink:
+        made.append(seq)
+        return _Sink(seq)
+
+    sink, coro, result = run_inline(_answers, _handles, _request(), make_sink)  # type: ignore[arg-type]
+    assert (sink, coro, result) == (None, None, "answer")
+    assert made == []
+
+
+def test_run_inline_gives_a_handler_a_sink_for_its_request() -> None:
+    sink, coro, result = run_inline(None, _handles, _request(3), _Sink)
+    assert isinstance(sink, _Sink) and sink.seq == 3
+    assert coro is None and result is None
+
+
+def test_run_inline_hands_back_a_suspended_coroutine_and_its_trap() -> None:
+    sink, coro, trap_ = run_inline(_waits, _handles, _request(), _Sink)  # type: ignore[arg-type]
+    assert sink is None and trap_ == "wait" and coro is not None
+    resumed = _resume(coro, trap_)
+    assert resumed.send(None) == "wait"
+    with pytest.raises(StopIteration) as stop:
+        resumed.send(42)
+    assert stop.value.value == "42"
+
+
+def test_run_inline_lets_what_the_handler_raises_propagate() -> None:
+    async def fails(request: HttpRequest) -> str:
+        raise KeyError("boom")
+
+    with pytest.raises(KeyError):
+        run_inline(fails, _handles, _request(), _Sink)  # type: ignore[arg-type]
 
 
 @types.coroutine

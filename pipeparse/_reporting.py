@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ._connection import Headers, ServerConnection
+from ._answering import Headers
+from ._connection import ServerConnection
 from ._errors import ProtocolError
 from ._exchange import Exchange
 from ._head import RequestHead

@@ -68,10 +68,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-import socket
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
-from contextlib import suppress
 from http import HTTPStatus
 from typing import Any, NamedTuple
 
@@ -95,7 +93,7 @@ from pipeparse import (
     chunk,
     render_head,
 )
-from pipeparse._gather import MAX_BUFFERS, gather, unsent
+from pipeparse._gather import gather
 
 from . import closing
 from .admission import current_admission
@@ -106,6 +104,7 @@ from .listen import current_shutdown, log_access
 from .protocol import Handler, native_of
 from .tls import close_stream
 from .trampoline import resume as _resume
+from .trio_writing import WritesStream
 from .websocket import websocket_of
 from .websocket_trio import serve_websocket
 
@@ -117,12 +116,6 @@ _MIN_RECV = 4 * 1024
 _FIRST_RECV = 4 * 1024
 _MAX_RECV = 256 * 1024
 _FLUSH_AT = 64 * 1024  # output bytes written without waiting for the batch to end
-# Unsent bytes the kernel may hold once a connection sends a large body. trio's SocketStream
-# sets TCP_NOTSENT_LOWAT to 16 KiB (low latency for small writes), so each ``writev`` of a
-# 1 MiB body placed only what the peer's window took plus 16 KiB: about five calls and five
-# wake-ups per body. At the kernel's send buffer ceiling (tcp_wmem's default maximum) one
-# call places the body, as on uvicorn's sockets, which keep the kernel's default (no limit).
-_LARGE_SEND_LOWAT = 4 * 1024 * 1024
 _SLOT_BUFFER = 1024 * 1024  # a streamed response not yet at the head waits beyond this
 _TRIM_AFTER = 0.05  # seconds idle before a connection's receive block is given back
 _date = HttpDate()
@@ -162,7 +155,7 @@ async def _call(function: Callable[[], None]) -> None:
     function()
 
 
-class _Connection:
+class _Connection(WritesStream):
     __slots__ = (
         "access_log",
         "admission",
@@ -186,7 +179,6 @@ class _Connection:
         "head_since",
         "index",
         "keep_alive_at",
-        "large_sends",
         "leader_vacant",
         "linger",
         "max_recv",
@@ -202,7 +194,6 @@ class _Connection:
         "release_to",
         "responses",
         "shutting_down",
-        "sock",
         "stop_dispatch",
         "stream",
         "streaming",
@@ -238,9 +229,9 @@ class _Connection:
         self.policy = DispatchPolicy(config.pipeline_policy, config.max_in_flight)
         self.responses = OrderedResponses()
         self.queue: deque[FramedRequest] = deque()  # framed, not yet started
-        self.sock = stream.socket if isinstance(stream, trio.SocketStream) else None
-        self.fd = self.sock.fileno() if self.sock is not None else -1  # -1: use the stream
-        self.large_sends = False  # TCP_NOTSENT_LOWAT lifted (`_send_gathered`)
+        sock = stream.socket if isinstance(stream, trio.SocketStream) else None
+        self.fd = sock.fileno() if sock is not None else -1  # -1: use the stream
+        self.large_sends = False  # TCP_NOTSENT_LOWAT lifted (`WritesStream._send_gathered`)
         self.eager_reads = 0  # receives in a row that found data without waiting
         self.eager_misses = 0  # receives in a row whose attempt to read at once found nothing
         self.flush_pending = False  # a finished handler's task will flush after one yield
@@ -714,45 +705,6 @@ class _Connection:
         if self.access_log:
             log_access(self.client, b"GET", request.head.target, status, 0)
 
-    async def _send(self, data: bytes | bytearray | memoryview) -> None:
-        """Send it all: straight to the socket when it takes everything (the usual case),
-        through trio's stream (which waits for room) for whatever it did not take."""
-        if self.fd >= 0:
-            try:
-                n = os.write(self.fd, data)
-            except BlockingIOError:
-                n = 0
-            if n == len(data):
-                return
-            data = memoryview(data)[n:]
-        await self.stream.send_all(data)
-
-    async def _send_gathered(self, buffers: list[bytes | bytearray | memoryview]) -> None:
-        """Send them all in order, large bodies uncopied: one ``writev`` while the socket takes
-        everything, else the rest (as views) once it has room. Over TLS the stream encrypts
-        (copies) anyway: one ``send_all`` each."""
-        fd = self.fd
-        if fd < 0:
-            for buffer in buffers:
-                await self.stream.send_all(buffer)
-            return
-        sock = self.sock
-        if not self.large_sends and sock is not None:
-            # The first large body of this connection: let the kernel hold it whole (see
-            # _LARGE_SEND_LOWAT); one call per connection. Not TCP (a Unix socket): no limit.
-            self.large_sends = True
-            with suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, _LARGE_SEND_LOWAT)
-        while True:
-            try:
-                n = os.writev(fd, buffers[:MAX_BUFFERS])
-            except BlockingIOError:
-                n = 0
-            buffers = unsent(buffers, n)
-            if not buffers:
-                return
-            await trio.lowlevel.wait_writable(fd)
-
     def _client_gone(self) -> None:
         self.eof = True
         self.stop_dispatch = True
@@ -1171,11 +1123,11 @@ class _Connection:
             while responses.has_output:
                 parts = responses.take()
                 if len(parts) == 1:
-                    await self._send(parts[0])
+                    await self._send_one(parts[0])
                     continue
                 buffers = gather(parts)  # small ones joined, large bodies as they are
                 if len(buffers) == 1:
-                    await self._send(buffers[0])
+                    await self._send_one(buffers[0])
                 else:
                     await self._send_gathered(buffers)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):

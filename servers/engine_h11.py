@@ -51,6 +51,7 @@ from .logs import log_access
 from .protocol import Handler
 from .shutdown import current_shutdown
 from .tls import close_stream
+from .trio_writing import WritesStream
 
 __all__ = ["RECEIVE_SIZE", "serve_connection"]
 
@@ -93,7 +94,7 @@ async def serve_connection(
         await close_stream(stream)  # close_notify first over TLS
 
 
-class _Connection:
+class _Connection(WritesStream):
     """One connection's state: the h11 machine, the stream, and what reading has seen."""
 
     def __init__(
@@ -104,6 +105,10 @@ class _Connection:
         client: tuple[str, int] | None,
     ) -> None:
         self.stream = stream
+        # Writes go straight to the socket when it takes everything, as the pipeparse
+        # engines' do (`WritesStream`); -1: through the stream (TLS, memory streams).
+        self.fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
+        self.large_sends = False
         self.handler = handler
         self.config = config
         self.limits = config.limits
@@ -236,10 +241,13 @@ class _Connection:
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         try:
-            await self.stream.send_all(data)
+            await self._send_one(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.broken = True
             raise
+        except OSError as exc:  # (straight to the socket: the peer is gone)
+            self.broken = True
+            raise trio.BrokenResourceError(str(exc)) from exc
 
     async def fail(
         self,

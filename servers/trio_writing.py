@@ -9,7 +9,7 @@ connection lifts its TCP_NOTSENT_LOWAT (trio sets 16 KiB, which took a 1 MiB bod
 five calls). Over TLS the stream encrypts (copies) anyway: one ``send_all`` each.
 
 The root of `TrioDriver`'s bases (`ReadsStream` derives from it only because just one slotted
-base may define a layout); the old trio engine's connection writes through it too.
+base may define a layout); the old trio engine and the h11 engine write through it too.
 """
 
 from __future__ import annotations

@@ -124,7 +124,6 @@ class HttpProtocol(asyncio.Protocol):
             upgrades=self.endpoint is not None,
         )
         self.admission = admission  # None: no limit on load (the usual case)
-        self._refused = False  # a request was refused: nothing after it runs
         self.transport: asyncio.Transport | None = None
         self.client: tuple[str, int] | None = None
         self.closed = self.loop.create_future()  # done when the connection is gone
@@ -317,10 +316,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def _refuse(self, seq: int) -> None:
         """Over `--limit-concurrency`: 503 with Connection: close. A request started after it
-        (in the same batch) is left alone: the close cancels it, unanswered, as on trio."""
-        if not self._refused:
-            self._refused = True
-            self.conn.respond(seq, 503, _REFUSED_HEADERS, _REFUSED_BODY)
+        (in the same batch) does not run (`ServerConnection.may_start`), as on trio."""
+        self.conn.respond(seq, 503, _REFUSED_HEADERS, _REFUSED_BODY)
 
     def _cancel(self, seq: int) -> None:
         task = self._tasks.get(seq)
@@ -332,7 +329,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def _start(self, start: Start) -> None:
         seq, head = start.seq, start.head
-        if self.admission is not None and (self._refused or not self.admission.admit()):
+        if not self.conn.may_start(seq):
+            return  # a response before it (in this batch) closed the connection
+        if self.admission is not None and not self.admission.admit():
             self._refuse(seq)
             return
         source: _Body | _NoBody

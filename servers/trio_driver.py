@@ -161,7 +161,6 @@ class TrioDriver(RunsHandlers):
         "pending",
         "progress",
         "pumping",
-        "refused",
         "running",
         "stream",
         "tasks",
@@ -226,7 +225,6 @@ class TrioDriver(RunsHandlers):
         self.no_body = NoBody(self.gone)
         self.timers: RequestTimers | None = None  # from the first request timeout
         self.error_logged = False
-        self.refused = False
 
     # -- the tasks -----------------------------------------------------------------------
 

@@ -157,3 +157,15 @@ def test_start_bodies_are_views_of_the_whole_body() -> None:
     assert isinstance(a, Start) and bytes(a.body or b"") == b"hello"
     answer(conn, actions)
     assert bodies_in_order(wire(conn.actions())) == [b"/a:hello", b"/b:"]
+
+
+def test_nothing_started_after_a_closing_response_may_run() -> None:
+    conn, _ = make()
+    conn.receive_data(get("/a") + get("/b") + get("/c"))
+    a, b, c = starts(conn.actions())
+    assert conn.may_start(b.seq)
+    conn.respond(b.seq, 200, [(b"connection", b"close")], b"b")  # /b closes, /a still runs
+    assert conn.may_start(a.seq)
+    assert not conn.may_start(c.seq)
+    conn.respond(a.seq, 200, [], b"a")
+    assert statuses(wire(conn.actions())) == [200, 200]

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
 
+from mypy_extensions import mypyc_attr
+
 from ._errors import ProtocolError
 from ._exchange import Exchange
 from ._head import RequestHead
@@ -24,6 +26,7 @@ Headers = Sequence[tuple[bytes, bytes]]
 _TEXT_PLAIN = ((b"content-type", b"text/plain; charset=utf-8"),)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # (`ServerConnection` allows them)
 class Answers(ReadAndClose):
     """See the module comment; every attribute is set by `ServerConnection.__init__`."""
 
@@ -104,7 +107,7 @@ class Answers(ReadAndClose):
         if close:
             self._stop_dispatch()
             if request.seq < self._closed_at:
-                self._closed_at = request.seq
+                self._closed_at = float(request.seq)
         if not self.policy.in_flight and not self._queue:
             self._idle_since = self.clock()
         if self._overflow:
@@ -159,7 +162,7 @@ class Answers(ReadAndClose):
         if close:
             self._stop_dispatch()
             if seq < self._closed_at:
-                self._closed_at = seq
+                self._closed_at = float(seq)
         if not self.policy.in_flight and not self._queue:
             self._idle_since = self.clock()
         if self._overflow:

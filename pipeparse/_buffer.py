@@ -52,6 +52,8 @@ from __future__ import annotations
 from bisect import bisect_right
 from typing import Protocol
 
+from mypy_extensions import mypyc_attr
+
 from ._errors import BufferFull
 
 __all__ = ["MIN_BLOCK", "SeekableBuffer"]
@@ -65,6 +67,7 @@ class _RecvIntoSocket(Protocol):
     def recv_into(self, buffer: memoryview, nbytes: int = 0, /) -> int: ...
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # (compiled build: users may subclass it)
 class SeekableBuffer:
     """A bounded receive buffer that can be taken from at any offset.
 

@@ -40,6 +40,9 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import ClassVar
+
+from mypy_extensions import mypyc_attr
 
 from ._answering import Answers, Headers
 from ._buffer import MIN_BLOCK, SeekableBuffer
@@ -95,6 +98,7 @@ class ConnectionTimeouts:
         self.linger = linger
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # (compiled build: users may subclass it)
 class ServerConnection(Answers):
     """The sans-I/O server side of one connection; see the module comment.
 
@@ -102,6 +106,7 @@ class ServerConnection(Answers):
         limits: framing limits (`Limits`).
         policy, max_in_flight: the `DispatchPolicy`.
         buffer_size: the receive buffer's capacity; `fixed_buffer` allocates it up front.
+        buffer_type: the receive buffer's class (a subclass may instrument it).
         timeouts: `ConnectionTimeouts`.
         server_name: the Server field's value.
         clock: seconds, monotonic (the driver's loop time); timers are on this clock.
@@ -124,7 +129,7 @@ class ServerConnection(Answers):
     )
     # Instant requests answered without an `Exchange` (see `_instant`); a subclass that
     # hooks `_render` or `_finish` turns it off, so every response goes through them.
-    instant_path = True
+    instant_path: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -134,13 +139,14 @@ class ServerConnection(Answers):
         max_in_flight: int = 16,
         buffer_size: int = 256 * KiB,
         fixed_buffer: bool = False,
+        buffer_type: type[SeekableBuffer] = SeekableBuffer,
         timeouts: ConnectionTimeouts | None = None,
         server_name: bytes = b"pipeparse",
         clock: Callable[[], float] = time.monotonic,
         date: Callable[[], bytes] | None = None,
         upgrades: bool = False,
     ) -> None:
-        self.buffer = SeekableBuffer(
+        self.buffer = buffer_type(
             buffer_size, min_block=buffer_size if fixed_buffer else MIN_BLOCK
         )
         self.index = RequestIndex(self.buffer, limits, upgrades=upgrades)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections import deque
 
+from mypy_extensions import mypyc_attr
+
 from ._buffer import SeekableBuffer
 from ._exchange import Exchange
 from ._index import FramedRequest, RequestIndex
@@ -28,6 +30,7 @@ __all__ = ["TRIM_AFTER", "ReadAndClose"]
 TRIM_AFTER = 0.05  # seconds idle before a connection's receive block is given back
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # (`ServerConnection` allows them)
 class ReadAndClose:
     """See the module comment; every attribute is set by `ServerConnection.__init__`."""
 

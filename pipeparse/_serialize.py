@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from email.utils import formatdate
 from http import HTTPStatus
 
@@ -191,13 +191,14 @@ _checked_cache: dict[_FieldsKey, tuple[bytes, int | None, bool]] = {}
 
 
 def _check_fields(
-    status: int, headers: Sequence[tuple[bytes, bytes]]
+    status: int, headers: Iterable[Sequence[bytes]]
 ) -> tuple[bytes, int | None, bool]:
     """Status line and the app's fields, checked and rendered; its Content-Length; close?"""
     parts = [status_line(status)]
     app_length: int | None = None
     close = False
-    for name, value in headers:
+    for field in headers:
+        name, value = field  # (any pair: an app may give lists)
         if not _TOKEN(name):
             raise ValueError(f"invalid response field name {name!r}")
         if _BAD_VALUE(value):

@@ -13,14 +13,14 @@ connection that is busy again at once keeps its block (no allocation per batch).
 
 from __future__ import annotations
 
+import functools
 from typing import ClassVar
 
 import pytest
 import trio
 import trio.testing
 
-import pipeparse._connection
-from pipeparse import MIN_BLOCK, HttpRequest, Response, SeekableBuffer, native
+from pipeparse import MIN_BLOCK, HttpRequest, Response, SeekableBuffer, ServerConnection, native
 from pipeparse._reading import TRIM_AFTER
 from pipeparse.servers import engine_pipeparse, trio_driver
 from pipeparse.servers.config import ServerConfig
@@ -67,8 +67,10 @@ def serve(request: pytest.FixtureRequest) -> ServeConnection:
 def buffers(monkeypatch: pytest.MonkeyPatch) -> list[RecordingBuffer]:
     RecordingBuffer.made = []
     monkeypatch.setattr(engine_pipeparse, "SeekableBuffer", RecordingBuffer)
-    # the trio driver's buffer is its `ServerConnection`'s
-    monkeypatch.setattr(pipeparse._connection, "SeekableBuffer", RecordingBuffer)
+    # the trio driver's buffer is its `ServerConnection`'s (a compiled core binds its globals:
+    # the buffer's class is an argument)
+    connection = functools.partial(ServerConnection, buffer_type=RecordingBuffer)
+    monkeypatch.setattr(trio_driver, "ServerConnection", connection)
     return RecordingBuffer.made
 
 

@@ -17,6 +17,7 @@ time.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import re
@@ -28,9 +29,16 @@ import pytest
 import trio
 import trio.testing
 
-import pipeparse._connection
-from pipeparse import HttpRequest, Limits, ProtocolError, Response, SeekableBuffer, native
-from pipeparse.servers import engine_pipeparse
+from pipeparse import (
+    HttpRequest,
+    Limits,
+    ProtocolError,
+    Response,
+    SeekableBuffer,
+    ServerConnection,
+    native,
+)
+from pipeparse.servers import engine_pipeparse, trio_driver
 from pipeparse.servers.config import ServerConfig
 from pipeparse.servers.handlers import native_handler
 from pipeparse.servers.protocol import Handler, NativeHandler, ResponseSink, native_of
@@ -878,15 +886,17 @@ async def test_long_pipeline_through_a_small_buffer_releases_every_byte(
     clock then fires a timeout at once)."""
     buffers: list[SeekableBuffer] = []
 
-    def recording_buffer(capacity: int, min_block: int) -> SeekableBuffer:
-        buf = SeekableBuffer(capacity, min_block=min_block)
-        buffers.append(buf)
-        return buf
+    class RecordingBuffer(SeekableBuffer):
+        def __init__(self, capacity: int, *, min_block: int) -> None:
+            super().__init__(capacity, min_block=min_block)
+            buffers.append(self)
 
-    monkeypatch.setattr(engine_pipeparse, "SeekableBuffer", recording_buffer)
+    monkeypatch.setattr(engine_pipeparse, "SeekableBuffer", RecordingBuffer)
     # the trio driver's buffer is its `ServerConnection`'s (with PIPEPARSE_TRIO_DRIVER=1 the
-    # "pipeparse" engine is the driver too)
-    monkeypatch.setattr(pipeparse._connection, "SeekableBuffer", recording_buffer)
+    # "pipeparse" engine is the driver too); a compiled core binds its globals: the buffer's
+    # class is an argument
+    connection = functools.partial(ServerConnection, buffer_type=RecordingBuffer)
+    monkeypatch.setattr(trio_driver, "ServerConnection", connection)
     serve = ENGINES[engine]
     rng = random.Random(20240917)
     n = 2000

@@ -15,7 +15,6 @@ writer everything that may leave now, so contiguous ready responses go out in on
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable
 
 # What a response's bytes may be: the writer sends them as they are (no copy).
@@ -84,7 +83,9 @@ class OrderedResponses:
     __slots__ = ("_out", "_slots", "closing", "out_size")
 
     def __init__(self) -> None:
-        self._slots: deque[ResponseSlot] = deque()
+        # A list: at most the requests in flight, and an empty deque costs an idle connection
+        # 600 bytes more than an empty list.
+        self._slots: list[ResponseSlot] = []
         self._out: list[Chunk] = []
         self.out_size = 0  # bytes ready to leave
         self.closing = False  # a response that closes the connection has become ready
@@ -169,19 +170,22 @@ class OrderedResponses:
         if not slots or slots[0] is not slot:
             return
         out = self._out
-        while slots and slots[0].done:
-            s = slots.popleft()
+        ready = 0  # complete slots at the head, handed to the writer and dropped at the end
+        while ready < len(slots) and slots[ready].done:
+            s = slots[ready]
+            ready += 1
             if s.close:
                 self.closing = True
                 slots.clear()  # nothing after a closing response is ever sent
                 return
-            if slots:
-                nxt = slots[0]
+            if ready < len(slots):
+                nxt = slots[ready]
                 if nxt.parts:  # the next response's early bytes may leave now
                     out += nxt.parts
                     self.out_size += nxt.size
                     nxt.parts = []
                     nxt.size = 0
+        del slots[:ready]
 
     @property
     def has_output(self) -> bool:

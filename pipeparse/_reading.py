@@ -6,8 +6,6 @@ connection ends (at once, or in stages after a response that closes it). A base 
 
 from __future__ import annotations
 
-from collections import deque
-
 from mypy_extensions import mypyc_attr
 
 from ._buffer import SeekableBuffer
@@ -65,7 +63,7 @@ class ReadAndClose:
     responses: OrderedResponses
     state: ConnState
     read_state: ReadState
-    _queue: deque[FramedRequest]
+    _queue: list[FramedRequest]
     _exchanges: dict[int, Exchange]
     _instant: list[FramedRequest]
     _changed: bool

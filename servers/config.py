@@ -63,7 +63,7 @@ class ServerConfig:
     body_timeout: float = 30 * SECONDS  # longest wait for more body bytes
     request_timeout: float = 60 * SECONDS  # a handler over this gets 503
     shutdown_timeout: float = 10 * SECONDS  # in-flight work may finish within this
-    recv_size: int = 0  # bytes per receive; 0: adaptive (see servers/engine_pipeparse.py)
+    recv_size: int = 0  # bytes per receive; 0: adaptive (see servers/trio_reading.py)
     flush: Literal["adaptive", "each"] = "adaptive"  # when responses are written
     workers: int = 1
     # The most connections plus in-flight requests the process serves at once (None: no

@@ -1,7 +1,7 @@
 """Writing on the trio driver: the part of `TrioDriver` that performs a `Write`.
 
 What leaves at once is one buffer (`pipeparse._gather.gather`): the responses of a batch joined
-into one ``bytes``, as the old engine did, and written straight to the socket; trio's stream
+into one ``bytes``, and written straight to the socket; trio's stream
 (which waits for room) takes only what the socket did not. A large body (`LARGE_PIECE` bytes or
 more) is not copied: it leaves in one ``os.writev`` with the bytes around it, and the rest of a
 partial send as views (`unsent`), once the socket has room. The first large body of a
@@ -9,7 +9,7 @@ connection lifts its TCP_NOTSENT_LOWAT (trio sets 16 KiB, which took a 1 MiB bod
 five calls). Over TLS the stream encrypts (copies) anyway: one ``send_all`` each.
 
 The root of `TrioDriver`'s bases (`ReadsStream` derives from it only because just one slotted
-base may define a layout); the old trio engine and the h11 engine write through it too.
+base may define a layout); the h11 engine writes through it too.
 """
 
 from __future__ import annotations

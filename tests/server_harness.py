@@ -25,7 +25,7 @@ import trio
 import trio.testing
 
 from pipeparse import HttpRequest
-from pipeparse.servers import engine_h11, engine_pipeparse, trio_driver
+from pipeparse.servers import engine_h11, engine_pipeparse
 from pipeparse.servers.config import ServerConfig
 from pipeparse.servers.protocol import Handler
 
@@ -56,9 +56,6 @@ ServeConnection = Callable[
 ENGINES: dict[str, ServeConnection] = {
     "pipeparse": engine_pipeparse.serve_connection,
     "h11": engine_h11.serve_connection,
-    # The driver on `pipeparse.ServerConnection` that is to replace the pipeparse engine's
-    # own connection logic (issue 12); not the default yet: slower at depth 16 so far.
-    "trio-driver": trio_driver.serve_connection,
 }
 
 CHUNKINGS = ("whole", "bytes", "random")

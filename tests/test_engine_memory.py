@@ -1,10 +1,9 @@
-"""The pipeparse engine's receive memory follows the bytes in flight (on the old engine and on
-the trio driver over `ServerConnection`, each test once per engine).
+"""The pipeparse engine's receive memory follows the bytes in flight.
 
 Strategy: the engine runs over memory streams (`server_harness.open_connection`) with its
-`SeekableBuffer` replaced by a subclass that records the largest block it ever held. After
-each exchange the test lets the connection idle a little (virtual time: past the engine's
-`_TRIM_AFTER`) and looks at the buffer: an idle connection holds no block, whether its
+`ServerConnection`'s `SeekableBuffer` replaced by a subclass that records the largest block it
+ever held. After each exchange the test lets the connection idle a little (virtual time: past
+`TRIM_AFTER`) and looks at the buffer: an idle connection holds no block, whether its
 handlers answered at once or blocked first (the leader then already waits for input when the
 last answer goes out), and a deep pipeline made the block grow, then gave it back too. A
 connection that is busy again at once keeps its block (no allocation per batch).
@@ -27,9 +26,8 @@ from pipeparse.servers.config import ServerConfig
 from pipeparse.servers.handlers import native_handler
 from tests.server_harness import ServeConnection, open_connection, parse_responses
 
-# (the old engine's own, and the trio driver's: with PIPEPARSE_TRIO_DRIVER=1 both are the driver)
-IDLE = 2 * max(engine_pipeparse._TRIM_AFTER, TRIM_AFTER)
-WATCHDOGS = ("_watch_timeouts", "_watch")  # the old engine's, the trio driver's
+IDLE = 2 * TRIM_AFTER
+WATCHDOGS = ("_watch",)  # the driver's request-timeout watchdog (`RequestTimers`)
 
 
 class RecordingBuffer(SeekableBuffer):
@@ -54,21 +52,16 @@ class RecordingBuffer(SeekableBuffer):
         self.largest = max(self.largest, self.block_size)
 
 
-@pytest.fixture(params=["pipeparse", "trio-driver"])
-def serve(request: pytest.FixtureRequest) -> ServeConnection:
-    engines: dict[str, ServeConnection] = {
-        "pipeparse": engine_pipeparse.serve_connection,
-        "trio-driver": trio_driver.serve_connection,
-    }
-    return engines[request.param]
+@pytest.fixture
+def serve() -> ServeConnection:
+    return engine_pipeparse.serve_connection
 
 
 @pytest.fixture
 def buffers(monkeypatch: pytest.MonkeyPatch) -> list[RecordingBuffer]:
     RecordingBuffer.made = []
-    monkeypatch.setattr(engine_pipeparse, "SeekableBuffer", RecordingBuffer)
-    # the trio driver's buffer is its `ServerConnection`'s (a compiled core binds its globals:
-    # the buffer's class is an argument)
+    # the engine's buffer is its `ServerConnection`'s (a compiled core binds its globals: the
+    # buffer's class is an argument)
     connection = functools.partial(ServerConnection, buffer_type=RecordingBuffer)
     monkeypatch.setattr(trio_driver, "ServerConnection", connection)
     return RecordingBuffer.made

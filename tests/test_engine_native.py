@@ -43,7 +43,6 @@ from pipeparse.servers.config import ServerConfig
 from pipeparse.servers.handlers import native_handler
 from pipeparse.servers.protocol import Handler, NativeHandler, ResponseSink, native_of
 from tests.server_harness import (
-    ENGINES,
     exchange,
     open_connection,
     parametrize_chunkings,
@@ -874,10 +873,9 @@ async def test_policies_bound_native_concurrency(policy: str) -> None:
 # --- buffer accounting ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("engine", ["pipeparse", "trio-driver"])
 @pytest.mark.parametrize("path", ["fast", "plain"])
 async def test_long_pipeline_through_a_small_buffer_releases_every_byte(
-    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch, path: str, engine: str
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
     """2,000 requests (instant GETs, POSTs with bodies that the safe policy holds back, GETs
     that suspend) through an 8 KiB buffer, in random pieces of up to 3,000 bytes: every one is
@@ -891,13 +889,10 @@ async def test_long_pipeline_through_a_small_buffer_releases_every_byte(
             super().__init__(capacity, min_block=min_block)
             buffers.append(self)
 
-    monkeypatch.setattr(engine_pipeparse, "SeekableBuffer", RecordingBuffer)
-    # the trio driver's buffer is its `ServerConnection`'s (with PIPEPARSE_TRIO_DRIVER=1 the
-    # "pipeparse" engine is the driver too); a compiled core binds its globals: the buffer's
-    # class is an argument
+    # the engine's buffer is its `ServerConnection`'s (a compiled core binds its globals: the
+    # buffer's class is an argument)
     connection = functools.partial(ServerConnection, buffer_type=RecordingBuffer)
     monkeypatch.setattr(trio_driver, "ServerConnection", connection)
-    serve = ENGINES[engine]
     rng = random.Random(20240917)
     n = 2000
     parts: list[bytes] = []

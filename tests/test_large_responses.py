@@ -4,9 +4,8 @@ they stop being copied (`LARGE_PIECE`, pipeparse/_gather.py), byte-exact and in 
 On the trio engine a large body leaves in one ``os.writev`` with the bytes around it; the tests
 wrap ``os.writev`` to see that the app's own body object was handed to it (no copy), and to
 force partial sends and would-block errors, so resuming from the rest is exercised whatever
-the kernel's buffers do. The trio tests run on the old engine and on the trio driver over
-`ServerConnection` (`servers/trio_writing.py`). The asyncio driver (``transport.writelines``)
-gets the same requests.
+the kernel's buffers do. The trio engine writes through `servers/trio_writing.py`; the
+asyncio driver (``transport.writelines``) gets the same requests.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ import trio
 import pipeparse
 from pipeparse import MiB
 from pipeparse._gather import LARGE_PIECE
-from pipeparse.servers import engine_pipeparse, trio_driver
 from pipeparse.servers.listen import Server
 from tests.server_harness import parse_responses, receive_all, request
 from tests.test_asyncio_driver import LOOPS, run, serving, talk
@@ -41,16 +39,10 @@ def body(size: int) -> bytes:
     return _BODIES[size]
 
 
-@pytest.fixture(params=["pipeparse", "trio-driver"])
-def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The trio engine `pipeparse.serve` runs (``--engine pipeparse`` loads its module's
-    `serve_connection`)."""
-    serve = {
-        "pipeparse": engine_pipeparse.serve_connection,
-        "trio-driver": trio_driver.serve_connection,
-    }[request.param]
-    monkeypatch.setattr(engine_pipeparse, "serve_connection", serve)
-    return str(request.param)
+@pytest.fixture
+def engine() -> str:
+    """The trio engine `pipeparse.serve` runs (``--engine pipeparse``)."""
+    return "pipeparse"
 
 
 async def sized(scope: dict[str, Any], receive: Any, send: Any) -> None:

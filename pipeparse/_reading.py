@@ -154,9 +154,15 @@ class ReadAndClose:
                 self._actions.append(ResumeReading())
             deadline = self._read_timeout()
             armed = self._read_deadline
-            # Lazy: armed only when it must fire sooner than the timer armed already; one that
-            # fires early (its deadline has moved, or none applies now) is re-armed or ignored.
-            if deadline is not None and (armed is None or deadline < armed):
+            # Lazy: armed when it must fire sooner than the timer armed already, or when that
+            # one is due within half of the new wait (a busy connection moves it about twice
+            # per wait, and it never fires early: a firing costs the driver a cancelled wait).
+            # One that fires early anyway (none applies now) is re-armed or ignored.
+            if deadline is not None and (
+                armed is None
+                or deadline < armed
+                or (deadline > armed and 2 * armed < deadline + self._clock())
+            ):
                 self._read_deadline = deadline
                 self._actions.append(Timer("read", deadline))
         elif read is ReadState.READING:

@@ -1,6 +1,7 @@
-"""ServerConnection's read timer is lazy: armed only when it must fire sooner than the one
-already armed; one that fires early is armed again for the deadline that applies then, or
-left off while none does (requests in flight)."""
+"""ServerConnection's read timer is lazy: armed when it must fire sooner than the one already
+armed, or moved later when that one is due within half of the new wait (so a busy connection's
+timer never fires early, and moves about twice per wait); one that fires early anyway is armed
+again for the deadline that applies then, or left off while none does (requests in flight)."""
 
 from __future__ import annotations
 
@@ -35,11 +36,26 @@ def test_a_read_timer_that_fires_early_is_armed_for_the_deadline_that_applies() 
     clock.now = 100.04
     conn.receive_data(get("/a"))
     answer(conn, conn.actions())
-    conn.actions()  # idle again since 100.04: the trim moves to 100.09, the timer stays
+    conn.actions()  # idle again since 100.04: the trim moves to 100.09
     clock.now = 100.05
-    conn.timer_expired("read")
+    conn.timer_expired("read")  # (the driver had not moved its timer yet)
     assert read_timers(conn.actions()) == [100.09]
     assert conn.buffer.block_size > 0  # not trimmed yet
+
+
+def test_a_busy_connections_read_timer_moves_before_it_is_due_about_twice_per_wait() -> None:
+    conn, clock = make(timeouts=ConnectionTimeouts(keep_alive=5.0))
+    conn.actions()
+    armed: list[float] = []
+    for i in range(40):  # a request every 12 ms, for 480 ms: the trim (50 ms) never comes
+        clock.now = 100.0 + 0.012 * i
+        conn.receive_data(get(f"/{i}"))
+        answer(conn, conn.actions())
+        for deadline in read_timers(conn.actions()):
+            assert deadline is not None
+            armed.append(deadline)
+        assert armed and armed[-1] > clock.now + 0.012  # never due before the next request
+    assert 480 / 50 <= len(armed) <= 2 * 480 / 50 + 1
 
 
 def test_a_read_timer_that_fires_while_requests_run_is_left_off() -> None:

@@ -87,16 +87,7 @@ class Answers(ReadAndClose):
         head = request.head
         length = len(body)
         last = self._shutdown and not self._queue and len(instant) == 1
-        data, framing = render_head(
-            status,
-            headers,
-            method=head.method,
-            http11=head.http_version == b"1.1",
-            keep_alive=head.keep_alive and not last,
-            body_length=length,
-            date=self._batch_date,
-            server=self.server_name,
-        )  # (as `_render_head`, one call less: the hot path)
+        data, framing = self._render_head(head, status, headers, length, self._batch_date, last)
         close = framing.close
         if framing.send_body:
             if framing.content_length != length and framing.content_length is not None:

@@ -1,8 +1,8 @@
 """Answering: the part of `ServerConnection` that renders a response and puts it in line
 (the instant path, `_respond_at_once`, and the exchange path), finishes a request (its bytes
-released, its slot complete), answers a failure with a 500 or 503, and feeds a streamed request
-body to its handler piece by piece. A base class, as `_reading.ReadAndClose` is its own: the
-state it reads is `ServerConnection`'s.
+released, its slot complete), answers a failure with a 500 or 503 and a protocol error with its
+4xx, and feeds a streamed request body to its handler piece by piece. A base class, as
+`_reading.ReadAndClose` is its own: the state it reads is `ServerConnection`'s.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from ._errors import ProtocolError
 from ._exchange import Exchange
 from ._head import RequestHead
 from ._reading import ReadAndClose
-from ._serialize import ResponseFraming, render_head
+from ._serialize import ResponseFraming, render_error, render_head
 from ._state import ExchangeState, ReadState
 from .actions import BodyData, BodyEnd, BodyError, Chunk, Timer
 
@@ -30,9 +30,10 @@ _TEXT_PLAIN = ((b"content-type", b"text/plain; charset=utf-8"),)
 class Answers(ReadAndClose):
     """See the module comment; every attribute is set by `ServerConnection.__init__`."""
 
-    __slots__ = ("_closed_at",)
+    __slots__ = ("_closed_at", "_error_answered")
 
     _shutdown: bool
+    _error_answered: bool
     _batch_date: bytes
     _closed_at: float
     error: ProtocolError | None
@@ -130,6 +131,18 @@ class Answers(ReadAndClose):
             ex = Exchange(request, False)
             self.responses.add(ex)
             self._exchanges[request.seq] = ex
+
+    def _answer_error(self, error: ProtocolError) -> None:
+        """The 4xx of a protocol error, after every earlier response; then the close."""
+        self._error_answered = True
+        self._materialize(None)  # (its slot follows every earlier request's)
+        response = render_error(
+            error.status_hint, error.message, date=self.date(), server=self.server_name
+        )
+        slot = self.responses.reserve(-1)
+        self.responses.write(slot, response)
+        self.responses.finish(slot, close=True)
+        self._stop_dispatch()
 
     def _fail(self, ex: Exchange, status: int, close: bool) -> None:
         if ex.state is not ExchangeState.RUNNING:

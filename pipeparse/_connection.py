@@ -55,7 +55,6 @@ from ._serialize import (
     LAST_CHUNK,
     HttpDate,
     chunk,
-    render_error,
 )
 from ._state import ConnState, ExchangeState, ReadState
 from .actions import (
@@ -117,7 +116,6 @@ class ServerConnection(Answers):
 
     __slots__ = (
         "_batch_date",
-        "_error_answered",
         "_lingered",
         "_shutdown",
         "clock",
@@ -538,18 +536,6 @@ class ServerConnection(Answers):
     def _stop_dispatch(self) -> None:
         if self.state is ConnState.OPEN:
             self.state = self.state.to(ConnState.CLOSING)
-
-    def _answer_error(self, error: ProtocolError) -> None:
-        """The 4xx of a protocol error, after every earlier response; then the close."""
-        self._error_answered = True
-        self._materialize(None)  # (its slot follows every earlier request's)
-        response = render_error(
-            error.status_hint, error.message, date=self.date(), server=self.server_name
-        )
-        slot = self.responses.reserve(-1)
-        self.responses.write(slot, response)
-        self.responses.finish(slot, close=True)
-        self._stop_dispatch()
 
     def _clock(self) -> float:
         return self.clock()

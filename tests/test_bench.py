@@ -11,6 +11,7 @@ import contextlib
 import importlib.util
 import json
 import random
+import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +25,7 @@ from pipeparse.clients.bench import peers as bench_servers
 from pipeparse.clients.bench import plot as bench_plot
 from pipeparse.clients.bench import server as bench_server
 from pipeparse.clients.bench.peers import ServerSpec, parse_listening_line, server_command
-from pipeparse.clients.bench.procs import machine_info, split_cpus
+from pipeparse.clients.bench.procs import machine_info, python_module, split_cpus
 from pipeparse.clients.bench.report import PlainProgress, format_table, write_results
 from pipeparse.clients.bench.seek import (
     InOrderReceiver,
@@ -217,6 +218,22 @@ def test_parse_listening_line() -> None:
         parse_listening_line("Traceback (most recent call last):")
 
 
+def test_processes_started_from_a_source_tree_import_the_installed_package(tmp_path: Path) -> None:
+    """A bench run from a clone serves the installed pipeparse (a compiled build, say), not the
+    source tree in the working directory."""
+    fake = tmp_path / "pipeparse"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise SystemExit('the source tree was imported')\n")
+    (fake / "cli.py").write_text("raise SystemExit('the source tree was imported')\n")
+    done = subprocess.run(
+        [*python_module("pipeparse.cli"), "--version"], cwd=tmp_path, capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "source tree" not in done.stdout + done.stderr
+    assert server_command(ServerSpec("pipeparse", "native"))[:4] == python_module("pipeparse.cli")
+
+
 def test_server_specs_and_commands() -> None:
     cmd = server_command(ServerSpec("h11", "asgi", extra=("--flush", "each")), 0)
     assert cmd[cmd.index("serve") + 1 :] == [
@@ -239,7 +256,7 @@ def test_server_specs_and_commands() -> None:
 
 def test_uvicorn_is_measured_with_httptools_and_uvloop() -> None:
     cmd = server_command(ServerSpec("uvicorn", "asgi", "plaintext"), 8000)
-    assert cmd[1:4] == ["-m", "uvicorn", "pipeparse.servers.apps:plaintext"]
+    assert cmd[1:5] == ["-P", "-m", "uvicorn", "pipeparse.servers.apps:plaintext"]
     assert cmd[cmd.index("--http") + 1] == "httptools"
     assert cmd[cmd.index("--loop") + 1] == "uvloop"
     assert cmd[cmd.index("--port") + 1] == "8000"
@@ -248,7 +265,7 @@ def test_uvicorn_is_measured_with_httptools_and_uvloop() -> None:
 @pytest.mark.parametrize("engine", ["granian", "granian-flush"])
 def test_granian_serves_the_asgi_app_over_http1_with_one_worker(engine: str) -> None:
     cmd = server_command(ServerSpec(engine, "asgi"), 8001)
-    assert cmd[1:3] == ["-m", "granian"]
+    assert cmd[1:4] == ["-P", "-m", "granian"]
     assert cmd[-1] == "pipeparse.servers.apps:echo"
     assert cmd[cmd.index("--interface") + 1] == "asgi"
     assert cmd[cmd.index("--http") + 1] == "1"

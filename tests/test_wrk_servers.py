@@ -162,7 +162,7 @@ def test_wrk_command() -> None:
 def test_uvicorn_serves_the_plaintext_app_with_httptools_and_uvloop() -> None:
     assert wrk_matrix.UVICORN_HTTPTOOLS.engine == "uvicorn"
     cmd = server_command(wrk_matrix.UVICORN_HTTPTOOLS, 8123)
-    assert cmd[:4] == [sys.executable, "-m", "uvicorn", "pipeparse.servers.apps:plaintext"]
+    assert cmd[:5] == [sys.executable, "-P", "-m", "uvicorn", "pipeparse.servers.apps:plaintext"]
     assert cmd[cmd.index("--port") + 1] == "8123"
     assert cmd[cmd.index("--http") + 1] == "httptools"
     assert cmd[cmd.index("--loop") + 1] == "uvloop"
@@ -172,7 +172,7 @@ def test_granian_serves_the_plaintext_app_with_and_without_pipeline_flush() -> N
     plain = server_command(wrk_matrix.GRANIAN_ASGI, 8124)
     flush = server_command(wrk_matrix.GRANIAN_ASGI_FLUSH, 8124)
     for cmd in (plain, flush):
-        assert cmd[:3] == [sys.executable, "-m", "granian"]
+        assert cmd[:4] == [sys.executable, "-P", "-m", "granian"]
         assert cmd[-1] == "pipeparse.servers.apps:plaintext"
         assert cmd[cmd.index("--interface") + 1] == "asgi"
     assert "--http1-pipeline-flush" not in plain
@@ -243,19 +243,19 @@ def test_pipeparse_server_commands(matrix: str, label: str, expected: str) -> No
     c = next(x for x in m.contenders if x.label == label)
     assert c.spec is not None
     cmd = server_command(c.spec, 0)
-    assert cmd[1:4] == ["-m", "pipeparse.cli", "serve"]
-    assert " ".join(cmd[4:]) == expected
-    assert ws.describe(c) == "python -m pipeparse.cli serve " + expected
+    assert cmd[1:5] == ["-P", "-m", "pipeparse.cli", "serve"]
+    assert " ".join(cmd[5:]) == expected
+    assert ws.describe(c) == "python -P -m pipeparse.cli serve " + expected
 
 
 def test_describe_peers() -> None:
     plain = _plaintext()
     uv = next(c for c in plain.contenders if c.kind == "uvicorn")
-    assert ws.describe(uv).startswith("python -m uvicorn pipeparse.servers.apps:plaintext ")
+    assert ws.describe(uv).startswith("python -P -m uvicorn pipeparse.servers.apps:plaintext ")
     assert " --http httptools --loop uvloop " in ws.describe(uv)
     assert "--port P" in ws.describe(uv)
     flush = next(c for c in plain.contenders if c.label == "granian-asgi-flush")
-    assert ws.describe(flush).startswith("python -m granian --interface asgi ")
+    assert ws.describe(flush).startswith("python -P -m granian --interface asgi ")
     assert "--port P" in ws.describe(flush)
     assert ws.describe(flush).endswith(" --http1-pipeline-flush pipeparse.servers.apps:plaintext")
     nginx = next(c for c in plain.contenders if c.kind == "nginx")

@@ -19,14 +19,13 @@ import re
 import select
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeparse.clients.bench.procs import can_pin
+from pipeparse.clients.bench.procs import can_pin, python_module
 
 __all__ = [
     "ENGINES",
@@ -149,9 +148,7 @@ def server_command(spec: ServerSpec, port: int = 0) -> list[str]:
     """The command line that starts `spec` (port 0: let pipeparse pick; peers need one)."""
     if spec.engine in ENGINES:
         return [
-            sys.executable,
-            "-m",
-            "pipeparse.cli",
+            *python_module("pipeparse.cli"),
             "serve",
             spec.app,
             "--engine",
@@ -164,9 +161,7 @@ def server_command(spec: ServerSpec, port: int = 0) -> list[str]:
         ]
     if spec.engine == "uvicorn":
         return [
-            sys.executable,
-            "-m",
-            "uvicorn",
+            *python_module("uvicorn"),
             peer_asgi_app(spec.app),
             "--http",
             "httptools",
@@ -184,9 +179,7 @@ def server_command(spec: ServerSpec, port: int = 0) -> list[str]:
     if spec.engine in ("granian", "granian-flush"):
         flush = ["--http1-pipeline-flush"] if spec.engine == "granian-flush" else []
         return [
-            sys.executable,
-            "-m",
-            "granian",
+            *python_module("granian"),
             "--interface",
             "asgi",
             "--http",
@@ -204,9 +197,7 @@ def server_command(spec: ServerSpec, port: int = 0) -> list[str]:
             peer_asgi_app(spec.app),
         ]
     return [
-        sys.executable,
-        "-m",
-        "hypercorn",
+        *python_module("hypercorn"),
         peer_asgi_app(spec.app),
         "--bind",
         f"{HOST}:{port}",

@@ -1,4 +1,5 @@
-"""Process plumbing for the benchmark: CPU pinning and the facts about the machine.
+"""Process plumbing for the benchmark: CPU pinning, the facts about the machine, and how a
+Python process of its own is started (`python_module`).
 
 Strategy: on a small machine the load generator and the server compete for the same cores, so a
 section can pin the measuring process to one set of CPUs and its peer process to another. Pinning
@@ -15,7 +16,14 @@ import platform
 import sys
 from collections.abc import Iterator
 
-__all__ = ["available_cpus", "can_pin", "machine_info", "pinned", "split_cpus"]
+__all__ = ["available_cpus", "can_pin", "machine_info", "pinned", "python_module", "split_cpus"]
+
+
+def python_module(module: str) -> list[str]:
+    """``python -P -m module``: ``-P`` keeps the working directory off ``sys.path``, so a bench
+    run from a clone of the repository serves the installed pipeparse (the compiled build, if
+    installed) rather than the source tree it stands in."""
+    return [sys.executable, "-P", "-m", module]
 
 
 def can_pin() -> bool:

@@ -53,14 +53,19 @@ import os
 import socket
 import struct
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from pipeparse import KernelSeekableSocket, KiB, MiB, SeekableBuffer
-from pipeparse.clients.bench.procs import available_cpus, can_pin, pinned, split_cpus
+from pipeparse.clients.bench.procs import (
+    available_cpus,
+    can_pin,
+    pinned,
+    python_module,
+    split_cpus,
+)
 from pipeparse.clients.bench.stats import Row, median, reduction_pct
 
 __all__ = [
@@ -398,7 +403,7 @@ def sender_main() -> int:
 def sender_process(cpus: set[int] | None) -> Iterator[int]:
     """Start the sender (pinned to `cpus` when given); yields its port; stops it after."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeparse.clients.bench.seek"],
+        python_module("pipeparse.clients.bench.seek"),
         stdout=subprocess.PIPE,
         text=True,
     )

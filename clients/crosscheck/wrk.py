@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pipeparse.clients.bench.procs import python_module
 from pipeparse.clients.crosscheck.nginx import ensure_nginx, nginx_server
 
 __all__ = ["WRK_PIPELINE_LUA", "WRK_RPS", "WRK_TOTAL", "ensure_wrk", "main"]
@@ -60,7 +61,7 @@ _LISTENING = re.compile(r"listening on (http://\S+)")
 def pipeparse_server(app: str, args: list[str]) -> Iterator[str]:
     """Run `pipeparse serve APP --port 0 ARGS`; yields its base URL (read from the line it
     prints once it listens), and stops it (SIGTERM) at the end."""
-    cmd = [sys.executable, "-m", "pipeparse.cli", "serve", app, "--port", "0", *args]
+    cmd = [*python_module("pipeparse.cli"), "serve", app, "--port", "0", *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None
@@ -92,7 +93,7 @@ def run_wrk(wrk: str, url: str, a: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_pipeparse(url: str, a: argparse.Namespace, requests: int | None = None) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "pipeparse.cli", "load", url, "--json"]
+    cmd = [*python_module("pipeparse.cli"), "load", url, "--json"]
     cmd += ["-c", str(a.connections), "-d", str(a.depth), "--mode", a.mode]
     cmd += ["--processes", str(a.processes)]
     cmd += ["-n", str(requests)] if requests else ["--duration", f"{a.duration:g}"]

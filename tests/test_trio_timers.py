@@ -9,6 +9,9 @@ armed. Time is trio's MockClock (autojump): deadlines are checked as virtual tim
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import trio
 import trio.testing
 
@@ -30,6 +33,16 @@ class Driver:
         self.performed += 1
 
 
+@asynccontextmanager
+async def watching() -> AsyncIterator[tuple[Driver, RequestTimers]]:
+    """A connection's `RequestTimers` and its driver; the watchdog stops at the end."""
+    async with trio.open_nursery() as nursery:
+        driver = Driver(nursery)
+        timers = RequestTimers(driver)
+        yield driver, timers
+        timers.stop()
+
+
 def watchdogs() -> int:
     """The watchdog tasks alive now (`RequestTimers._watch`)."""
     root = trio.lowlevel.current_root_task()
@@ -46,22 +59,17 @@ def watchdogs() -> int:
 async def test_an_armed_request_fires_at_its_deadline(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with trio.open_nursery() as nursery:
-        driver = Driver(nursery)
-        timers = RequestTimers(driver)
+    async with watching() as (driver, timers):
         timers.set(0, 10.0)
         await trio.sleep(30)
         assert driver.fired == [(0, 10.0)]
         assert driver.performed == 1  # what the protocol does about it is performed at once
-        timers.stop()
 
 
 async def test_a_disarmed_request_never_fires_and_later_ones_still_do(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with trio.open_nursery() as nursery:
-        driver = Driver(nursery)
-        timers = RequestTimers(driver)
+    async with watching() as (driver, timers):
         timers.set(0, 10.0)
         timers.set(1, 13.0)
         await trio.sleep(5)
@@ -69,20 +77,16 @@ async def test_a_disarmed_request_never_fires_and_later_ones_still_do(
         assert [d for d, _ in timers.queue] == [13.0]  # the stale front entry is dropped
         await trio.sleep(30)
         assert driver.fired == [(1, 13.0)]
-        timers.stop()
 
 
 async def test_requests_fire_in_deadline_order_each_at_its_own(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with trio.open_nursery() as nursery:
-        driver = Driver(nursery)
-        timers = RequestTimers(driver)
+    async with watching() as (driver, timers):
         for seq, deadline in ((2, 12.0), (0, 10.0), (1, 11.0)):  # armed out of order
             timers.set(seq, deadline)
         await trio.sleep(30)
         assert driver.fired == [(0, 10.0), (1, 11.0), (2, 12.0)]
-        timers.stop()
 
 
 async def test_a_stale_entry_behind_a_live_one_is_skipped_and_the_new_deadline_kept(
@@ -90,9 +94,7 @@ async def test_a_stale_entry_behind_a_live_one_is_skipped_and_the_new_deadline_k
 ) -> None:
     """Request 1 was disarmed while behind request 0 (only the front is cleaned at once), then
     armed again: its old entry must not fire it early."""
-    async with trio.open_nursery() as nursery:
-        driver = Driver(nursery)
-        timers = RequestTimers(driver)
+    async with watching() as (driver, timers):
         timers.set(0, 10.0)
         timers.set(1, 11.0)
         timers.set(1, None)
@@ -100,15 +102,12 @@ async def test_a_stale_entry_behind_a_live_one_is_skipped_and_the_new_deadline_k
         assert [d for d, _ in timers.queue] == [10.0, 11.0, 15.0]
         await trio.sleep(30)
         assert driver.fired == [(0, 10.0), (1, 15.0)]
-        timers.stop()
 
 
 async def test_an_idle_watchdog_wakes_for_a_new_entry_and_there_is_one(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with trio.open_nursery() as nursery:
-        driver = Driver(nursery)
-        timers = RequestTimers(driver)
+    async with watching() as (driver, timers):
         timers.set(0, 10.0)
         await trio.sleep(1)
         timers.set(0, None)
@@ -119,13 +118,10 @@ async def test_an_idle_watchdog_wakes_for_a_new_entry_and_there_is_one(
         assert watchdogs() == 1  # one per connection
         await trio.sleep(30)
         assert driver.fired == [(1, 41.0), (2, 42.0)]
-        timers.stop()
 
 
 async def test_retire_ends_an_idle_watchdog_only(autojump_clock: trio.testing.MockClock) -> None:
-    async with trio.open_nursery() as nursery:
-        driver = Driver(nursery)
-        timers = RequestTimers(driver)
+    async with watching() as (driver, timers):
         timers.set(0, 10.0)
         await trio.sleep(1)
         assert not timers.retire()  # request 0 is armed: it stays
@@ -140,9 +136,7 @@ async def test_retire_ends_an_idle_watchdog_only(autojump_clock: trio.testing.Mo
 async def test_stop_ends_the_watchdog_before_any_deadline(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with trio.open_nursery() as nursery:
-        driver = Driver(nursery)
-        timers = RequestTimers(driver)
+    async with watching() as (driver, timers):
         timers.set(0, 10.0)
         await trio.sleep(1)
         timers.stop()  # the connection ended

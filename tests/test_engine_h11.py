@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from pipeparse import HttpRequest, Limits, Response
 from pipeparse.servers import engine_h11
@@ -839,3 +840,19 @@ async def test_exception_after_a_complete_response_keeps_the_connection_h11(
     responses = parse_responses(await exchange(engine_h11.serve_connection, asgi(app), data))
     assert [(r.status, r.body) for r in responses] == [(500, b"oops")] * 2
     assert "re-raised after the response" in caplog.text
+
+
+async def test_the_h11_engine_yields_at_every_response_it_writes_to_a_socket() -> None:
+    """Its write goes straight to the socket (`WritesStream`), and still lets other
+    connections run, as trio's send_all did: a connection whose client keeps its pipeline
+    full must not keep the others waiting (wrk saw 2 s timeouts without it)."""
+    a, b = trio.socket.socketpair()
+    with a, b:
+        conn = engine_h11._Connection(
+            trio.SocketStream(a), resolve_app(plaintext, "native").handler, ServerConfig(), None
+        )
+        assert conn.fd >= 0  # the direct write, not the stream's
+        with trio.testing.assert_checkpoints():
+            await conn.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        assert (await b.recv(100)).startswith(b"HTTP/1.1 200 OK")
+

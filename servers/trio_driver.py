@@ -25,7 +25,8 @@ before it stops. A task that cannot perform (a handler's streamed piece, a timer
 it may and `_kick`s the leader for the rest.
 
 Timers: the "read" deadline (keep-alive, header, body timeouts, and the idle trim of the
-receive block) is the deadline of the leader's wait for input; request timeouts (only handlers
+receive block) ends the leader's wait for input; this run's `ReadDeadlines` keeps it (the wait
+has no cancel scope of its own: see `servers/trio_deadlines.py`); request timeouts (only handlers
 that suspended have one) are kept in deadline order and served by one watchdog task per
 connection, started at the first one, so no request enters a cancel scope of its own. A
 request over its timeout gets its 503 from the protocol, and a `Cancel` cancels the scope of
@@ -68,6 +69,7 @@ from .listen import current_shutdown, log_access
 from .protocol import Handler, native_of
 from .tls import close_stream
 from .trio_bodies import NoBody, StreamedBody
+from .trio_deadlines import read_deadlines
 from .trio_handlers import RunsHandlers, Worker
 from .trio_reading import MAX_RECV, MIN_RECV
 from .trio_timers import RequestTimers
@@ -143,6 +145,7 @@ class TrioDriver(RunsHandlers):
         "client",
         "config",
         "conn",
+        "deadlines",
         "done",
         "endpoint",
         "fd",
@@ -189,7 +192,7 @@ class TrioDriver(RunsHandlers):
             fixed_buffer=config.fixed_buffer,
             timeouts=_timeouts_of(config),
             server_name=config.server_name,
-            clock=trio.current_time,
+            clock=trio.lowlevel.current_clock().current_time,  # (trio.current_time: 3 calls)
             date=_date,
             upgrades=self.endpoint is not None,
         )
@@ -218,7 +221,9 @@ class TrioDriver(RunsHandlers):
         self.progress = trio.lowlevel.ParkingLot()  # the leader waits here when it may not read
         self.flush_pending = False
         self.read_deadline = math.inf
-        self.recv_scope: trio.CancelScope | None = None  # the leader's wait for input
+        self.read_due = False  # the read deadline passed while the leader did not wait
+        self.deadlines = read_deadlines()
+        self.wait_scope: trio.CancelScope | None = None  # the leader's, while it waits for input
         self.linger_deadline = math.inf
         self.running: dict[int, Worker] = {}  # requests whose handler suspended
         self.bodies: dict[int, StreamedBody] = {}
@@ -230,11 +235,11 @@ class TrioDriver(RunsHandlers):
 
     async def work(self, leader: bool) -> None:
         """One task's life: lead while it can, help or follow while another leads. Its cancel
-        scope lasts until a `Cancel` ends the request it runs; it then goes on in a new one."""
+        scope lasts until a `Cancel` ends the request it runs, or until the leader's wait for
+        input is interrupted; it then goes on in a new one."""
         while not self.done:
             with trio.CancelScope() as scope:
                 worker = Worker(scope, leader)
-                leader = False
                 while not self.done:
                     if worker.leading or self.leader_vacant:
                         self.leader_vacant = False
@@ -250,6 +255,9 @@ class TrioDriver(RunsHandlers):
                             return
                     if worker.cancelled:
                         break  # out of the cancelled scope
+            # Out of its scope: a `Cancel` ended its request, or (still leading) a kick or
+            # the read deadline ended its wait for input (`_receive`).
+            leader = worker.leading
 
     async def _lead(self, worker: Worker) -> None:
         """Perform actions and read, until the connection is done or this task's handler
@@ -263,7 +271,7 @@ class TrioDriver(RunsHandlers):
             if not worker.leading or self.done:
                 return
             if conn.reading:
-                await self._receive()
+                await self._receive(worker.scope)
             else:
                 await self.progress.park()  # a resume, a completion or the end wakes us
 
@@ -271,9 +279,8 @@ class TrioDriver(RunsHandlers):
         """Actions are waiting and no task performs them: get the leader to."""
         if self.pumping or self.done:
             return
-        scope = self.recv_scope
-        if scope is not None:
-            scope.cancel()  # it waits for input: it performs first
+        if self.wait_scope is not None:
+            self._interrupt_wait()  # it waits for input: it performs first
         elif self.progress:
             self.progress.unpark_all()
         elif self.leader_vacant:
@@ -368,8 +375,7 @@ class TrioDriver(RunsHandlers):
                 elif kind is BodyError:
                     self._body(action.seq, action.error)
                 elif kind is PauseReading:
-                    if self.recv_scope is not None:
-                        self.recv_scope.cancel()  # the leader waits for input: stop it
+                    self._interrupt_wait()  # (if the leader waits for input)
                 elif kind is ResumeReading:
                     if self.progress:
                         self.progress.unpark_all()
@@ -404,10 +410,12 @@ class TrioDriver(RunsHandlers):
                 timers = self.timers = RequestTimers(self)
             timers.set(key, deadline)
         elif key == "read":
-            self.read_deadline = math.inf if deadline is None else deadline
-            scope = self.recv_scope
-            if scope is not None:
-                scope.deadline = self.read_deadline
+            self.read_due = False
+            if deadline is None:
+                self.read_deadline = math.inf
+            else:
+                self.read_deadline = deadline
+                self.deadlines.add(deadline, self)
         else:  # "linger"
             self.linger_deadline = math.inf if deadline is None else deadline
 

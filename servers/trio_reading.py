@@ -2,10 +2,13 @@
 protocol's buffer when the stream is a socket (`ServerConnection.receive_view`).
 
 A busy pipeline's next batch is usually there already: it is read at once, with no wait and
-no timer. Only when nothing is there does the leader wait, until the protocol's read deadline
-(keep-alive, header or body timeout, or the moment an idle connection gives its receive block
-back). The receive size adapts: a receive that fills it doubles the next, one that brings less
-than a quarter halves it (4 KiB to 256 KiB). A base class of `TrioDriver` (over `WritesStream`).
+no timer. Only when nothing is there does the leader wait, with no cancel scope of its own:
+what ends a wait early is the cancel of the leader task's own scope (`wait_scope`), by a kick
+or by this run's `ReadDeadlines` when the protocol's read deadline passes (keep-alive, header
+or body timeout, or the moment an idle connection gives its receive block back).
+
+The receive size adapts: a receive that fills it doubles the next, one that brings less than a
+quarter halves it (4 KiB to 256 KiB). A base class of `TrioDriver` (over `WritesStream`).
 """
 
 from __future__ import annotations
@@ -30,11 +33,13 @@ class ReadsStream(WritesStream):
     """See the module comment; every attribute is set by `TrioDriver.__init__`."""
 
     __slots__ = (
+        "__weakref__",  # (`ReadDeadlines` holds drivers weakly)
         "eager_misses",
         "eager_reads",
         "read_deadline",
-        "recv_scope",
+        "read_due",
         "recv_size",
+        "wait_scope",
     )
 
     conn: ServerConnection
@@ -46,7 +51,8 @@ class ReadsStream(WritesStream):
     eager_reads: int
     eager_misses: int
     read_deadline: float
-    recv_scope: trio.CancelScope | None
+    read_due: bool
+    wait_scope: trio.CancelScope | None
     gone: trio.Event
 
     def _retire_helpers(self) -> None:
@@ -54,9 +60,26 @@ class ReadsStream(WritesStream):
 
     # -- reading -------------------------------------------------------------------------
 
-    async def _receive(self) -> None:
+    def read_deadline_passed(self, deadline: float) -> None:
+        """`ReadDeadlines`: `deadline` passed. If it is still the read deadline, interrupt
+        the leader's wait for input, or have its next wait end at once."""
+        if deadline != self.read_deadline:
+            return  # moved since, or cleared
+        self.read_due = True
+        self._interrupt_wait()
+
+    def _interrupt_wait(self) -> None:
+        """End the leader's wait for input, if it waits: its scope is cancelled (and
+        `wait_scope` cleared, which tells the wait so if it took input meanwhile)."""
+        scope = self.wait_scope
+        if scope is not None:
+            self.wait_scope = None
+            scope.cancel()
+
+    async def _receive(self, scope: trio.CancelScope) -> None:
         """One receive into the protocol's buffer. Reads at once what is there; waits (until
-        the read deadline) only when nothing is."""
+        the read deadline) only when nothing is, in the leader's own cancel `scope`: a
+        cancel of it ends the wait (`TrioDriver.work` goes on leading in a new one)."""
         size = self.recv_size
         n = -1
         # A busy pipeline's next batch is usually there already: read it at once, no timer.
@@ -85,7 +108,7 @@ class ReadsStream(WritesStream):
                     await trio.lowlevel.checkpoint()
         if n < 0:
             self.eager_reads = 0
-            n = await self._wait_and_receive(size)
+            n = await self._wait_and_receive(size, scope)
             if n < 0:
                 return
         if n == 0:
@@ -119,33 +142,41 @@ class ReadsStream(WritesStream):
         conn.received(n)
         return n
 
-    async def _wait_and_receive(self, size: int) -> int:
+    async def _wait_and_receive(self, size: int, scope: trio.CancelScope) -> int:
         """Wait for input until the read deadline, and receive it: the bytes received (0 at
-        the end of the stream), or -1 when there is nothing (a timer, a kick, the client
-        went away)."""
+        the end of the stream), or -1 when there is nothing (the deadline passed, the client
+        went away). A kick cancels `scope`, which ends the wait with `trio.Cancelled`."""
+        if self.read_due:
+            self._read_expired()
+            return -1
         n = -1
+        self.wait_scope = scope
         try:
-            with trio.CancelScope(deadline=self.read_deadline) as scope:
-                self.recv_scope = scope
-                if self.fd >= 0:
-                    while n < 0:
-                        await trio.lowlevel.wait_readable(self.fd)
-                        n = self._read_ready(size)
-                else:
-                    data = await self.stream.receive_some(size)
-                    n = len(data)
-                    self.conn.receive_data(data)
+            if self.fd >= 0:
+                while n < 0:
+                    await trio.lowlevel.wait_readable(self.fd)
+                    n = self._read_ready(size)
+            else:
+                data = await self.stream.receive_some(size)
+                n = len(data)
+                self.conn.receive_data(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            self.wait_scope = None
             self._end()
             return -1
-        finally:
-            self.recv_scope = None
-        if scope.cancelled_caught and trio.current_time() >= self.read_deadline:
-            conn = self.conn
-            self.read_deadline = math.inf
-            before = conn.buffer.block_size
-            conn.timer_expired("read")
-            if conn.buffer.block_size < before:  # idle for a moment: memory given back
-                gave_back(before - conn.buffer.block_size)
-                self._retire_helpers()
+        if self.wait_scope is None:  # interrupted as the input came: the cancel ends it here
+            await trio.lowlevel.checkpoint()
+        self.wait_scope = None
         return n
+
+    def _read_expired(self) -> None:
+        """The read deadline passed: the protocol decides (a 408, a close, or an idle
+        connection's receive block given back)."""
+        conn = self.conn
+        self.read_due = False
+        self.read_deadline = math.inf
+        before = conn.buffer.block_size
+        conn.timer_expired("read")
+        if conn.buffer.block_size < before:  # idle for a moment: memory given back
+            gave_back(before - conn.buffer.block_size)
+            self._retire_helpers()

@@ -365,7 +365,9 @@ class TrioDriver(RunsHandlers):
                         actions = conn.actions() + actions[i:]
                         i = 0
                 elif kind is Write:
-                    await self._send(action.parts)
+                    rest = self._write(action.parts)
+                    if rest is not None:
+                        await rest
                 elif kind is Timer:
                     self._timer(action)
                 elif kind is BodyData:

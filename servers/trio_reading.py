@@ -78,8 +78,9 @@ class ReadsStream(WritesStream):
 
     async def _receive(self, scope: trio.CancelScope) -> None:
         """One receive into the protocol's buffer. Reads at once what is there; waits (until
-        the read deadline) only when nothing is, in the leader's own cancel `scope`: a
-        cancel of it ends the wait (`TrioDriver.work` goes on leading in a new one)."""
+        the read deadline) only when nothing is, in the leader's own cancel `scope`: a kick
+        or the deadline cancels it (`_interrupt_wait`), which ends the wait with
+        `trio.Cancelled` (`TrioDriver.work` goes on leading in a new scope)."""
         size = self.recv_size
         n = -1
         # A busy pipeline's next batch is usually there already: read it at once, no timer.
@@ -106,11 +107,28 @@ class ReadsStream(WritesStream):
                 if self.eager_reads >= 4:
                     self.eager_reads = 0
                     await trio.lowlevel.checkpoint()
-        if n < 0:
+        if n < 0:  # wait (inline: one coroutine less per wait, which at depth 1 is per request)
             self.eager_reads = 0
-            n = await self._wait_and_receive(size, scope)
-            if n < 0:
+            if self.read_due:
+                self._read_expired()
                 return
+            self.wait_scope = scope
+            try:
+                if self.fd >= 0:
+                    while n < 0:
+                        await trio.lowlevel.wait_readable(self.fd)
+                        n = self._read_ready(size)
+                else:
+                    data = await self.stream.receive_some(size)
+                    n = len(data)
+                    self.conn.receive_data(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                self.wait_scope = None
+                self._end()
+                return
+            if self.wait_scope is None:  # interrupted as the input came: the cancel ends it
+                await trio.lowlevel.checkpoint()
+            self.wait_scope = None
         if n == 0:
             self.gone.set()  # ASGI's http.disconnect: the client closed its side
             return
@@ -140,33 +158,6 @@ class ReadsStream(WritesStream):
         finally:
             view.release()
         conn.received(n)
-        return n
-
-    async def _wait_and_receive(self, size: int, scope: trio.CancelScope) -> int:
-        """Wait for input until the read deadline, and receive it: the bytes received (0 at
-        the end of the stream), or -1 when there is nothing (the deadline passed, the client
-        went away). A kick cancels `scope`, which ends the wait with `trio.Cancelled`."""
-        if self.read_due:
-            self._read_expired()
-            return -1
-        n = -1
-        self.wait_scope = scope
-        try:
-            if self.fd >= 0:
-                while n < 0:
-                    await trio.lowlevel.wait_readable(self.fd)
-                    n = self._read_ready(size)
-            else:
-                data = await self.stream.receive_some(size)
-                n = len(data)
-                self.conn.receive_data(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            self.wait_scope = None
-            self._end()
-            return -1
-        if self.wait_scope is None:  # interrupted as the input came: the cancel ends it here
-            await trio.lowlevel.checkpoint()
-        self.wait_scope = None
         return n
 
     def _read_expired(self) -> None:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Coroutine
 from contextlib import suppress
+from typing import Any
 
 import trio
 
@@ -41,6 +43,25 @@ class WritesStream:
 
     def _end(self) -> None:
         raise NotImplementedError
+
+    def _write(self, parts: list[Chunk]) -> Coroutine[Any, Any, None] | None:
+        """Write `parts` (one `Write`) as far as the socket takes them now, with no await:
+        None when all of it went (the usual case), else the coroutine that sends the rest
+        (`_send`), to await."""
+        fd = self.fd
+        if fd < 0 or len(parts) != 1:
+            return self._send(parts)
+        data = parts[0]
+        try:
+            n = os.write(fd, data)
+        except BlockingIOError:
+            n = 0
+        except OSError:
+            self._end()
+            return None
+        if n == len(data):
+            return None
+        return self._send([memoryview(data)[n:]])
 
     async def _send(self, parts: list[Chunk]) -> None:
         """Send `parts` (one `Write`) whole and in order; the connection ends if the client

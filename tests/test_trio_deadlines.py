@@ -84,9 +84,10 @@ async def test_an_interrupt_that_comes_with_the_input_keeps_it_and_ends_the_wait
     handler = resolve_app(plaintext, "native").handler
     driver = InterruptedAsItReads(trio.SocketStream(ours), handler, ServerConfig(), None)
     await theirs.send(b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n")
+    driver.eager_misses = 2  # (it waits, instead of trying to read at once)
     went_on = False
     with trio.CancelScope() as scope:
-        await driver._wait_and_receive(4096, scope)
+        await driver._receive(scope)
         went_on = True  # (without the cancel taken there, the next checkpoint would get it)
     assert scope.cancelled_caught and not went_on
     assert driver.wait_scope is None

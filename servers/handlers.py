@@ -6,37 +6,28 @@ Strategy: `resolve_app` decides the interface once, at startup, and returns a `S
 - Native (``async def handler(request) -> Response``, marked with `@native`): the adapter awaits
   the handler and makes exactly two sink calls for a bytes body (``start``, then one final
   ``send``); an async-iterable body streams one ``send(chunk, more=True)`` per chunk.
-- ASGI 3: per request one scope dict and one small `_AsgiCall` object whose bound methods are
-  ``receive`` and ``send``; no task, no channel. A body that had all arrived is handed over in the
-  first ``http.request`` message; a streaming body is pulled from ``request.stream()`` one piece
-  per ``receive()``. The sink is started only at the first ``http.response.body``, so an app that
-  fails between ``http.response.start`` and its body still gets a clean 500 from the engine, and
-  a one-message body is sent with Content-Length.
+- ASGI 3: `servers/asgi.py` (`AsgiHandler`), re-exported here.
 - ASGI lifespan runs in a task of its own, in ``async with served.lifespan():`` (or
   ``await served.startup(nursery)`` ... ``await served.shutdown()``). An app that
   raises before reading its first lifespan message does not support lifespan (skipped, as
   uvicorn's "auto" does); one that sends ``lifespan.startup.failed``, or raises after reading
   ``lifespan.startup``, fails startup with `LifespanError`.
-
-pipeparse's ASGI extension: ``scope["extensions"]["pipeparse"]`` is ``{"seq": n, "target": t}``,
-the request's index on its connection (from 0) and its request-target as sent (bytes).
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
 import math
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Literal, TypeVar
-from urllib.parse import unquote_to_bytes
 
 import trio
 
-from pipeparse import NATIVE_MARK, HttpRequest, ProtocolError, RequestHead, Response, native
+from pipeparse import NATIVE_MARK, HttpRequest, Response, native
 
+from .asgi import AsgiHandler, asgi_handler, split_target
 from .protocol import (
     AsgiApp,
     Handler,
@@ -46,10 +37,10 @@ from .protocol import (
     Scope,
 )
 from .proxy import TrustedProxies, forwarded_client
-from .websocket import AsgiWebSocket, WebSocketChannel, WebSocketSession
 
 __all__ = [
     "AsgiApp",
+    "AsgiHandler",
     "LifespanError",
     "NativeHandler",
     "ServedApp",
@@ -59,6 +50,7 @@ __all__ = [
     "native_handler",
     "resolve_app",
     "send_stream",
+    "split_target",
     "with_forwarding",
 ]
 
@@ -130,210 +122,6 @@ async def send_stream(body: Any, sink: ResponseSink) -> None:
         if aclose is not None:
             await aclose()
     await sink.send(b"", False)
-
-
-# --- ASGI -----------------------------------------------------------------------------------
-
-_HTTP_VERSIONS = {b"1.1": "1.1", b"1.0": "1.0"}
-_METHODS = {
-    m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS")
-}
-
-# _AsgiCall states
-_INIT, _HEAD_READY, _STREAMING, _DONE = range(4)
-# request body states
-_BODY_PENDING, _BODY_STREAMING, _BODY_DONE, _BODY_BROKEN = range(4)
-
-
-@functools.lru_cache(maxsize=1024)  # pipelined clients repeat targets; the result is immutable
-def split_target(target: bytes) -> tuple[str, bytes, bytes]:
-    """``(path, raw_path, query_string)`` of a request-target, the path percent-decoded."""
-    raw_path, _, query = target.partition(b"?")
-    if raw_path[:1] != b"/" and b"://" in raw_path:  # absolute-form: drop scheme and authority
-        slash = raw_path.find(b"/", raw_path.index(b"://") + 3)
-        raw_path = raw_path[slash:] if slash >= 0 else b"/"
-    decoded = unquote_to_bytes(raw_path) if b"%" in raw_path else raw_path
-    return decoded.decode("utf-8", "replace"), raw_path, query
-
-
-class _AsgiCall:
-    """The receive/send pair of one ASGI request."""
-
-    __slots__ = ("_body_iter", "_body_state", "_headers", "_request", "_sink", "_state", "_status")
-
-    def __init__(self, request: HttpRequest, sink: ResponseSink) -> None:
-        self._request = request
-        self._sink = sink
-        self._state = _INIT
-        self._body_state = _BODY_PENDING
-        self._body_iter: AsyncGenerator[bytes | memoryview, None] | None = None
-        self._status = 0
-        self._headers: Any = ()
-
-    async def receive(self) -> Message:
-        state = self._body_state
-        if state == _BODY_PENDING:
-            request = self._request
-            if request.body_complete:
-                body = request.body
-                self._body_state = _BODY_DONE
-                if type(body) is not bytes:
-                    body = bytes(body)
-                return {"type": "http.request", "body": body, "more_body": False}
-            self._body_iter = request.stream()
-            self._body_state = state = _BODY_STREAMING
-        if state == _BODY_STREAMING:
-            assert self._body_iter is not None
-            try:
-                chunk = await self._body_iter.__anext__()
-            except StopAsyncIteration:
-                self._body_state = _BODY_DONE
-                return {"type": "http.request", "body": b"", "more_body": False}
-            except ProtocolError:
-                # The body cannot be completed (bad framing, a limit, the client went away):
-                # the engine answers the error and closes; the app sees a disconnect.
-                self._body_state = _BODY_BROKEN
-                return {"type": "http.disconnect"}
-            return {"type": "http.request", "body": bytes(chunk), "more_body": True}
-        if state == _BODY_DONE and self._state != _DONE:
-            await self._request.wait_disconnect()
-        return {"type": "http.disconnect"}
-
-    async def send(self, message: Message) -> None:
-        kind = message["type"]
-        state = self._state
-        if kind == "http.response.body":
-            if state == _HEAD_READY:
-                self._state = _STREAMING
-                await self._sink.start(self._status, self._headers)
-            elif state != _STREAMING:
-                raise RuntimeError(
-                    "ASGI 'http.response.body' before 'http.response.start'"
-                    if state == _INIT
-                    else "ASGI message sent after the response was complete"
-                )
-            body = message.get("body", b"")
-            if message.get("more_body", False):
-                await self._sink.send(body, True)
-            else:
-                self._state = _DONE
-                await self._sink.send(body, False)
-        elif kind == "http.response.start":
-            if state != _INIT:
-                raise RuntimeError(
-                    "ASGI 'http.response.start' sent twice"
-                    if state != _DONE
-                    else "ASGI message sent after the response was complete"
-                )
-            self._status = message["status"]
-            self._headers = message.get("headers", ())
-            self._state = _HEAD_READY
-        else:
-            raise RuntimeError(f"unexpected ASGI message type {kind!r} for an HTTP request")
-
-    async def aclose(self) -> None:
-        if self._body_iter is not None:
-            body_iter, self._body_iter = self._body_iter, None
-            await body_iter.aclose()
-
-
-def asgi_handler(
-    app: AsgiApp,
-    *,
-    server: tuple[str, int] | None = None,
-    state: dict[str, Any] | None = None,
-    scheme: str = "http",
-    root_path: str = "",
-    trusted: TrustedProxies | None = None,
-) -> Handler:
-    """The engine handler for the ASGI 3 app `app`.
-
-    Args:
-        server: the listening ``(host, port)``, given to the app as ``scope["server"]``.
-        state: the lifespan state; once it holds anything, each request's scope gets a
-            shallow copy of it as ``"state"``.
-        scheme: the connection's, ``"http"`` or ``"https"`` (TLS).
-        root_path: ``scope["root_path"]``; ``path`` and ``raw_path`` start with it too, as
-            uvicorn's do (Starlette's routing strips it).
-        trusted: the proxies whose forwarding headers count (`servers.proxy`); None: none.
-    """
-    root_raw = root_path.encode("ascii")
-
-    async def handle(request: HttpRequest, sink: ResponseSink) -> None:
-        method = request.method
-        target = request.target
-        path, raw_path, query = split_target(target)
-        client = request.client
-        request_scheme = scheme
-        if trusted is not None:
-            client, request_scheme = forwarded_client(request.headers, client, scheme, trusted)
-        if root_path:
-            path, raw_path = root_path + path, root_raw + raw_path
-        scope: Scope = {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": _HTTP_VERSIONS.get(request.http_version)
-            or request.http_version.decode(),
-            "method": _METHODS.get(method) or method.decode("latin-1"),
-            "scheme": request_scheme,
-            "path": path,
-            "raw_path": raw_path,
-            "query_string": query,
-            "root_path": root_path,
-            "headers": list(request.headers),
-            "client": client,
-            "server": server,
-            "extensions": {"pipeparse": {"seq": request.seq, "target": target}},
-        }
-        if state:
-            scope["state"] = state.copy()
-        call = _AsgiCall(request, sink)
-        try:
-            await app(scope, call.receive, call.send)
-        finally:
-            if call._body_iter is not None:  # (only a streamed request body has one)
-                await call.aclose()
-        if call._state != _DONE:
-            raise RuntimeError(
-                "ASGI app returned without sending a response"
-                if call._state in (_INIT, _HEAD_READY)
-                else "ASGI app returned before completing its response"
-            )
-
-    def websocket(
-        head: RequestHead,
-        client: tuple[str, int] | None,
-        session: WebSocketSession,
-        channel: WebSocketChannel,
-    ) -> AsgiWebSocket:
-        path, raw_path, query = split_target(head.target)
-        secure = scheme == "https"
-        if trusted is not None:
-            client, proto = forwarded_client(head.headers, client, scheme, trusted)
-            secure = proto in ("https", "wss")
-        if root_path:
-            path, raw_path = root_path + path, root_raw + raw_path
-        scope: Scope = {
-            "type": "websocket",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": "1.1",
-            "scheme": "wss" if secure else "ws",
-            "path": path,
-            "raw_path": raw_path,
-            "query_string": query,
-            "root_path": root_path,
-            "headers": list(head.headers),
-            "client": client,
-            "server": server,
-            "subprotocols": session.subprotocols,
-            "extensions": {},
-        }
-        if state:
-            scope["state"] = state.copy()
-        return AsgiWebSocket(app, scope, session, channel)
-
-    handle.websocket = websocket  # type: ignore[attr-defined]  # see `websocket.websocket_of`
-    return handle
 
 
 # --- lifespan and ServedApp -----------------------------------------------------------------

@@ -69,7 +69,7 @@ from .listen import current_shutdown, log_access
 from .protocol import Handler, native_of
 from .tls import close_stream
 from .trio_bodies import NoBody, StreamedBody
-from .trio_deadlines import read_deadlines
+from .trio_deadlines import DeadlineTicket, read_deadlines
 from .trio_handlers import RunsHandlers, Worker
 from .trio_reading import MAX_RECV, MIN_RECV
 from .trio_timers import RequestTimers
@@ -85,6 +85,7 @@ _TIMED_OUT = len(b"503 Service Unavailable\n")
 _NONE: list[Any] = []  # (never appended to)
 _date = HttpDate()  # one per process: a connection's objects are its idle cost
 _timeouts: dict[int, tuple[ServerConfig, ConnectionTimeouts]] = {}
+_WORKER = "pipeparse.servers.trio_driver.TrioDriver.work"  # (a compiled method has no qualname)
 
 
 def _timeouts_of(config: ServerConfig) -> ConnectionTimeouts:
@@ -109,9 +110,12 @@ async def serve_connection(
     handler: Handler,
     config: ServerConfig,
     client: tuple[str, int] | None = None,
+    *,
+    connection: Callable[..., ServerConnection] = ServerConnection,
 ) -> None:
-    """Serve one connection until it closes; the stream is closed on return."""
-    driver = TrioDriver(stream, handler, config, client)
+    """Serve one connection until it closes; the stream is closed on return. `connection`
+    makes its protocol object (tests give one that records its buffer)."""
+    driver = TrioDriver(stream, handler, config, client, connection)
     shutdown = current_shutdown()
     try:
         async with trio.open_nursery() as nursery:
@@ -126,9 +130,12 @@ async def serve_connection(
             await driver.serve_upgrade(driver.upgrade)
         elif driver.lingering:
             await driver.linger_close()
-    finally:
+    except BaseException:  # (not `finally`: see `servers/asgi.py`, `AsgiHandler.__call__`)
         shutdown.discard_callback(driver.shut_down)
-        await close_stream(stream)  # close_notify first over TLS
+        await close_stream(stream)
+        raise
+    shutdown.discard_callback(driver.shut_down)
+    await close_stream(stream)  # close_notify first over TLS
 
 
 async def _call(function: Callable[[], None]) -> None:
@@ -145,6 +152,7 @@ class TrioDriver(RunsHandlers):
         "client",
         "config",
         "conn",
+        "deadline_ticket",
         "deadlines",
         "done",
         "endpoint",
@@ -177,6 +185,7 @@ class TrioDriver(RunsHandlers):
         handler: Handler,
         config: ServerConfig,
         client: tuple[str, int] | None,
+        connection: Callable[..., ServerConnection] = ServerConnection,
     ) -> None:
         self.stream = stream
         self.handler = handler
@@ -184,7 +193,7 @@ class TrioDriver(RunsHandlers):
         self.endpoint = websocket_of(handler) if config.ws != "none" else None
         self.config = config
         self.client = client
-        self.conn = ServerConnection(
+        self.conn = connection(
             limits=config.limits,
             policy=config.pipeline_policy,
             max_in_flight=config.max_in_flight,
@@ -223,6 +232,7 @@ class TrioDriver(RunsHandlers):
         self.read_deadline = math.inf
         self.read_due = False  # the read deadline passed while the leader did not wait
         self.deadlines = read_deadlines()
+        self.deadline_ticket = DeadlineTicket(self)  # (what `deadlines` holds, weakly)
         self.wait_scope: trio.CancelScope | None = None  # the leader's, while it waits for input
         self.linger_deadline = math.inf
         self.running: dict[int, Worker] = {}  # requests whose handler suspended
@@ -295,7 +305,7 @@ class TrioDriver(RunsHandlers):
         spawn = min(wanted - woken, self.config.max_in_flight + 1 - self.tasks)
         for _ in range(spawn):
             self.tasks += 1
-            self.nursery.start_soon(self.work, False)
+            self.nursery.start_soon(self.work, False, name=_WORKER)
 
     def _end(self) -> None:
         """The connection is over (closed, shut, upgraded, or the client went away)."""
@@ -417,7 +427,7 @@ class TrioDriver(RunsHandlers):
                 self.read_deadline = math.inf
             else:
                 self.read_deadline = deadline
-                self.deadlines.add(deadline, self)
+                self.deadlines.add(deadline, self.deadline_ticket)
         else:  # "linger"
             self.linger_deadline = math.inf if deadline is None else deadline
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from setuptools import setup
 
-# Framing, the receive buffer, dispatch, ordering, rendering and the connection protocol. Not
+# Framing, the receive buffer, dispatch, ordering, rendering and the connection protocol; and
+# the per-request path around it: the trio driver, the response sink and the ASGI adapter. Not
 # here: modules whose classes interpreted code subclasses, or whose dataclasses mypyc rejects
 # (actions.py), and the public request/response records users may subclass (_native.py).
 COMPILED = [
@@ -33,6 +34,12 @@ COMPILED = [
     "pipeparse/_response.py",
     "pipeparse/_serialize.py",
     "pipeparse/_state.py",
+    "pipeparse/servers/asgi.py",
+    "pipeparse/servers/sink.py",
+    "pipeparse/servers/trio_driver.py",
+    "pipeparse/servers/trio_handlers.py",
+    "pipeparse/servers/trio_reading.py",
+    "pipeparse/servers/trio_writing.py",
 ]
 
 

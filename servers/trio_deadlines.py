@@ -8,8 +8,9 @@ adds its deadline when the protocol moves it (lazily, so about once per two wait
 connection), and one task per trio run sleeps until the earliest one and tells the driver
 (`ReadWaiter.read_deadline_passed`), which interrupts its leader's wait if it waits and
 otherwise notes it for the next one. A moved or cleared deadline leaves its entry stale: the
-driver ignores a deadline that is no longer its own. Entries hold drivers weakly, so a closed
-connection is not kept until its last deadline.
+driver ignores a deadline that is no longer its own. Entries hold a driver's `DeadlineTicket`
+weakly (the driver holds it; a driver compiled with mypyc cannot be referenced weakly itself),
+so a closed connection is not kept until its last deadline.
 """
 
 from __future__ import annotations
@@ -22,11 +23,20 @@ from typing import Protocol
 
 import trio
 
-__all__ = ["ReadWaiter", "read_deadlines"]
+__all__ = ["DeadlineTicket", "ReadWaiter", "read_deadlines"]
 
 
 class ReadWaiter(Protocol):
     def read_deadline_passed(self, deadline: float) -> None: ...
+
+
+class DeadlineTicket:
+    """What the heap holds (weakly) for one waiter, which holds the ticket."""
+
+    __slots__ = ("__weakref__", "waiter")
+
+    def __init__(self, waiter: ReadWaiter) -> None:
+        self.waiter = waiter
 
 
 class ReadDeadlines:
@@ -35,13 +45,13 @@ class ReadDeadlines:
     __slots__ = ("count", "heap", "sleep")
 
     def __init__(self) -> None:
-        self.heap: list[tuple[float, int, weakref.ref[ReadWaiter]]] = []
+        self.heap: list[tuple[float, int, weakref.ref[DeadlineTicket]]] = []
         self.count = itertools.count()  # (equal deadlines never compare their drivers)
         self.sleep: trio.CancelScope | None = None  # the task's sleep until the earliest
 
-    def add(self, deadline: float, waiter: ReadWaiter) -> None:
-        """Tell `waiter` when `deadline` passes (unless it is no longer its deadline then)."""
-        heapq.heappush(self.heap, (deadline, next(self.count), weakref.ref(waiter)))
+    def add(self, deadline: float, ticket: DeadlineTicket) -> None:
+        """Tell the ticket's waiter when `deadline` passes (if the ticket is still held)."""
+        heapq.heappush(self.heap, (deadline, next(self.count), weakref.ref(ticket)))
         sleep = self.sleep
         if sleep is not None and deadline < sleep.deadline:
             sleep.deadline = deadline
@@ -56,9 +66,9 @@ class ReadDeadlines:
             now = trio.current_time()
             while heap and heap[0][0] <= now:
                 deadline, _, ref = heapq.heappop(heap)
-                waiter = ref()
-                if waiter is not None:
-                    waiter.read_deadline_passed(deadline)
+                ticket = ref()
+                if ticket is not None:
+                    ticket.waiter.read_deadline_passed(deadline)
 
 
 _of_run: trio.lowlevel.RunVar[ReadDeadlines] = trio.lowlevel.RunVar("pipeparse_read_deadlines")

@@ -21,6 +21,7 @@ from contextlib import suppress
 from typing import Any
 
 import trio
+from mypy_extensions import mypyc_attr
 
 from pipeparse._gather import MAX_BUFFERS, gather, unsent
 from pipeparse._ordered import Chunk
@@ -32,6 +33,7 @@ __all__ = ["WritesStream"]
 LARGE_SEND_LOWAT = 4 * 1024 * 1024
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # (compiled build: the h11 engine's connection)
 class WritesStream:
     """See the module comment; every attribute is set by `TrioDriver.__init__`."""
 

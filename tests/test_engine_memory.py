@@ -21,7 +21,7 @@ import trio.testing
 
 from pipeparse import MIN_BLOCK, HttpRequest, Response, SeekableBuffer, ServerConnection, native
 from pipeparse._reading import TRIM_AFTER
-from pipeparse.servers import engine_pipeparse, trio_driver
+from pipeparse.servers import engine_pipeparse
 from pipeparse.servers.config import ServerConfig
 from pipeparse.servers.handlers import native_handler
 from tests.server_harness import ServeConnection, open_connection, parse_responses
@@ -54,16 +54,15 @@ class RecordingBuffer(SeekableBuffer):
 
 @pytest.fixture
 def serve() -> ServeConnection:
-    return engine_pipeparse.serve_connection
+    # the engine's buffer is its `ServerConnection`'s (a compiled build binds its globals: the
+    # buffer's class and the connection's are arguments)
+    connection = functools.partial(ServerConnection, buffer_type=RecordingBuffer)
+    return functools.partial(engine_pipeparse.serve_connection, connection=connection)
 
 
 @pytest.fixture
-def buffers(monkeypatch: pytest.MonkeyPatch) -> list[RecordingBuffer]:
+def buffers() -> list[RecordingBuffer]:
     RecordingBuffer.made = []
-    # the engine's buffer is its `ServerConnection`'s (a compiled core binds its globals: the
-    # buffer's class is an argument)
-    connection = functools.partial(ServerConnection, buffer_type=RecordingBuffer)
-    monkeypatch.setattr(trio_driver, "ServerConnection", connection)
     return RecordingBuffer.made
 
 
@@ -139,14 +138,15 @@ async def test_fixed_buffer_keeps_the_whole_buffer(
 
 
 def _tasks_named(*names: str) -> list[str]:
-    """The names of the running tasks' coroutines that are among `names` (the whole run)."""
+    """The names of the running tasks' functions that are among `names` (the whole run; by
+    the task's name, which a compiled build's coroutines give as well)."""
     found: list[str] = []
     root = trio.lowlevel.current_root_task()
     assert root is not None
     todo = [root]
     while todo:
         task = todo.pop()
-        name = task.coro.cr_code.co_name
+        name = task.name.rpartition(".")[2]
         if name in names:
             found.append(name)
         for nursery in task.child_nurseries:

@@ -38,7 +38,7 @@ from pipeparse import (
     ServerConnection,
     native,
 )
-from pipeparse.servers import engine_pipeparse, trio_driver
+from pipeparse.servers import engine_pipeparse
 from pipeparse.servers.config import ServerConfig
 from pipeparse.servers.handlers import native_handler
 from pipeparse.servers.protocol import Handler, NativeHandler, ResponseSink, native_of
@@ -875,7 +875,7 @@ async def test_policies_bound_native_concurrency(policy: str) -> None:
 
 @pytest.mark.parametrize("path", ["fast", "plain"])
 async def test_long_pipeline_through_a_small_buffer_releases_every_byte(
-    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch, path: str
+    autojump_clock: trio.testing.MockClock, path: str
 ) -> None:
     """2,000 requests (instant GETs, POSTs with bodies that the safe policy holds back, GETs
     that suspend) through an 8 KiB buffer, in random pieces of up to 3,000 bytes: every one is
@@ -889,10 +889,9 @@ async def test_long_pipeline_through_a_small_buffer_releases_every_byte(
             super().__init__(capacity, min_block=min_block)
             buffers.append(self)
 
-    # the engine's buffer is its `ServerConnection`'s (a compiled core binds its globals: the
-    # buffer's class is an argument)
+    # the engine's buffer is its `ServerConnection`'s (a compiled build binds its globals: the
+    # buffer's class and the connection's are arguments)
     connection = functools.partial(ServerConnection, buffer_type=RecordingBuffer)
-    monkeypatch.setattr(trio_driver, "ServerConnection", connection)
     rng = random.Random(20240917)
     n = 2000
     parts: list[bytes] = []
@@ -915,7 +914,8 @@ async def test_long_pipeline_through_a_small_buffer_releases_every_byte(
     assert len(data) > 8 * config.buffer_size
     received = bytearray()
     with trio.fail_after(60):  # virtual time: it fails at once if the pipeline stalls
-        async with open_connection(serve, paths(make_app([]))[path], config) as client:
+        serve_recording = functools.partial(serve, connection=connection)
+        async with open_connection(serve_recording, paths(make_app([]))[path], config) as client:
             pos = 0
             while pos < len(data):
                 size = rng.randint(1, 3000)

@@ -3,9 +3,9 @@ for input they end (`ReadsStream._wait_and_receive`), without a client.
 
 The service must tell each waiter of each deadline it added, in deadline order and at that
 deadline (a deadline added while it sleeps for a later one wakes it sooner), hold waiters
-weakly, and be one per trio run. A wait interrupted in the very pass of the scheduler in which
-its input came must keep the input and still end by the cancel, not carry the cancel on to
-whatever the task does next. Time is trio's MockClock (autojump).
+weakly (through their tickets), and be one per trio run. A wait interrupted in the very pass
+of the scheduler in which its input came must keep the input and still end by the cancel, not
+carry the cancel on to whatever the task does next. Time is trio's MockClock (autojump).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import trio.testing
 from pipeparse.servers.apps import plaintext
 from pipeparse.servers.config import ServerConfig
 from pipeparse.servers.handlers import resolve_app
-from pipeparse.servers.trio_deadlines import read_deadlines
+from pipeparse.servers.trio_deadlines import DeadlineTicket, read_deadlines
 from pipeparse.servers.trio_driver import TrioDriver
 
 
@@ -26,6 +26,7 @@ class Waiter:
     def __init__(self, name: str, told: list[tuple[str, float, float]]) -> None:
         self.name = name
         self.told = told
+        self.ticket = DeadlineTicket(self)  # (a cycle, as a driver's is)
 
     def read_deadline_passed(self, deadline: float) -> None:
         self.told.append((self.name, deadline, trio.current_time()))
@@ -37,9 +38,9 @@ async def test_each_deadline_is_told_at_its_time_in_order(
     told: list[tuple[str, float, float]] = []
     a, b = Waiter("a", told), Waiter("b", told)
     deadlines = read_deadlines()
-    deadlines.add(12.0, a)
-    deadlines.add(10.0, b)
-    deadlines.add(11.0, a)  # moved: both stay, the waiter tells which is its own
+    deadlines.add(12.0, a.ticket)
+    deadlines.add(10.0, b.ticket)
+    deadlines.add(11.0, a.ticket)  # moved: both stay, the waiter tells which is its own
     await trio.sleep(30)
     assert told == [("b", 10.0, 10.0), ("a", 11.0, 11.0), ("a", 12.0, 12.0)]
 
@@ -50,9 +51,9 @@ async def test_an_earlier_deadline_wakes_the_sleeping_service_sooner(
     told: list[tuple[str, float, float]] = []
     waiter = Waiter("w", told)
     deadlines = read_deadlines()
-    deadlines.add(100.0, waiter)
+    deadlines.add(100.0, waiter.ticket)
     await trio.sleep(1)  # it sleeps until 100 now
-    deadlines.add(5.0, waiter)
+    deadlines.add(5.0, waiter.ticket)
     await trio.sleep(10)
     assert told == [("w", 5.0, 5.0)]
 
@@ -60,7 +61,7 @@ async def test_an_earlier_deadline_wakes_the_sleeping_service_sooner(
 async def test_it_holds_waiters_weakly(autojump_clock: trio.testing.MockClock) -> None:
     told: list[tuple[str, float, float]] = []
     deadlines = read_deadlines()
-    deadlines.add(5.0, Waiter("gone", told))  # nothing else refers to it
+    deadlines.add(5.0, Waiter("gone", told).ticket)  # nothing else refers to it
     gc.collect()
     await trio.sleep(10)
     assert told == []

@@ -38,6 +38,7 @@ COMPILED = [
     "pipeparse/servers/sink.py",
     "pipeparse/servers/trio_driver.py",
     "pipeparse/servers/trio_handlers.py",
+    "pipeparse/servers/trio_readiness.py",
     "pipeparse/servers/trio_reading.py",
     "pipeparse/servers/trio_writing.py",
 ]

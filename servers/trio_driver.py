@@ -71,6 +71,7 @@ from .tls import close_stream
 from .trio_bodies import NoBody, StreamedBody
 from .trio_deadlines import DeadlineTicket, read_deadlines
 from .trio_handlers import RunsHandlers, Worker
+from .trio_readiness import readiness
 from .trio_reading import MAX_RECV, MIN_RECV
 from .trio_timers import RequestTimers
 from .websocket import websocket_of
@@ -126,11 +127,13 @@ async def serve_connection(
                 # reads at once) still takes what the client already sent, to be answered.
                 nursery.start_soon(_call, driver.shut_down)
             await driver.work(leader=True)
+        driver.unwatch()
         if driver.upgrade is not None:
             await driver.serve_upgrade(driver.upgrade)
         elif driver.lingering:
             await driver.linger_close()
     except BaseException:  # (not `finally`: see `servers/asgi.py`, `AsgiHandler.__call__`)
+        driver.unwatch()
         shutdown.discard_callback(driver.shut_down)
         await close_stream(stream)
         raise
@@ -208,6 +211,12 @@ class TrioDriver(RunsHandlers):
         self.nursery: trio.Nursery
         sock = stream.socket if isinstance(stream, trio.SocketStream) else None
         self.fd = sock.fileno() if sock is not None else -1  # -1: use the stream
+        self.readiness = readiness() if sock is not None else None
+        if self.readiness is not None:
+            try:
+                self.readiness.register(self.fd)
+            except OSError:  # (not a descriptor epoll watches: trio's wait then)
+                self.readiness = None
         self.large_sends = False  # TCP_NOTSENT_LOWAT lifted (`WritesStream`)
         self.fixed_recv = config.recv_size
         self.recv_size = config.recv_size or min(MIN_RECV, config.buffer_size)
@@ -329,6 +338,14 @@ class TrioDriver(RunsHandlers):
             self.followers.unpark_all()
         if self.timers is not None and self.timers.retire():
             self.timers = None
+
+    def unwatch(self) -> None:
+        """Stop the run's `Readiness` watching the socket (before it is closed, or handed to
+        the WebSocket code)."""
+        readiness = self.readiness
+        if readiness is not None:
+            self.readiness = None
+            readiness.unregister(self.fd)
 
     def shut_down(self) -> None:
         """Graceful shutdown (the server's `ShutdownSignal` calls it): read nothing new,

@@ -2,7 +2,8 @@
 protocol's buffer when the stream is a socket (`ServerConnection.receive_view`).
 
 A busy pipeline's next batch is usually there already: it is read at once, with no wait and
-no timer. Only when nothing is there does the leader wait, with no cancel scope of its own:
+no timer. Only when nothing is there does the leader wait (through this run's `Readiness`, one
+edge-triggered epoll set: `servers/trio_readiness.py`), with no cancel scope of its own:
 what ends a wait early is the cancel of the leader task's own scope (`wait_scope`), by a kick
 or by this run's `ReadDeadlines` when the protocol's read deadline passes (keep-alive, header
 or body timeout, or the moment an idle connection gives its receive block back).
@@ -21,6 +22,7 @@ import trio
 from pipeparse import ServerConnection
 
 from .heap import gave_back
+from .trio_readiness import Readiness
 from .trio_writing import WritesStream
 
 __all__ = ["ReadsStream"]
@@ -38,6 +40,7 @@ class ReadsStream(WritesStream):
         "eager_reads",
         "read_deadline",
         "read_due",
+        "readiness",
         "recv_size",
         "wait_scope",
     )
@@ -52,6 +55,7 @@ class ReadsStream(WritesStream):
     eager_misses: int
     read_deadline: float
     read_due: bool
+    readiness: Readiness | None
     wait_scope: trio.CancelScope | None
     gone: trio.Event
 
@@ -114,7 +118,12 @@ class ReadsStream(WritesStream):
                 return
             self.wait_scope = scope
             try:
-                if self.fd >= 0:
+                readiness = self.readiness
+                if readiness is not None:
+                    while n < 0:
+                        await readiness.wait(self.fd)
+                        n = self._read_ready(size)
+                elif self.fd >= 0:
                     while n < 0:
                         await trio.lowlevel.wait_readable(self.fd)
                         n = self._read_ready(size)

@@ -39,6 +39,7 @@ SUITE = [
     "tests/test_engine_memory.py",
     "tests/test_engine_pipeparse.py",
     "tests/test_trio_timers.py",
+    "tests/test_trio_readiness.py",
     "tests/test_large_responses.py",
     "tests/test_asyncio_driver.py",
     "tests/test_starlette.py",

@@ -1,0 +1,100 @@
+"""Waiting until a connection's socket is readable, for every trio connection in a run: one
+edge-triggered epoll set and one task.
+
+trio's `wait_readable` re-arms the socket in trio's epoll set on every wait (an ``epoll_ctl``,
+since trio registers one-shot) and goes through about twenty Python calls; at depth 1 a
+connection waits once per request, so that was a large part of the trio driver's own cost. Here
+each socket is registered once, edge-triggered (``EPOLLIN | EPOLLET``), in one epoll set per
+trio run, whose descriptor trio watches for one task (`Readiness.run`): when it is readable,
+the task collects the ready sockets and wakes the connection waiting on each
+(`trio.lowlevel.reschedule`). An edge that comes while no task waits on that socket is kept
+(`ready`), so the next wait returns at once; the caller then reads, and waits again if the
+read finds nothing (an edge kept from before a read that took everything). A wait is
+cancellable as trio's is (the driver's cancel scope interrupts it).
+
+Linux only (epoll); elsewhere, and for anything but a plain socket, the driver waits with trio's
+`wait_readable` (`readiness()` is None).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+
+import trio
+from trio.lowlevel import Abort, RaiseCancelT, Task
+
+__all__ = ["Readiness", "readiness"]
+
+_EDGE = getattr(select, "EPOLLIN", 1) | getattr(select, "EPOLLET", 1 << 31)
+
+
+class Readiness:
+    """See the module comment: one per trio run (`readiness`)."""
+
+    __slots__ = ("epoll", "ready", "waiting")
+
+    def __init__(self) -> None:
+        self.epoll = select.epoll()
+        self.waiting: dict[int, Task] = {}  # descriptor: the task waiting until it is readable
+        self.ready: set[int] = set()  # descriptors that became readable while none waited
+
+    def register(self, fd: int) -> None:
+        """Watch socket `fd` (readable data already there counts as an edge)."""
+        self.epoll.register(fd, _EDGE)
+
+    def unregister(self, fd: int) -> None:
+        """Stop watching `fd`: before it is closed (a descriptor number is reused)."""
+        self.waiting.pop(fd, None)
+        self.ready.discard(fd)
+        with contextlib.suppress(OSError, ValueError):  # (closed already: the kernel dropped it)
+            self.epoll.unregister(fd)
+
+    async def wait(self, fd: int) -> None:
+        """Return once `fd` may have data (an edge since the last wait); cancellable."""
+        ready = self.ready
+        if fd in ready:
+            ready.discard(fd)
+            await trio.lowlevel.cancel_shielded_checkpoint()  # (a wait is a checkpoint)
+            return
+        waiting = self.waiting
+        if fd in waiting:
+            raise trio.BusyResourceError("another task is already waiting on this socket")
+        waiting[fd] = trio.lowlevel.current_task()
+
+        def abort(_: RaiseCancelT) -> Abort:
+            waiting.pop(fd, None)
+            return Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    async def run(self) -> None:
+        epoll = self.epoll
+        waiting = self.waiting
+        ready = self.ready
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(epoll.fileno())
+                for fd, _ in epoll.poll(0):
+                    task = waiting.pop(fd, None)
+                    if task is not None:
+                        trio.lowlevel.reschedule(task)
+                    else:
+                        ready.add(fd)
+        finally:
+            epoll.close()
+
+
+_of_run: trio.lowlevel.RunVar[Readiness | None] = trio.lowlevel.RunVar("pipeparse_readiness")
+
+
+def readiness() -> Readiness | None:
+    """This trio run's `Readiness`, its task started at the first call; None without epoll."""
+    try:
+        return _of_run.get()
+    except LookupError:
+        service = Readiness() if hasattr(select, "epoll") else None
+        _of_run.set(service)
+        if service is not None:
+            trio.lowlevel.spawn_system_task(service.run, name="pipeparse readiness")
+        return service

@@ -197,8 +197,7 @@ class AsgiHandler:
         try:
             await self.app(scope, call.receive, call.send)
         except BaseException:
-            if call.body_iter is not None:
-                await call.aclose()
+            await call.aclose()
             raise
         if call.body_iter is not None:  # (only a streamed request body has one)
             await call.aclose()

@@ -67,6 +67,7 @@ from .admission import current_admission
 from .config import ServerConfig
 from .listen import current_shutdown, log_access
 from .protocol import Handler, native_of
+from .shutdown import ShutdownSignal
 from .tls import close_stream
 from .trio_bodies import NoBody, StreamedBody
 from .trio_deadlines import DeadlineTicket, read_deadlines
@@ -133,10 +134,14 @@ async def serve_connection(
         elif driver.lingering:
             await driver.linger_close()
     except BaseException:  # (not `finally`: see `servers/asgi.py`, `AsgiHandler.__call__`)
-        driver.unwatch()
-        shutdown.discard_callback(driver.shut_down)
-        await close_stream(stream)
+        await _release(driver, stream, shutdown)
         raise
+    await _release(driver, stream, shutdown)
+
+
+async def _release(driver: TrioDriver, stream: trio.abc.Stream, shutdown: ShutdownSignal) -> None:
+    """The connection's end, however it ended: its socket unwatched, the stream closed."""
+    driver.unwatch()
     shutdown.discard_callback(driver.shut_down)
     await close_stream(stream)  # close_notify first over TLS
 

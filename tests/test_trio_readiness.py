@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import select
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import trio
 import trio.testing
@@ -28,68 +30,70 @@ def service() -> Readiness:
     return found
 
 
-async def test_a_wait_ends_when_data_arrives() -> None:
+@asynccontextmanager
+async def watched_pair(
+    before: bytes = b"",
+) -> AsyncIterator[tuple[Readiness, int, trio.socket.SocketType, trio.socket.SocketType]]:
+    """A socket pair whose first end the run's `Readiness` watches (after `before` was sent
+    to it); unwatched and closed at the end."""
     ours, theirs = trio.socket.socketpair()
-    watch = service()
-    watch.register(ours.fileno())
-    woke: list[bool] = []
-    async with trio.open_nursery() as nursery:
+    with ours, theirs:
+        if before:
+            await theirs.send(before)
+        watch = service()
+        watch.register(ours.fileno())
+        try:
+            yield watch, ours.fileno(), ours, theirs
+        finally:
+            watch.unregister(ours.fileno())
 
-        async def waiter() -> None:
-            await watch.wait(ours.fileno())
-            woke.append(True)
 
-        nursery.start_soon(waiter)
-        await trio.testing.wait_all_tasks_blocked()
-        assert woke == []  # nothing to read: it waits
-        await theirs.send(b"x")
-    assert woke == [True]
-    watch.unregister(ours.fileno())
-    ours.close()
-    theirs.close()
+async def test_a_wait_ends_when_data_arrives() -> None:
+    async with watched_pair() as (watch, fd, _, theirs):
+        woke: list[bool] = []
+        async with trio.open_nursery() as nursery:
+
+            async def waiter() -> None:
+                await watch.wait(fd)
+                woke.append(True)
+
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            assert woke == []  # nothing to read: it waits
+            await theirs.send(b"x")
+        assert woke == [True]
 
 
 async def test_data_already_there_and_an_edge_nobody_waited_for_are_kept() -> None:
-    ours, theirs = trio.socket.socketpair()
-    watch = service()
-    await theirs.send(b"before")
-    watch.register(ours.fileno())  # readable already: that counts as an edge
-    with trio.fail_after(5):
-        await watch.wait(ours.fileno())
-    assert await ours.recv(100) == b"before"
-    await theirs.send(b"while nobody waits")
-    await trio.testing.wait_all_tasks_blocked()  # the service takes the edge now
-    with trio.fail_after(5):
-        await watch.wait(ours.fileno())
-    assert await ours.recv(100) == b"while nobody waits"
-    watch.unregister(ours.fileno())
-    ours.close()
-    theirs.close()
+    # readable already as it is registered: that counts as an edge
+    async with watched_pair(before=b"before") as (watch, fd, ours, theirs):
+        with trio.fail_after(5):
+            await watch.wait(fd)
+        assert await ours.recv(100) == b"before"
+        await theirs.send(b"while nobody waits")
+        await trio.testing.wait_all_tasks_blocked()  # the service takes the edge now
+        with trio.fail_after(5):
+            await watch.wait(fd)
+        assert await ours.recv(100) == b"while nobody waits"
 
 
 async def test_a_cancelled_wait_leaves_nothing_and_two_waits_are_an_error() -> None:
-    ours, theirs = trio.socket.socketpair()
-    watch = service()
-    fd = ours.fileno()
-    watch.register(fd)
-    with trio.CancelScope() as scope:
-        scope.cancel()
-        await watch.wait(fd)
-    assert scope.cancelled_caught and fd not in watch.waiting
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(watch.wait, fd)
-        await trio.testing.wait_all_tasks_blocked()
-        try:
+    async with watched_pair() as (watch, fd, _, _):
+        with trio.CancelScope() as scope:
+            scope.cancel()
             await watch.wait(fd)
-        except trio.BusyResourceError:
-            busy = True
-        else:
-            busy = False
-        nursery.cancel_scope.cancel()
-    assert busy and fd not in watch.waiting
-    watch.unregister(fd)
-    ours.close()
-    theirs.close()
+        assert scope.cancelled_caught and fd not in watch.waiting
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch.wait, fd)
+            await trio.testing.wait_all_tasks_blocked()
+            try:
+                await watch.wait(fd)
+            except trio.BusyResourceError:
+                busy = True
+            else:
+                busy = False
+            nursery.cancel_scope.cancel()
+        assert busy and fd not in watch.waiting
 
 
 async def test_a_served_socket_is_unwatched_before_it_is_closed() -> None:

@@ -14,11 +14,12 @@ from pathlib import Path
 from setuptools import setup
 
 # Framing, the receive buffer, dispatch, ordering, rendering and the connection protocol; and
-# the per-request path around it: the trio driver, the response sink and the ASGI adapter. Not
-# here: modules whose classes interpreted code subclasses, or whose dataclasses mypyc rejects
-# (actions.py), and the public request/response records users may subclass (_native.py).
+# the per-request path around it: the actions, the request and response records, the trio
+# driver, the response sink and the ASGI adapter. Not here: modules whose classes interpreted
+# code subclasses without a `mypyc_attr(allow_interpreted_subclasses=True)`.
 COMPILED = [
     "pipeparse/_abnf.py",
+    "pipeparse/actions.py",
     "pipeparse/_answering.py",
     "pipeparse/_body.py",
     "pipeparse/_buffer.py",
@@ -29,6 +30,7 @@ COMPILED = [
     "pipeparse/_head.py",
     "pipeparse/_index.py",
     "pipeparse/_memo.py",
+    "pipeparse/_native.py",
     "pipeparse/_ordered.py",
     "pipeparse/_reading.py",
     "pipeparse/_response.py",

@@ -27,6 +27,7 @@ from ._limits import Limits as Limits
 from ._limits import MiB as MiB
 from ._native import NATIVE_MARK as NATIVE_MARK
 from ._native import BodySource as BodySource
+from ._native import BodyStream as BodyStream
 from ._native import HttpRequest as HttpRequest
 from ._native import Response as Response
 from ._native import native as native
@@ -55,6 +56,7 @@ __all__ = [
     "NATIVE_MARK",
     "SAFE_METHODS",
     "BodySource",
+    "BodyStream",
     "BufferFull",
     "ConnectionTimeouts",
     "DispatchPolicy",

@@ -12,10 +12,12 @@ A view is valid while the handler runs; copy it (``bytes(view)``) to keep it lon
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Sequence
+from collections.abc import AsyncIterable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["NATIVE_MARK", "BodySource", "HttpRequest", "Response", "native"]
+from mypy_extensions import mypyc_attr
+
+__all__ = ["NATIVE_MARK", "BodySource", "BodyStream", "HttpRequest", "Response", "native"]
 
 Headers = Sequence[tuple[bytes, bytes]]
 NATIVE_MARK = "__pipeparse_native__"
@@ -42,6 +44,7 @@ class BodySource(Protocol):
         ...
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # (a public record: users may subclass it)
 class HttpRequest:
     """A request as a native handler sees it.
 
@@ -109,14 +112,9 @@ class HttpRequest:
         self._body = b"".join(parts)
         return self._body
 
-    async def stream(self) -> AsyncGenerator[bytes | memoryview, None]:
-        """The body piece by piece, as it arrives (each piece once)."""
-        if self._body is not None:
-            if self._body:
-                yield self._body
-            return
-        while (chunk := await self._source.next_chunk()) is not None:
-            yield chunk
+    def stream(self) -> BodyStream:
+        """The body piece by piece, as it arrives (each piece once): ``async for``."""
+        return BodyStream(self)
 
     async def wait_disconnect(self) -> None:
         """Return once the client has gone."""
@@ -133,6 +131,41 @@ class HttpRequest:
         return f"HttpRequest(seq={self.seq}, {self.method!r} {self.target!r})"
 
 
+class BodyStream:
+    """`HttpRequest.stream()`: an async iterator over the body's pieces (a class rather than
+    an async generator, which the optional compiled build could not compile). `aclose` ends
+    it early, as an async generator's would."""
+
+    __slots__ = ("_done", "_request")
+
+    def __init__(self, request: HttpRequest) -> None:
+        self._request = request
+        self._done = False
+
+    def __aiter__(self) -> BodyStream:
+        return self
+
+    async def __anext__(self) -> bytes | memoryview:
+        if self._done:
+            raise StopAsyncIteration
+        request = self._request
+        body = request._body
+        if body is not None:  # it had all arrived: one piece (none if empty)
+            self._done = True
+            if body:
+                return body
+            raise StopAsyncIteration
+        chunk = await request._source.next_chunk()
+        if chunk is None:
+            self._done = True
+            raise StopAsyncIteration
+        return chunk
+
+    async def aclose(self) -> None:
+        self._done = True
+
+
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Response:
     """What a native handler returns.
 

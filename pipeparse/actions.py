@@ -6,7 +6,11 @@ bytes (already ordered and coalesced), deliver request body pieces (`BodyData`, 
 cancel a `Timer` (a deadline as data, on the clock the connection was given), `ShutWrite`
 and `Close`; or hand the connection over to the protocol a request asked for (`Upgrade`).
 Treat them as read-only; they are not frozen because a frozen dataclass costs three times as
-much to make (about 400 ns against 140), and a few are made per request.
+much to make (about 400 ns against 140), and a few are made per request. The optional compiled
+build (setup.py) compiles them, which halves that again; mypyc takes a dataclass without
+``slots=True`` (its instances have fixed fields anyway) and, in mypyc 2.4, a field of a bare
+builtin type such as `memoryview` only through an alias (`View`): otherwise the module fails
+to import.
 """
 
 from __future__ import annotations
@@ -37,9 +41,10 @@ Chunk = bytes | bytearray | memoryview
 # A timer's name: "read" (keep-alive, header or body timeout, whichever applies), "linger",
 # or a request's seq (its request timeout).
 TimerKey = str | int
+View = memoryview  # (see the module comment)
 
 
-@dataclass(slots=True)
+@dataclass
 class Start:
     """Run the handler of request `seq` now. `body` is the whole body (a view into the
     receive buffer, valid until the handler's response is reported), or None when it
@@ -50,29 +55,29 @@ class Start:
     body: bytes | memoryview | None
 
 
-@dataclass(slots=True)
+@dataclass
 class Write:
     """Send these bytes, in order (every response that may leave now, coalesced)."""
 
     parts: list[Chunk]
 
 
-@dataclass(slots=True)
+@dataclass
 class BodyData:
     """The next piece of request `seq`'s streamed body."""
 
     seq: int
-    data: memoryview
+    data: View
 
 
-@dataclass(slots=True)
+@dataclass
 class BodyEnd:
     """Request `seq`'s streamed body is complete."""
 
     seq: int
 
 
-@dataclass(slots=True)
+@dataclass
 class BodyError:
     """Request `seq`'s streamed body cannot complete (bad framing, a limit, EOF, a timeout)."""
 
@@ -80,7 +85,7 @@ class BodyError:
     error: ProtocolError
 
 
-@dataclass(slots=True)
+@dataclass
 class Cancel:
     """Request `seq` ran over its timeout and has been answered: cancel its handler (what
     it reports from now on is ignored)."""
@@ -88,7 +93,7 @@ class Cancel:
     seq: int
 
 
-@dataclass(slots=True)
+@dataclass
 class Timer:
     """Arm timer `key` at `deadline` (None: it is no longer needed). A driver may keep an
     earlier timer instead: `timer_expired` re-arms it if its deadline has not come yet."""
@@ -97,28 +102,28 @@ class Timer:
     deadline: float | None
 
 
-@dataclass(slots=True)
+@dataclass
 class PauseReading:
     """Stop reading (back-pressure); `ResumeReading` follows when there is room again."""
 
 
-@dataclass(slots=True)
+@dataclass
 class ResumeReading:
     """Read again."""
 
 
-@dataclass(slots=True)
+@dataclass
 class ShutWrite:
     """The last response is out: shut the write side (the client's bytes are then drained
     until EOF, `Limits`' linger bytes, or the "linger" timer, then `Close` comes)."""
 
 
-@dataclass(slots=True)
+@dataclass
 class Close:
     """Close the connection."""
 
 
-@dataclass(slots=True)
+@dataclass
 class Upgrade:
     """Every response before request `seq` is out (in the `Write`s before this): switch the
     connection to the protocol it asked for (WebSocket). `data` arrived after its head and

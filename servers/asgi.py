@@ -18,11 +18,11 @@ await in a finally block).
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncGenerator
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from pipeparse import HttpRequest, ProtocolError, RequestHead
+from pipeparse._native import BodyStream
 
 from .protocol import AsgiApp, Message, ResponseSink, Scope
 from .proxy import TrustedProxies, forwarded_client
@@ -62,7 +62,7 @@ class _AsgiCall:
         self.sink = sink
         self.state = _INIT
         self.body_state = _BODY_PENDING
-        self.body_iter: AsyncGenerator[bytes | memoryview, None] | None = None
+        self.body_iter: BodyStream | None = None
         self.status = 0
         self.headers: Any = ()
 

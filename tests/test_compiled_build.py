@@ -45,6 +45,7 @@ SUITE = [
     "tests/test_starlette.py",
     "tests/test_fastapi.py",
     "tests/test_handlers.py",
+    "tests/test_native_records.py",
 ]
 
 

@@ -37,7 +37,8 @@ Views and compaction
 `seek_recv`, `take`, `view` and `peek` return `memoryview`s into the block, never copies. A
 `bytearray` cannot be resized while a view of it lives, and moving bytes under a live view would
 silently change what it shows. So compaction never touches a block that has a view alive: it
-probes for exports (a one-byte resize raises `BufferError` while any view lives); with none it
+probes for exports (a one-byte resize raises `BufferError` while any view lives; only when a view
+went out since the block was new or last probed clean, `_lent`); with none it
 moves the held runs down in place, otherwise it copies them into a fresh block and drops its own
 reference to the old one, which lives on, unchanged, until its last view is released. Growing,
 shrinking and `trim` are that same move into a fresh block (of another size, or none), so they
@@ -84,6 +85,7 @@ class SeekableBuffer:
         "_head",
         "_held_in_holes",
         "_holes",
+        "_lent",
         "_min_block",
         "_mv",
         "_seg_abs",
@@ -112,6 +114,9 @@ class SeekableBuffer:
         self._seg_abs: list[int] = [0]  # segment map: first absolute offset of each run
         self._seg_pos: list[int] = [0]  # ... and its position in the block
         self._delta = 0  # for the last segment: block position = absolute offset - _delta
+        # A view of the block went out since the block was new or a probe found none alive
+        # (`_block_has_views`): without one, no probe is needed (at depth 1, per request).
+        self._lent = False
         self.compactions = 0
 
     # -- sizes ---------------------------------------------------------------------------
@@ -169,7 +174,8 @@ class SeekableBuffer:
     def write_view(self, nbytes: int | None = None) -> memoryview:
         """A view of writable space for an async receive; follow it with `commit(n)`.
 
-        The view must be released (or dropped) before the next write.
+        The view must be released (or dropped) before the next write (it is not counted as
+        a view that pins the block: see the module comment).
         """
         room = self._room_for(nbytes)
         pos = self._tail - self._delta
@@ -218,6 +224,7 @@ class SeekableBuffer:
             size = self._block_size_for(want, 0)
             self._block = bytearray(size)
             self._mv = memoryview(self._block)
+            self._lent = False
             self._seg_abs = [self._tail]
             self._seg_pos = [0]
             self._delta = self._tail
@@ -246,6 +253,7 @@ class SeekableBuffer:
             return 0
         self._block = _EMPTY
         self._mv = _EMPTY_VIEW
+        self._lent = False
         self._holes.clear()
         self._held_in_holes = 0
         self._seg_abs = [self._head]
@@ -278,6 +286,7 @@ class SeekableBuffer:
             out += n
         self._block = dst
         self._mv = memoryview(dst)
+        self._lent = False  # (a fresh block, or this one with no view alive)
         self._seg_abs = seg_abs
         self._seg_pos = seg_pos
         self._delta = seg_abs[-1] - seg_pos[-1]
@@ -310,10 +319,12 @@ class SeekableBuffer:
             and start >= self._head
             and (not holes or holes[-1][1] <= start)
         ):  # the common case: after every hole, in the newest segment
+            self._lent = True
             d = self._delta
             return self._mv[start - d : end - d]
         self._check_held(start, end)
         p = self._block_pos(start)
+        self._lent = True
         return self._mv[p : p + (end - start)]
 
     def find(self, sub: bytes, start: int, end: int | None = None) -> int:
@@ -367,6 +378,7 @@ class SeekableBuffer:
             if not holes:
                 self._held_in_holes += n
                 holes.append([start, end])
+                self._lent = True
                 d = self._delta
                 return self._mv[start - d : end - d]
             last = holes[-1]
@@ -376,6 +388,7 @@ class SeekableBuffer:
                     last[1] = end
                 else:
                     holes.append([start, end])
+                self._lent = True
                 d = self._delta
                 return self._mv[start - d : end - d]
         return self.take(start, end)
@@ -401,6 +414,7 @@ class SeekableBuffer:
             # all, the head always is: see seek_recv). The head moves to `e`, and over the
             # hole that starts there, if any (holes coalesce: one at most).
             d = self._delta
+            self._lent = True  # (before `_after_head_moved`: this view is alive)
             view = self._mv[a - d : e - d]
             if holes and holes[0][0] == e:
                 hs, e = holes.pop(0)
@@ -466,10 +480,12 @@ class SeekableBuffer:
 
     def _block_has_views(self) -> bool:
         """True while a view handed out still shows the block (a resize would fail). The
-        probe shrinks by one byte and grows back: never past the allocation, so no realloc."""
+        probe shrinks by one byte and grows back: never past the allocation, so no realloc.
+        Skipped when no view went out since the last clean probe (a body-less request's bytes
+        are only copied out: its head is parsed from `scan_bytes`)."""
         block = self._block
-        if not block:
-            return False  # the shared empty block: nothing to move
+        if not block or not self._lent:
+            return False  # the shared empty block, or no view of this one went out
         self._mv.release()
         try:
             last = block.pop()
@@ -477,6 +493,7 @@ class SeekableBuffer:
             return True
         else:
             block.append(last)
+            self._lent = False
             return False
         finally:
             self._mv = memoryview(block)

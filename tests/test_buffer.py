@@ -206,6 +206,45 @@ def test_hole_reaching_the_tail_takes_no_room_after_compaction() -> None:
     assert bytes(buf.recv(100)) == b"c" * 100
 
 
+def _hand_out(buf: SeekableBuffer, how: str) -> memoryview:
+    """A view of the first 8 bytes held, handed out `how`."""
+    if how == "seek_recv":
+        return buf.seek_recv(0, 8)
+    if how == "recv":
+        return buf.recv(8)
+    if how == "take":
+        return buf.take(buf.head, buf.head + 8)
+    if how == "view":
+        return buf.view(buf.head, buf.head + 8)
+    return buf.peek(0, 8)
+
+
+def _drain(buf: SeekableBuffer) -> None:
+    if buf.head < buf.tail:
+        buf.release(buf.head, buf.tail)
+    assert buf.head == buf.tail
+
+
+@pytest.mark.parametrize("how", ["recv", "take", "view", "peek", "seek_recv"])
+def test_an_emptied_block_is_reused_only_when_no_view_shows_it(how: str) -> None:
+    """Emptied, the block's start is reused (no compaction before it fills); with a view of
+    it alive, the next write that needs the room moves to a fresh block instead."""
+    buf = SeekableBuffer(1024, min_block=64)
+    buf.feed(b"a" * 16)
+    kept = _hand_out(buf, how)
+    _drain(buf)
+    buf.feed(b"c" * 64)  # all of the block: the bytes the view shows may not be reused
+    assert buf.compactions == 1 and bytes(kept) == b"a" * 8
+    _drain(buf)
+    kept.release()
+
+    buf.feed(b"d" * 16)
+    _hand_out(buf, how).release()
+    _drain(buf)  # no view alive: the block starts over
+    buf.feed(b"e" * 64)
+    assert buf.compactions == 1 and bytes(buf.recv(64)) == b"e" * 64
+
+
 def test_views_survive_compaction_unchanged() -> None:
     buf = SeekableBuffer(32)
     buf.feed(b"0123456789abcdefghijklmnopqrstuv")

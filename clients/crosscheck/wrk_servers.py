@@ -104,6 +104,7 @@ __all__ = [
     "Results",
     "Target",
     "WrkRun",
+    "cpu_sides",
     "describe",
     "evaluate_targets",
     "format_report",
@@ -111,7 +112,9 @@ __all__ = [
     "medians",
     "parse_args",
     "parse_wrk_output",
+    "probe",
     "round_order",
+    "serving",
     "unavailable",
     "wrk_command",
 ]
@@ -146,7 +149,7 @@ def serving(contender: Contender, cpus: set[int] | None) -> Iterator[str]:
             yield srv.url
 
 
-def _probe(url: str) -> str | None:
+def probe(url: str) -> str | None:
     """GET `url` once: None when it answers 200, else what went wrong."""
     rest = url.split("://", 1)[1]
     hostport, _, path = rest.partition("/")
@@ -201,7 +204,7 @@ def measure_with(
         try:
             with serving(contender, server_cpus) as base:
                 url = base + matrix.path
-                problem = _probe(url)
+                problem = probe(url)
                 if problem is not None:
                     return WrkRun(error=problem)
                 return run_wrk(wrk, url, matrix.connections, duration, matrix.depth, wrk_cpus)
@@ -241,9 +244,13 @@ def run_rounds(
 # -- command line ------------------------------------------------------------------------------
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+_PROG = "python -m pipeparse.clients.crosscheck.wrk_servers"
+
+
+def parse_args(argv: Sequence[str] | None = None, prog: str = _PROG) -> argparse.Namespace:
+    """The command line (`wrk_paired` takes the same)."""
     parser = argparse.ArgumentParser(
-        prog="python -m pipeparse.clients.crosscheck.wrk_servers",
+        prog=prog,
         description=__doc__.splitlines()[0],
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds (default: 3)")
@@ -267,7 +274,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return a
 
 
-def _cpu_sides() -> tuple[set[int] | None, set[int] | None, str]:
+def cpu_sides() -> tuple[set[int] | None, set[int] | None, str]:
     if not can_pin():
         return None, None, "off (no sched_setaffinity here)"
     cpus = available_cpus()
@@ -290,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             reason = unavailable(c)
             if reason:
                 skipped.setdefault(m.name, {})[c.label] = reason
-    wrk_cpus, server_cpus, pinning = _cpu_sides()
+    wrk_cpus, server_cpus, pinning = cpu_sides()
     progress = None if a.json else (lambda line: print(line, flush=True))
     results = run_rounds(
         matrices, a.rounds, measure_with(wrk, a.duration, wrk_cpus, server_cpus), skipped, progress

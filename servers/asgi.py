@@ -26,6 +26,7 @@ from pipeparse._native import BodyStream
 
 from .protocol import AsgiApp, Message, ResponseSink, Scope
 from .proxy import TrustedProxies, forwarded_client
+from .sink import ConnectionSink
 from .websocket import AsgiWebSocket, WebSocketChannel, WebSocketSession
 
 __all__ = ["AsgiHandler", "asgi_handler", "split_target"]
@@ -101,8 +102,14 @@ class _AsgiCall:
         state = self.state
         if kind == "http.response.body":
             if state == _HEAD_READY:
+                sink = self.sink
+                if type(sink) is ConnectionSink and not message.get("more_body", False):
+                    # The usual whole response: one call, no awaits (see ConnectionSink.respond).
+                    self.state = _DONE
+                    sink.respond(self.status, self.headers, message.get("body", b""))
+                    return
                 self.state = _STREAMING
-                await self.sink.start(self.status, self.headers)
+                await sink.start(self.status, self.headers)
             elif state != _STREAMING:
                 raise RuntimeError(
                     "ASGI 'http.response.body' before 'http.response.start'"

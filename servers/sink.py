@@ -14,6 +14,8 @@ from pipeparse import ServerConnection
 
 __all__ = ["ConnectionSink", "SinkDriver"]
 
+Body = bytes | bytearray | memoryview
+
 
 class SinkDriver(Protocol):
     """What a `ConnectionSink` needs of its driver."""
@@ -49,7 +51,18 @@ class ConnectionSink:
         self.status = status
         self.headers = headers
 
-    async def send(self, data: bytes | bytearray | memoryview, more: bool = False) -> None:
+    def respond(self, status: int, headers: Sequence[tuple[bytes, bytes]], body: Body) -> None:
+        """`start` and a last `send` in one call, with no await: a whole response (the ASGI
+        adapter's usual case)."""
+        if self.started:
+            raise RuntimeError("response already started")
+        self.started = self.finished = True
+        self.status = status
+        self.headers = headers
+        self.sent = len(body)
+        self.driver.conn.respond(self.seq, status, headers, body)
+
+    async def send(self, data: Body, more: bool = False) -> None:
         if not self.started:
             raise RuntimeError("send() before start()")
         if self.finished:

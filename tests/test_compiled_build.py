@@ -46,6 +46,7 @@ SUITE = [
     "tests/test_fastapi.py",
     "tests/test_handlers.py",
     "tests/test_native_records.py",
+    "tests/test_sink.py",
 ]
 
 

@@ -11,11 +11,14 @@ README's figures.)
 
 What it does not measure: absolute rates (each server has half a CPU), and anything that
 depends on time per connection (timers re-armed per idle gap) weighs more than it does alone.
+Nor the ``sleep`` matrix: a server bound by its handlers' sleeps (h11, uvicorn there) is not
+CPU-bound, so the shares are not equal and the ratio means nothing; its targets are left out.
 The standalone run (`wrk_servers`) stays the figure of record; this one says how large a gap is.
 
 Run it as ``python -m pipeparse.clients.crosscheck.wrk_paired [--rounds 3] [--duration 5]
 [--json] [--only MATRIX ...]``: every target (`wrk_matrix.TARGETS`) of the chosen matrices whose
-two servers can run here, round after round, the pair's start order alternating.
+two servers can run here (but the sleep matrix's), round after round, the pair's start order
+alternating.
 """
 
 from __future__ import annotations
@@ -48,9 +51,18 @@ from pipeparse.clients.crosscheck.wrk_servers import (
     serving,
 )
 
-__all__ = ["PairMeasure", "main", "measure_pairs_with", "run_pairs", "run_wrk_together"]
+__all__ = [
+    "CPU_BOUND",
+    "PairMeasure",
+    "format_pairs",
+    "main",
+    "measure_pairs_with",
+    "run_pairs",
+    "run_wrk_together",
+]
 
 PairMeasure = Callable[[Matrix, Contender, Contender], tuple[WrkRun, WrkRun]]
+CPU_BOUND = ("plaintext", "plaintext-depth1")  # the matrices whose servers are all CPU-bound
 
 
 def run_wrk_together(
@@ -184,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         t
         for t in TARGETS
         if t.matrix in matrices
+        and t.matrix in CPU_BOUND
         and not any(
             unavailable(_contender(matrices[t.matrix], label))
             for label in (t.numerator, t.denominator)

@@ -38,6 +38,7 @@ COMPILED = [
     "pipeparse/_state.py",
     "pipeparse/servers/asgi.py",
     "pipeparse/servers/sink.py",
+    "pipeparse/servers/trio_clock.py",
     "pipeparse/servers/trio_driver.py",
     "pipeparse/servers/trio_handlers.py",
     "pipeparse/servers/trio_readiness.py",

@@ -47,6 +47,7 @@ SUITE = [
     "tests/test_handlers.py",
     "tests/test_native_records.py",
     "tests/test_sink.py",
+    "tests/test_trio_clock.py",
 ]
 
 

@@ -180,6 +180,7 @@ class TrioDriver(RunsHandlers):
         "nursery",
         "pending",
         "progress",
+        "progress_waiting",
         "pumping",
         "running",
         "stream",
@@ -243,6 +244,7 @@ class TrioDriver(RunsHandlers):
         self.leader_vacant = False
         self.followers = trio.lowlevel.ParkingLot()
         self.progress = trio.lowlevel.ParkingLot()  # the leader waits here when it may not read
+        self.progress_waiting = 0  # tasks in `progress` (its own count is a Python call away)
         self.flush_pending = False
         self.read_deadline = math.inf
         self.read_due = False  # the read deadline passed while the leader did not wait
@@ -290,7 +292,7 @@ class TrioDriver(RunsHandlers):
         conn = self.conn
         while not self.done:
             if self.pumping:
-                await self.progress.park()  # another task performs: it wakes us
+                await self._wait_progress()  # another task performs: it wakes us
                 continue
             await self._pump(worker)
             if not worker.leading or self.done:
@@ -298,7 +300,7 @@ class TrioDriver(RunsHandlers):
             if conn.reading:
                 await self._receive(worker.scope)
             else:
-                await self.progress.park()  # a resume, a completion or the end wakes us
+                await self._wait_progress()  # a resume, a completion or the end wakes us
 
     def _kick(self) -> None:
         """Actions are waiting and no task performs them: get the leader to."""
@@ -306,10 +308,18 @@ class TrioDriver(RunsHandlers):
             return
         if self.wait_scope is not None:
             self._interrupt_wait()  # it waits for input: it performs first
-        elif self.progress:
+        elif self.progress_waiting:
             self.progress.unpark_all()
         elif self.leader_vacant:
             self._wake(1)
+
+    async def _wait_progress(self) -> None:
+        """Park until a task that performs, a resume, a completion or the end wakes us."""
+        self.progress_waiting += 1
+        try:
+            await self.progress.park()
+        finally:
+            self.progress_waiting -= 1
 
     def _wake(self, wanted: int) -> None:
         """Wake (or spawn) `wanted` tasks to lead or help."""
@@ -412,7 +422,7 @@ class TrioDriver(RunsHandlers):
                 elif kind is PauseReading:
                     self._interrupt_wait()  # (if the leader waits for input)
                 elif kind is ResumeReading:
-                    if self.progress:
+                    if self.progress_waiting:
                         self.progress.unpark_all()
                 elif kind is Cancel:
                     self._cancel(action.seq)
@@ -430,7 +440,7 @@ class TrioDriver(RunsHandlers):
         finally:
             if owned:
                 self.pumping = False
-                if self.progress:
+                if self.progress_waiting:
                     self.progress.unpark_all()
         if self.pending and not starts:
             self._kick()
@@ -490,7 +500,7 @@ class TrioDriver(RunsHandlers):
         wait while the output is over its high-water mark."""
         await self._pump(None, starts=False)
         while self.pumping and self.conn.responses.out_size > _FLUSH_AT and not self.done:
-            await self.progress.park()  # another task is writing: wait for it
+            await self._wait_progress()  # another task is writing: wait for it
 
     # -- the end -------------------------------------------------------------------------
 

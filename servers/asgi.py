@@ -21,8 +21,7 @@ import functools
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from pipeparse import HttpRequest, ProtocolError, RequestHead
-from pipeparse._native import BodyStream
+from pipeparse import BodyStream, HttpRequest, ProtocolError, RequestHead
 
 from .protocol import AsgiApp, Message, ResponseSink, Scope
 from .proxy import TrustedProxies, forwarded_client

@@ -8,16 +8,19 @@ from typing import Any
 
 import pytest
 
+from pipeparse import ServerConnection
 from pipeparse.servers.asgi import asgi_handler
 from pipeparse.servers.protocol import Receive, Scope, Send
 from pipeparse.servers.sink import ConnectionSink
 from tests.server_harness import RecordingSink, make_request
 
 
-class Events:
-    """A stand-in `ServerConnection`: records the response events it gets."""
+class Events(ServerConnection):
+    """A `ServerConnection` that records the response events it gets instead of rendering
+    them (a subclass: the compiled sink accepts nothing else)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.calls: list[tuple[Any, ...]] = []
 
     def respond(self, seq: int, status: int, headers: Sequence[Any], body: Any) -> None:
@@ -32,7 +35,8 @@ class Events:
 
 class Driver:
     def __init__(self) -> None:
-        self.conn: Any = Events()
+        self.events = Events()
+        self.conn: ServerConnection = self.events
         self.streamed = 0
 
     async def stream_out(self) -> None:
@@ -47,7 +51,7 @@ async def test_a_whole_response_is_one_respond_event() -> None:
     sink = ConnectionSink(driver, 3)
     await sink.start(200, HEADERS)
     await sink.send(b"hello")
-    assert driver.conn.calls == [("respond", 3, 200, HEADERS, b"hello")]
+    assert driver.events.calls == [("respond", 3, 200, HEADERS, b"hello")]
     assert (sink.status, sink.sent, sink.finished) == (200, 5, True)
     with pytest.raises(RuntimeError, match="complete"):
         await sink.send(b"more")
@@ -57,7 +61,7 @@ async def test_respond_is_start_and_a_last_send_in_one_call() -> None:
     driver = Driver()
     sink = ConnectionSink(driver, 1)
     sink.respond(404, HEADERS, b"no")
-    assert driver.conn.calls == [("respond", 1, 404, HEADERS, b"no")]
+    assert driver.events.calls == [("respond", 1, 404, HEADERS, b"no")]
     assert (sink.started, sink.finished, sink.status, sink.sent) == (True, True, 404, 2)
     with pytest.raises(RuntimeError, match="already started"):
         sink.respond(200, HEADERS, b"again")
@@ -73,7 +77,7 @@ async def test_a_streamed_response_goes_out_piece_by_piece() -> None:
     await sink.start(200, HEADERS)
     await sink.send(b"ab", more=True)
     await sink.send(b"cd")
-    assert driver.conn.calls == [
+    assert driver.events.calls == [
         ("start_response", 0, 200, HEADERS),
         ("send_body", 0, b"ab", True),
         ("send_body", 0, b"cd", False),
@@ -96,14 +100,14 @@ async def test_an_asgi_whole_response_reaches_the_connection_as_one_event() -> N
     driver = Driver()
     sink = ConnectionSink(driver, 7)
     await asgi_handler(_whole)(make_request(seq=7), sink)
-    assert driver.conn.calls == [("respond", 7, 201, HEADERS, b"made")]
+    assert driver.events.calls == [("respond", 7, 201, HEADERS, b"made")]
     assert sink.finished and sink.sent == 4
 
 
 async def test_an_asgi_streamed_response_takes_the_sink_calls() -> None:
     driver = Driver()
     await asgi_handler(_streamed)(make_request(), ConnectionSink(driver, 0))
-    assert [c[0] for c in driver.conn.calls] == ["start_response", "send_body", "send_body"]
+    assert [c[0] for c in driver.events.calls] == ["start_response", "send_body", "send_body"]
 
 
 async def test_any_other_sink_gets_start_and_send() -> None:

@@ -18,6 +18,7 @@ await in a finally block).
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -30,6 +31,7 @@ from .websocket import AsgiWebSocket, WebSocketChannel, WebSocketSession
 
 __all__ = ["AsgiHandler", "asgi_handler", "split_target"]
 
+Client = tuple[str, int] | None
 _HTTP_VERSIONS = {b"1.1": "1.1", b"1.0": "1.0"}
 _METHODS = {
     m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS")
@@ -168,15 +170,9 @@ class AsgiHandler:
     async def __call__(self, request: HttpRequest, sink: ResponseSink) -> None:
         method = request.method
         target = request.target
-        path, raw_path, query = split_target(target)
-        client = request.client
-        scheme = self.scheme
-        trusted = self.trusted
-        if trusted is not None:
-            client, scheme = forwarded_client(request.headers, client, scheme, trusted)
-        root_path = self.root_path
-        if root_path:
-            path, raw_path = root_path + path, self.root_raw + raw_path
+        path, raw_path, query, client, scheme = self._where(
+            target, request.headers, request.client
+        )
         scope: Scope = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -187,7 +183,7 @@ class AsgiHandler:
             "path": path,
             "raw_path": raw_path,
             "query_string": query,
-            "root_path": root_path,
+            "root_path": self.root_path,
             "headers": list(request.headers),
             "client": client,
             "server": self.server,
@@ -214,6 +210,21 @@ class AsgiHandler:
                 else "ASGI app returned before completing its response"
             )
 
+    def _where(
+        self, target: bytes, headers: Sequence[tuple[bytes, bytes]], client: Client
+    ) -> tuple[str, bytes, bytes, Client, str]:
+        """``(path, raw_path, query_string, client, scheme)`` of a request's scope: the path
+        under `root_path`, the client and scheme as a trusted proxy forwarded them."""
+        path, raw_path, query = split_target(target)
+        scheme = self.scheme
+        trusted = self.trusted
+        if trusted is not None:
+            client, scheme = forwarded_client(headers, client, scheme, trusted)
+        root_path = self.root_path
+        if root_path:
+            path, raw_path = root_path + path, self.root_raw + raw_path
+        return path, raw_path, query, client, scheme
+
     def websocket(
         self,
         head: RequestHead,
@@ -221,16 +232,8 @@ class AsgiHandler:
         session: WebSocketSession,
         channel: WebSocketChannel,
     ) -> AsgiWebSocket:
-        path, raw_path, query = split_target(head.target)
-        scheme = self.scheme
-        secure = scheme == "https"
-        trusted = self.trusted
-        if trusted is not None:
-            client, proto = forwarded_client(head.headers, client, scheme, trusted)
-            secure = proto in ("https", "wss")
-        root_path = self.root_path
-        if root_path:
-            path, raw_path = root_path + path, self.root_raw + raw_path
+        path, raw_path, query, client, scheme = self._where(head.target, head.headers, client)
+        secure = scheme in ("https", "wss")
         scope: Scope = {
             "type": "websocket",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -239,7 +242,7 @@ class AsgiHandler:
             "path": path,
             "raw_path": raw_path,
             "query_string": query,
-            "root_path": root_path,
+            "root_path": self.root_path,
             "headers": list(head.headers),
             "client": client,
             "server": self.server,

@@ -42,13 +42,15 @@ from pipeparse.clients.crosscheck.wrk_matrix import (
     unavailable,
     wrk_command,
 )
-from pipeparse.clients.crosscheck.wrk_report import WrkRun, parse_wrk_output
+from pipeparse.clients.crosscheck.wrk_report import WrkRun
 from pipeparse.clients.crosscheck.wrk_servers import (
     WRK_GRACE,
     cpu_sides,
     parse_args,
     probe,
     serving,
+    wrk_overtime,
+    wrk_result,
 )
 
 __all__ = [
@@ -87,13 +89,9 @@ def run_wrk_together(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
-            runs.append(WrkRun(error=f"wrk ran over {duration + WRK_GRACE:.0f} s"))
+            runs.append(wrk_overtime(duration))
             continue
-        run = parse_wrk_output(out)
-        if proc.returncode != 0:
-            run.error = f"wrk exited with {proc.returncode}: {(err.strip() or out.strip())[-300:]}"
-            run.rps = None
-        runs.append(run)
+        runs.append(wrk_result(out, err, proc.returncode))
     return runs
 
 

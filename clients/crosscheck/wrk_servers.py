@@ -117,6 +117,8 @@ __all__ = [
     "serving",
     "unavailable",
     "wrk_command",
+    "wrk_overtime",
+    "wrk_result",
 ]
 
 WRK_GRACE = 60.0  # seconds wrk may run past its duration before it is given up on
@@ -183,13 +185,23 @@ def run_wrk(
             preexec_fn=_pin_to(cpus),  # pins the child before exec; no threads here
         )
     except subprocess.TimeoutExpired:
-        return WrkRun(error=f"wrk ran over {duration + WRK_GRACE:.0f} s")
-    run = parse_wrk_output(out.stdout)
-    if out.returncode != 0:
-        detail = (out.stderr.strip() or out.stdout.strip())[-300:]
-        run.error = f"wrk exited with {out.returncode}: {detail}"
+        return wrk_overtime(duration)
+    return wrk_result(out.stdout, out.stderr, out.returncode)
+
+
+def wrk_result(stdout: str, stderr: str, returncode: int) -> WrkRun:
+    """A finished wrk's `WrkRun`: its report parsed; an error (no figure) if it failed."""
+    run = parse_wrk_output(stdout)
+    if returncode != 0:
+        detail = (stderr.strip() or stdout.strip())[-300:]
+        run.error = f"wrk exited with {returncode}: {detail}"
         run.rps = None
     return run
+
+
+def wrk_overtime(duration: int) -> WrkRun:
+    """The `WrkRun` of a wrk given up on (`WRK_GRACE` past its `duration`)."""
+    return WrkRun(error=f"wrk ran over {duration + WRK_GRACE:.0f} s")
 
 
 Measure = Callable[[Matrix, Contender], WrkRun]

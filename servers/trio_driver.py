@@ -178,7 +178,6 @@ class TrioDriver(RunsHandlers):
         "native",
         "no_body",
         "nursery",
-        "pending",
         "progress",
         "progress_waiting",
         "pumping",
@@ -251,6 +250,7 @@ class TrioDriver(RunsHandlers):
         self.deadlines = read_deadlines()
         self.deadline_ticket = DeadlineTicket(self)  # (what `deadlines` holds, weakly)
         self.wait_scope: trio.CancelScope | None = None  # the leader's, while it waits for input
+        self.watching = False  # no task leads: the socket's next edge wakes one (`_watch_input`)
         self.linger_deadline = math.inf
         self.running: dict[int, Worker] = {}  # requests whose handler suspended
         self.bodies: dict[int, StreamedBody] = {}
@@ -270,6 +270,8 @@ class TrioDriver(RunsHandlers):
                 while not self.done:
                     if worker.leading or self.leader_vacant:
                         self.leader_vacant = False
+                        if self.watching:
+                            self._unwatch_input()
                         worker.leading = True
                         await self._lead(worker)
                     elif self.pending and not self.pumping:
@@ -337,6 +339,8 @@ class TrioDriver(RunsHandlers):
         if self.done:
             return
         self.done = True
+        if self.watching:
+            self._unwatch_input()
         self.gone.set()  # an app waiting for http.disconnect must not outlive the connection
         if self.timers is not None:
             self.timers.stop()

@@ -16,7 +16,7 @@ from typing import Any
 import trio
 
 from pipeparse import HttpRequest, ProtocolError, Response, ServerConnection
-from pipeparse.actions import Start
+from pipeparse.actions import Start, Timer
 
 from .admission import Admission
 from .config import ServerConfig
@@ -61,6 +61,7 @@ class RunsHandlers(ReadsStream):
         "error_logged",
         "flush_pending",
         "leader_vacant",
+        "pending",
     )
 
     conn: ServerConnection
@@ -81,10 +82,10 @@ class RunsHandlers(ReadsStream):
     done: bool
     gone: trio.Event
 
-    def _wake(self, wanted: int) -> None:
+    def _kick(self) -> None:
         raise NotImplementedError
 
-    def _kick(self) -> None:
+    def _timer(self, action: Timer) -> None:
         raise NotImplementedError
 
     async def _pump(self, worker: Worker | None, starts: bool = True) -> None:
@@ -153,17 +154,20 @@ class RunsHandlers(ReadsStream):
         self.running[seq] = worker
         worker.seq = seq
         worker.method, worker.target = start.head.method, start.head.target
-        wanted = 1 if self.pending else 0
+        pending = self.pending
         if worker.leading:
             worker.leading = False
             self.leader_vacant = True
-            wanted = 1 + sum(type(a) is Start for a in self.pending)
-        elif wanted:
-            wanted += sum(type(a) is Start for a in self.pending) - 1
-        if wanted:
-            self._wake(wanted)
-        else:
-            self._kick()  # its request timer must be armed
+            if pending or not self._arm_timers() or not self._watch_input():
+                self._wake(1 + sum(type(a) is Start for a in self.pending))
+        elif pending:
+            wanted = sum(type(a) is Start for a in pending)
+            if wanted:
+                self._wake(wanted)
+            else:
+                self._kick()
+        elif not self._arm_timers():
+            self._kick()
         admission = self.admission
         if admission is not None:
             admission.blocked()
@@ -194,17 +198,36 @@ class RunsHandlers(ReadsStream):
     async def _flush_soon(self, worker: Worker) -> None:
         """After a suspended handler finished: perform what follows, once per wave
         (handlers whose waits end together finish in one pass of the scheduler, so the first
-        yields once and then sends all their responses in one write)."""
+        yields once and then sends all their responses in one write). Alone (no other
+        handler of the connection waits), it performs at once."""
         if self.flush_pending:
             return
-        self.flush_pending = True
-        try:
-            await trio.lowlevel.checkpoint()
-        finally:
-            self.flush_pending = False
+        if self.running:
+            self.flush_pending = True
+            try:
+                await trio.lowlevel.checkpoint()
+            finally:
+                self.flush_pending = False
         if self.pumping:
             return
         await self._pump(worker)
+
+    def _arm_timers(self) -> bool:
+        """A handler suspended (its request timeout starts): perform the protocol's new
+        actions right here if they are only timers, so no task is woken for them. False
+        when another action came too (it is left pending) or one is pending before them."""
+        if self.pumping:
+            return True  # the task that performs asks the protocol again before it stops
+        if self.pending:
+            return False
+        actions = self.conn.actions()
+        timers = [action for action in actions if type(action) is Timer]
+        if len(timers) < len(actions):
+            self.pending = actions
+            return False
+        for timer in timers:
+            self._timer(timer)
+        return True
 
     async def _stream(self, sink: ConnectionSink, response: Response) -> None:
         await sink.start(response.status, response.headers)

@@ -12,6 +12,10 @@ the task collects the ready sockets and wakes the connection waiting on each
 read finds nothing (an edge kept from before a read that took everything). A wait is
 cancellable as trio's is (the driver's cancel scope interrupts it).
 
+A connection that has no task free to wait (its reader is running a handler that suspended)
+`watch`es instead: the next edge calls it back, so a task is woken only when input comes.
+The edge is spent on the call: whoever reads next must read before it waits.
+
 Linux only (epoll); elsewhere, and for anything but a plain socket, the driver waits with trio's
 `wait_readable` (`readiness()` is None).
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import select
+from collections.abc import Callable
 
 import trio
 from trio.lowlevel import Abort, RaiseCancelT, Task
@@ -32,11 +37,12 @@ _EDGE = getattr(select, "EPOLLIN", 1) | getattr(select, "EPOLLET", 1 << 31)
 class Readiness:
     """See the module comment: one per trio run (`readiness`)."""
 
-    __slots__ = ("epoll", "ready", "waiting")
+    __slots__ = ("epoll", "ready", "waiting", "watchers")
 
     def __init__(self) -> None:
         self.epoll = select.epoll()
         self.waiting: dict[int, Task] = {}  # descriptor: the task waiting until it is readable
+        self.watchers: dict[int, Callable[[], None]] = {}  # descriptor: called at its edge
         self.ready: set[int] = set()  # descriptors that became readable while none waited
 
     def register(self, fd: int) -> None:
@@ -46,6 +52,7 @@ class Readiness:
     def unregister(self, fd: int) -> None:
         """Stop watching `fd`: before it is closed (a descriptor number is reused)."""
         self.waiting.pop(fd, None)
+        self.watchers.pop(fd, None)
         self.ready.discard(fd)
         with contextlib.suppress(OSError, ValueError):  # (closed already: the kernel dropped it)
             self.epoll.unregister(fd)
@@ -68,9 +75,22 @@ class Readiness:
 
         await trio.lowlevel.wait_task_rescheduled(abort)
 
+    def watch(self, fd: int, callback: Callable[[], None]) -> bool:
+        """Call `callback` (once) at `fd`'s next edge, if no task waits on it then. False,
+        and no watch, when an edge is kept already: input is there, the caller acts now."""
+        if fd in self.ready:
+            return False
+        self.watchers[fd] = callback
+        return True
+
+    def unwatch(self, fd: int) -> None:
+        """Drop `fd`'s watch (a task is about to wait on it, or its connection ends)."""
+        self.watchers.pop(fd, None)
+
     async def run(self) -> None:
         epoll = self.epoll
         waiting = self.waiting
+        watchers = self.watchers
         ready = self.ready
         try:
             while True:
@@ -79,6 +99,10 @@ class Readiness:
                     task = waiting.pop(fd, None)
                     if task is not None:
                         trio.lowlevel.reschedule(task)
+                        continue
+                    callback = watchers.pop(fd, None) if watchers else None
+                    if callback is not None:
+                        callback()
                     else:
                         ready.add(fd)
         finally:

@@ -8,6 +8,11 @@ what ends a wait early is the cancel of the leader task's own scope (`wait_scope
 or by this run's `ReadDeadlines` when the protocol's read deadline passes (keep-alive, header
 or body timeout, or the moment an idle connection gives its receive block back).
 
+While no task leads (the leader's handler suspended, with nothing else to do: at depth 1, every
+request whose handler waits), the socket is watched instead (`_watch_input`): its next edge,
+the read deadline, or a kick wakes a task to lead, so a request that waits costs no wake of a
+second task until input comes.
+
 The receive size adapts: a receive that fills it doubles the next, one that brings less than a
 quarter halves it (4 KiB to 256 KiB). A base class of `TrioDriver` (over `WritesStream`).
 """
@@ -43,6 +48,7 @@ class ReadsStream(WritesStream):
         "readiness",
         "recv_size",
         "wait_scope",
+        "watching",
     )
 
     conn: ServerConnection
@@ -57,9 +63,15 @@ class ReadsStream(WritesStream):
     read_due: bool
     readiness: Readiness | None
     wait_scope: trio.CancelScope | None
+    watching: bool
+    leader_vacant: bool
+    done: bool
     gone: trio.Event
 
     def _retire_helpers(self) -> None:
+        raise NotImplementedError
+
+    def _wake(self, wanted: int) -> None:
         raise NotImplementedError
 
     # -- reading -------------------------------------------------------------------------
@@ -71,6 +83,33 @@ class ReadsStream(WritesStream):
             return  # moved since, or cleared
         self.read_due = True
         self._interrupt_wait()
+        if self.watching:  # no task leads: one must, to act on it
+            self._unwatch_input()
+            self._wake(1)
+
+    def _watch_input(self) -> bool:
+        """No task leads: have the socket's next edge wake one (`_input_came`). False when
+        that cannot be (input is there already, or the stream is not a watched socket)."""
+        readiness = self.readiness
+        if readiness is None or self.done or not readiness.watch(self.fd, self._input_came):
+            return False
+        self.watching = True
+        return True
+
+    def _unwatch_input(self) -> None:
+        """A task takes the lead (or the connection ends): the watch is not needed."""
+        self.watching = False
+        readiness = self.readiness
+        if readiness is not None:
+            readiness.unwatch(self.fd)
+
+    def _input_came(self) -> None:
+        """The watched socket's edge: the edge is spent, so the next receive reads before it
+        waits; a task is woken to lead, unless one leads already."""
+        self.watching = False
+        self.eager_misses = 0
+        if self.leader_vacant and not self.done:
+            self._wake(1)
 
     def _interrupt_wait(self) -> None:
         """End the leader's wait for input, if it waits: its scope is cancelled (and

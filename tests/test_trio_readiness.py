@@ -4,22 +4,27 @@ A wait must end when data arrives, and at once for data that was there before th
 registered or that came while nobody waited (an edge is kept, not lost); a cancelled wait
 leaves nothing behind; two waits on one socket are an error, as with trio's; and a socket the
 driver served is no longer watched once its connection ends, so its descriptor number can be
-reused. No sleeps: the tests wait until every task is blocked.
+reused. While the driver's only task runs a handler that waits, the socket is watched instead
+of waited on: input, the end of the stream, or a kick still gets a task to lead, and a request
+whose handler waits costs no wake of a second task. No sleeps: the tests wait until every task
+is blocked.
 """
 
 from __future__ import annotations
 
 import os
 import select
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import trio
 import trio.testing
 
+from pipeparse import HttpRequest, Response, native
 from pipeparse.servers.apps import plaintext
 from pipeparse.servers.config import ServerConfig
-from pipeparse.servers.handlers import resolve_app
+from pipeparse.servers.handlers import native_handler, resolve_app
 from pipeparse.servers.trio_driver import serve_connection
 from pipeparse.servers.trio_readiness import Readiness, readiness
 
@@ -121,3 +126,110 @@ async def test_a_served_socket_is_unwatched_before_it_is_closed() -> None:
     os.close(fd)
     os.close(keep)
     assert not watched
+
+
+# --- a handler that waits while it is the connection's only task ----------------------------
+
+
+async def read_responses(sock: trio.socket.SocketType, count: int) -> bytes:
+    """Read until `count` responses (each ends with its body, ``!``) came."""
+    got = b""
+    while got.count(b"!") < count:
+        chunk = await sock.recv(65536)
+        assert chunk, f"closed after {got!r}"
+        got += chunk
+    return got
+
+
+def get(target: str) -> bytes:
+    return f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+
+
+async def test_input_that_comes_while_the_reader_handler_waits_is_read() -> None:
+    """/wait blocks the task that read it until /go is answered: /go must be read while
+    /wait's handler waits, with no task waiting for input (the socket is watched)."""
+    go = trio.Event()
+
+    @native
+    async def app(request: HttpRequest) -> Response:
+        if request.target == b"/wait":
+            await go.wait()
+        else:
+            go.set()
+        return Response(request.target + b"!")
+
+    ours, theirs = trio.socket.socketpair()
+    fd = ours.fileno()
+    with trio.fail_after(10), theirs:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                serve_connection, trio.SocketStream(ours), native_handler(app), ServerConfig()
+            )
+            await theirs.send(get("/wait"))
+            await trio.testing.wait_all_tasks_blocked()
+            assert fd in service().watchers and fd not in service().waiting
+            await theirs.send(get("/go"))
+            got = await read_responses(theirs, 2)
+            assert got.index(b"/wait!") < got.index(b"/go!")
+            nursery.cancel_scope.cancel()
+
+
+async def test_the_end_of_the_stream_reaches_a_waiting_handler_through_the_watch() -> None:
+    ended = trio.Event()
+
+    @native
+    async def app(request: HttpRequest) -> Response:
+        await request.wait_disconnect()
+        ended.set()
+        return Response(b"late!")
+
+    ours, theirs = trio.socket.socketpair()
+    fd = ours.fileno()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                serve_connection, trio.SocketStream(ours), native_handler(app), ServerConfig()
+            )
+            await theirs.send(get("/"))
+            await trio.testing.wait_all_tasks_blocked()
+            assert fd in service().watchers
+            theirs.close()
+            await ended.wait()
+    assert fd not in service().watchers
+
+
+async def test_a_request_whose_handler_waits_wakes_no_second_task() -> None:
+    """Each request: the reader wakes for it, and its handler's task wakes once when its
+    wait ends; nothing else (a task woken to read in its place, a pass to gather answers)."""
+
+    @native
+    async def app(request: HttpRequest) -> Response:
+        await trio.lowlevel.checkpoint()
+        return Response(b"ok!")
+
+    class Steps(trio.abc.Instrument):
+        def __init__(self) -> None:
+            self.steps: Counter[str] = Counter()
+
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            self.steps[task.name] += 1
+
+    count = 40
+    ours, theirs = trio.socket.socketpair()
+    steps = Steps()
+    with trio.fail_after(10), theirs:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                serve_connection, trio.SocketStream(ours), native_handler(app), ServerConfig()
+            )
+            await theirs.send(get("/"))  # (the first request spawns the tasks)
+            await read_responses(theirs, 1)
+            trio.lowlevel.add_instrument(steps)
+            for _ in range(count):
+                await theirs.send(get("/"))
+                await read_responses(theirs, 1)
+            trio.lowlevel.remove_instrument(steps)
+            nursery.cancel_scope.cancel()
+    me = trio.lowlevel.current_task().name
+    served = sum(n for name, n in steps.steps.items() if name not in (me, "pipeparse readiness"))
+    assert served <= 2 * count + 2, steps.steps

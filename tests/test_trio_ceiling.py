@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 
 from pipeparse.clients.crosscheck.trio_ceiling import LOOPS, main
 
@@ -44,3 +45,18 @@ async def test_the_core_loop_frames_like_the_server() -> None:
 def test_an_unknown_loop_is_refused() -> None:
     with pytest.raises(SystemExit):
         main(["fastest"])
+
+
+async def test_the_sleeps_loop_sleeps_each_request_in_a_task_of_its_own(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Three requests of 10 (virtual) seconds each are answered after 10 seconds, not 30:
+    their sleeps run at once; a request with no sleep_ms does not sleep."""
+    sleepy = b"GET /?sleep_ms=10000 HTTP/1.1\r\nHost: x\r\n\r\n"
+    start = trio.current_time()
+    got = await exchange("sleeps", sleepy * 3, 3)
+    assert got.count(b"Hello, World!") == 3
+    assert 10 <= trio.current_time() - start < 20
+    start = trio.current_time()
+    await exchange("sleeps", REQUEST, 1)
+    assert trio.current_time() - start < 1

@@ -1,6 +1,6 @@
-"""Two ceilings for serving plaintext on trio, to run under wrk beside pipeparse.
+"""Three ceilings for serving on trio, to run under wrk beside pipeparse.
 
-``python -m pipeparse.clients.crosscheck.trio_ceiling {minimal,core} --port P`` serves
+``python -m pipeparse.clients.crosscheck.trio_ceiling {minimal,core,sleeps} --port P`` serves
 ``/plaintext`` on 127.0.0.1:P with one loop per connection, on raw sockets: wait until
 readable, one read, answer, one write (the system calls pipeparse makes at depth 1).
 
@@ -8,6 +8,10 @@ readable, one read, answer, one write (the system calls pipeparse makes at depth
 - ``core``: the same loop around pipeparse's `ServerConnection` (framing, dispatch, rendering),
   with the built-in app's native handler run inline: what the core costs with no driver around
   it (no timers, no graceful shutdown, no tasks for handlers that wait).
+- ``sleeps``: the minimal loop for the sleep target (``/?sleep_ms=N``): each request read
+  sleeps its N ms with ``trio.sleep`` in a task of its own (the tasks of one read in one
+  nursery), then the read's canned answers go in one write: what trio allows for handlers
+  that wait, before any HTTP work.
 
 Neither is a server: no limits, timeouts or error handling, and a handler must not wait. They
 measure how far the trio driver is from what its loop and its core allow (README, Results).
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import suppress
@@ -29,7 +34,7 @@ from pipeparse.actions import Start, Write
 from pipeparse.servers.apps import plaintext
 from pipeparse.servers.trio_bodies import NoBody
 
-__all__ = ["LOOPS", "main", "serve_core", "serve_minimal"]
+__all__ = ["LOOPS", "main", "serve_core", "serve_minimal", "serve_sleeps"]
 
 _CANNED = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n"
@@ -51,6 +56,30 @@ async def serve_minimal(sock: trio.socket.SocketType) -> None:
         if not data:
             return
         os.write(fd, _CANNED * data.count(b"\r\n\r\n"))
+
+
+_SLEEP_MS = re.compile(rb"sleep_ms=(\d+)")
+
+
+async def serve_sleeps(sock: trio.socket.SocketType) -> None:
+    """The canned answers of each read once every one of its requests slept its
+    ``sleep_ms`` (no value: no sleep), each in a task of its own."""
+    fd = sock.fileno()
+    while True:
+        await trio.lowlevel.wait_readable(fd)
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            continue
+        if not data:
+            return
+        heads = data.split(b"\r\n\r\n")[:-1]
+        async with trio.open_nursery() as nursery:
+            for head in heads:
+                found = _SLEEP_MS.search(head)
+                if found:
+                    nursery.start_soon(trio.sleep, int(found[1]) / 1000)
+        os.write(fd, _CANNED * len(heads))
 
 
 async def serve_core(sock: trio.socket.SocketType) -> None:
@@ -101,6 +130,7 @@ def _run_to_end(coro: Coroutine[Any, Any, Response]) -> Response:
 LOOPS: dict[str, Callable[[trio.socket.SocketType], Awaitable[None]]] = {
     "minimal": serve_minimal,
     "core": serve_core,
+    "sleeps": serve_sleeps,
 }
 
 

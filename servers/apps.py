@@ -24,6 +24,7 @@ Strings in echo's JSON are the request's bytes decoded as latin-1 (lossless).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import importlib
@@ -178,12 +179,11 @@ def _json_error(message: str) -> bytes:
 
 
 async def _sleep(seconds: float) -> None:
-    """Sleep under trio, or under asyncio when a peer server (uvicorn) runs the ASGI app."""
-    try:
-        trio.lowlevel.current_task()
-    except RuntimeError:  # not in trio
-        import asyncio
-
+    """Sleep under asyncio (the asyncio driver, or a peer server such as uvicorn), or else
+    under trio. (`_get_running_loop` is asyncio's one C call to ask that, exported by it:
+    trio's `current_task` raised an exception per request outside trio, and `in_trio_run`
+    fails an attribute lookup.)"""
+    if asyncio._get_running_loop() is not None:
         await asyncio.sleep(seconds)
     else:
         await trio.sleep(seconds)

@@ -132,6 +132,7 @@ class HttpProtocol(asyncio.Protocol):
         self._bodies: dict[int, _Body] = {}
         self._timers: dict[TimerKey, asyncio.TimerHandle] = {}
         self._pumping = False
+        self._flush_pending = False  # a `_flush` is due (`_task`)
         self._read_paused = False  # by the protocol
         self._write_paused = False  # by the transport
         self._drained: asyncio.Future[None] | None = None
@@ -382,8 +383,19 @@ class HttpProtocol(asyncio.Protocol):
             self._tasks.pop(seq, None)
             self._cancelled.discard(seq)
             self._bodies.pop(seq, None)
-            if self.transport is not None and not self.transport.is_closing():
+            if self._tasks:  # others may finish in this pass of the loop: one write for all
+                if not self._flush_pending:
+                    self._flush_pending = True
+                    self.loop.call_soon(self._flush)
+            elif self.transport is not None and not self.transport.is_closing():
                 self.pump()
+
+    def _flush(self) -> None:
+        """Perform what the handlers that finished in the last pass of the loop left (their
+        responses go in one write)."""
+        self._flush_pending = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.pump()
 
     async def _go_on(
         self, seq: int, sink: ConnectionSink | None, coro: Coroutine[Any, Any, Any], trap: Any

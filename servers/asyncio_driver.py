@@ -63,6 +63,7 @@ from pipeparse.actions import (
 
 from .admission import Admission
 from .config import ServerConfig
+from .deadline_queue import DeadlineQueue
 from .handlers import send_stream
 from .logs import log_access
 from .protocol import Handler, native_of
@@ -130,7 +131,9 @@ class HttpProtocol(asyncio.Protocol):
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._cancelled: set[int] = set()
         self._bodies: dict[int, _Body] = {}
-        self._timers: dict[TimerKey, asyncio.TimerHandle] = {}
+        self._timers: dict[TimerKey, asyncio.TimerHandle] = {}  # the read and linger timers
+        self._request_deadlines = DeadlineQueue()
+        self._request_handle: asyncio.TimerHandle | None = None  # at the earliest of them
         self._pumping = False
         self._flush_pending = False  # a `_flush` is due (`_task`)
         self._read_paused = False  # by the protocol
@@ -180,6 +183,9 @@ class HttpProtocol(asyncio.Protocol):
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
+        if self._request_handle is not None:
+            self._request_handle.cancel()
+            self._request_handle = None
         for task in self._tasks.values():
             task.cancel()
         for body in self._bodies.values():
@@ -291,12 +297,12 @@ class HttpProtocol(asyncio.Protocol):
 
     def _timer(self, action: Timer) -> None:
         key, deadline = action.key, action.deadline
+        if isinstance(key, int):  # a request timeout: data, and one handle for the earliest
+            self._request_timer(key, deadline)
+            return
         timers = self._timers
         handle = timers.get(key)
         if deadline is None:
-            if handle is not None and type(key) is int:
-                handle.cancel()
-                del timers[key]
             return  # ("read": left to fire; the protocol ignores it then)
         if handle is not None:
             if handle.when() <= deadline:
@@ -307,6 +313,30 @@ class HttpProtocol(asyncio.Protocol):
     def _fire(self, key: TimerKey) -> None:
         self._timers.pop(key, None)
         self.conn.timer_expired(key)
+        self.pump()
+
+    def _request_timer(self, seq: int, deadline: float | None) -> None:
+        pending = self._request_deadlines
+        pending.set(seq, deadline)
+        if deadline is None:
+            return
+        handle = self._request_handle
+        if handle is not None:
+            if handle.when() <= deadline:
+                return  # it fires first, and arms the next
+            handle.cancel()
+        self._request_handle = self.loop.call_at(deadline, self._requests_due)
+
+    def _requests_due(self) -> None:
+        """The earliest request deadline passed: the protocol answers 503 for those still
+        armed; the handle is armed again for the next live one."""
+        self._request_handle = None
+        pending = self._request_deadlines
+        for seq in pending.due(self.loop.time()):
+            self.conn.timer_expired(seq)
+        deadline = pending.next_deadline()
+        if deadline is not None:
+            self._request_handle = self.loop.call_at(deadline, self._requests_due)
         self.pump()
 
     def _log_access(self, head: RequestHead | None, status: int, sent: int) -> None:

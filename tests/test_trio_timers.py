@@ -74,7 +74,7 @@ async def test_a_disarmed_request_never_fires_and_later_ones_still_do(
         timers.set(1, 13.0)
         await trio.sleep(5)
         timers.set(0, None)  # its handler finished at 5
-        assert [d for d, _ in timers.queue] == [13.0]  # the stale front entry is dropped
+        assert [d for d, _ in timers.pending.queue] == [13.0]  # the stale front entry is dropped
         await trio.sleep(30)
         assert driver.fired == [(1, 13.0)]
 
@@ -99,7 +99,7 @@ async def test_a_stale_entry_behind_a_live_one_is_skipped_and_the_new_deadline_k
         timers.set(1, 11.0)
         timers.set(1, None)
         timers.set(1, 15.0)
-        assert [d for d, _ in timers.queue] == [10.0, 11.0, 15.0]
+        assert [d for d, _ in timers.pending.queue] == [10.0, 11.0, 15.0]
         await trio.sleep(30)
         assert driver.fired == [(0, 10.0), (1, 15.0)]
 

@@ -456,3 +456,70 @@ def test_a_graceful_stop_serves_the_connections_already_waiting(loop: str) -> No
 
     for answer in run(loop, main):
         assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"Hello, World!"), answer
+
+
+class RecordingTransport(asyncio.Transport):
+    """What `HttpProtocol` writes, one entry per call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closing = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 5000) if name == "peername" else default
+
+    def write(self, data: Any) -> None:
+        self.writes.append(bytes(data))
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.writes.append(b"".join(bytes(d) for d in list_of_data))
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+@parametrize_loops
+def test_handlers_that_finish_together_answer_in_one_write(loop: str) -> None:
+    """Four pipelined handlers wait for one event: their answers leave in one write, not
+    four; a lone handler that waits still writes as soon as it finishes."""
+    from pipeparse.servers.asyncio_driver import HttpProtocol
+    from pipeparse.servers.handlers import native_handler
+
+    async def main() -> tuple[list[bytes], list[bytes]]:
+        go = asyncio.Event()
+
+        @pipeparse.native
+        async def app(req: HttpRequest) -> Response:
+            await go.wait()
+            return Response(req.target)
+
+        results = []
+        for count in (4, 1):
+            go.clear()
+            transport = RecordingTransport()
+            protocol = HttpProtocol(native_handler(app), ServerConfig(), set(), lambda: False)
+            protocol.connection_made(transport)
+            protocol.data_received(b"".join(request("GET", f"/{i}") for i in range(count)))
+            await asyncio.sleep(0)  # (each handler is a task now, waiting)
+            assert transport.writes == []
+            go.set()
+            while sum(w.count(b"HTTP/1.1 200") for w in transport.writes) < count:
+                await asyncio.sleep(0)
+            protocol.connection_lost(None)
+            results.append(transport.writes)
+        return results[0], results[1]
+
+    together, alone = run(loop, main)
+    assert len(together) == 1
+    assert [r.body for r in parse_responses(together[0])] == [b"/0", b"/1", b"/2", b"/3"]
+    assert len(alone) == 1

@@ -12,6 +12,7 @@ timer of its own.
 from __future__ import annotations
 
 import bisect
+import math
 from collections import deque
 
 __all__ = ["DeadlineQueue"]
@@ -20,11 +21,12 @@ __all__ = ["DeadlineQueue"]
 class DeadlineQueue:
     """See the module comment."""
 
-    __slots__ = ("deadlines", "queue")
+    __slots__ = ("deadlines", "horizon", "queue")
 
     def __init__(self) -> None:
         self.deadlines: dict[int, float] = {}  # request: its live deadline
         self.queue: deque[tuple[float, int]] = deque()  # (deadline, request), in order
+        self.horizon = -math.inf  # the latest deadline ever armed
 
     def set(self, seq: int, deadline: float | None) -> None:
         """Arm request `seq`'s timeout at `deadline` (None: disarm it)."""
@@ -35,6 +37,8 @@ class DeadlineQueue:
             self._drop_stale()
             return
         deadlines[seq] = deadline
+        if deadline > self.horizon:
+            self.horizon = deadline
         if not queue or queue[-1][0] <= deadline:
             queue.append((deadline, seq))
         else:

@@ -9,6 +9,7 @@ wakes about once per timeout.
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 import trio
@@ -29,13 +30,14 @@ class TimerDriver(Protocol):
 class RequestTimers:
     """See the module comment."""
 
-    __slots__ = ("driver", "lot", "pending", "scope")
+    __slots__ = ("driver", "lot", "pending", "scope", "wake_at")
 
     def __init__(self, driver: TimerDriver) -> None:
         self.driver = driver
         self.pending = DeadlineQueue()
         self.lot: trio.lowlevel.ParkingLot | None = None  # where the watchdog waits
         self.scope = trio.CancelScope()
+        self.wake_at = math.inf  # when the watchdog looks again (unless woken before)
 
     def set(self, seq: int, deadline: float | None) -> None:
         """Arm request `seq`'s timeout at `deadline` (None: disarm it)."""
@@ -45,23 +47,29 @@ class RequestTimers:
         if self.lot is None:  # the connection's first: start the watchdog
             self.lot = trio.lowlevel.ParkingLot()
             self.driver.nursery.start_soon(self._watch, self.lot, self.scope)
-        elif self.lot:  # it waits for an entry
+        elif deadline < self.wake_at:  # (not in the usual case: deadlines come in order)
+            self.wake_at = deadline
             self.lot.unpark_all()
 
     async def _watch(self, lot: trio.lowlevel.ParkingLot, scope: trio.CancelScope) -> None:
         pending = self.pending
         with scope:
             while True:
-                fired = pending.due(trio.current_time())
+                now = trio.current_time()
+                fired = pending.due(now)
                 for seq in fired:
                     self.driver.timer_fired(seq)
                 if fired:
                     await self.driver.perform_soon()
                     continue
-                deadline = pending.next_deadline()
-                if deadline is not None:
-                    await trio.sleep_until(deadline)
-                else:
+                # Until the earliest live deadline; with none, until the latest one armed:
+                # no request armed since can come due before it, so a request answered
+                # before the watchdog looked does not have it park and be woken by the next.
+                wake_at = pending.next_deadline()
+                if wake_at is None:
+                    wake_at = pending.horizon if pending.horizon > now else math.inf
+                self.wake_at = wake_at
+                with trio.move_on_at(wake_at):
                     await lot.park()
 
     def retire(self) -> bool:

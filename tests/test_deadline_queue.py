@@ -2,11 +2,14 @@
 
 `due(now)` must take exactly the requests still armed at a deadline no later than `now`, in
 deadline order, each once; a disarmed request never fires; a re-armed one counts from its new
-deadline; `next_deadline` is the earliest live one. Checked against a plain dict of live
-deadlines over random sequences of arming, disarming and time passing.
+deadline; `next_deadline` is the earliest live one, `horizon` the latest ever armed. Checked
+against a plain dict of live deadlines over random sequences of arming, disarming and time
+passing.
 """
 
 from __future__ import annotations
+
+import math
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -52,10 +55,12 @@ def test_it_behaves_as_a_dict_of_live_deadlines(steps: list[tuple[str, int, int]
     queue = DeadlineQueue()
     live: dict[int, float] = {}
     now = 0.0
+    horizon = -math.inf
     for op, seq, value in steps:
         if op == "arm":
             queue.set(seq, now + value)
             live[seq] = now + value
+            horizon = max(horizon, now + value)
         elif op == "disarm":
             queue.set(seq, None)
             live.pop(seq, None)
@@ -69,3 +74,4 @@ def test_it_behaves_as_a_dict_of_live_deadlines(steps: list[tuple[str, int, int]
                 del live[s]
         assert queue.next_deadline() == (min(live.values()) if live else None)
         assert queue.armed == bool(live)
+        assert queue.horizon == horizon  # the latest deadline ever armed

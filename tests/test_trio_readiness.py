@@ -198,9 +198,13 @@ async def test_the_end_of_the_stream_reaches_a_waiting_handler_through_the_watch
     assert fd not in service().watchers
 
 
-async def test_a_request_whose_handler_waits_wakes_no_second_task() -> None:
+async def test_a_request_whose_handler_waits_wakes_no_second_task(
+    mock_clock: trio.testing.MockClock,
+) -> None:
     """Each request: the reader wakes for it, and its handler's task wakes once when its
-    wait ends; nothing else (a task woken to read in its place, a pass to gather answers)."""
+    wait ends; nothing else (a task woken to read in its place, a pass to gather answers).
+    Time stands still (`mock_clock`), so no timer (the idle trim, the request timeouts'
+    watchdog) wakes a task however slow the machine is."""
 
     @native
     async def app(request: HttpRequest) -> Response:

@@ -37,6 +37,7 @@ COMPILED = [
     "pipeparse/_serialize.py",
     "pipeparse/_state.py",
     "pipeparse/servers/asgi.py",
+    "pipeparse/servers/asyncio_driver.py",
     "pipeparse/servers/sink.py",
     "pipeparse/servers/trio_clock.py",
     "pipeparse/servers/trio_driver.py",

@@ -300,7 +300,7 @@ class TrioDriver(RunsHandlers):
             if not worker.leading or self.done:
                 return
             if conn.reading:
-                await self._receive(worker.scope)
+                await self._receive(worker.scope, worker.task)
             else:
                 await self._wait_progress()  # a resume, a completion or the end wakes us
 

@@ -39,13 +39,15 @@ _REFUSED = b"503 Service Unavailable: the server is at its concurrency limit\n"
 
 
 class Worker:
-    """One task of the connection: whether it leads, its cancel scope (cancelled only by a
-    `Cancel` of the request it runs), and that request while its handler is suspended."""
+    """One task of the connection: the task, whether it leads, its cancel scope (cancelled
+    only by a `Cancel` of the request it runs), and that request while its handler is
+    suspended."""
 
-    __slots__ = ("cancelled", "leading", "method", "scope", "seq", "target")
+    __slots__ = ("cancelled", "leading", "method", "scope", "seq", "target", "task")
 
     def __init__(self, scope: trio.CancelScope, leading: bool) -> None:
         self.scope = scope
+        self.task = trio.lowlevel.current_task()  # (asked once, not at every wait for input)
         self.leading = leading
         self.cancelled = False
         self.seq = -1

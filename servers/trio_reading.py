@@ -119,11 +119,12 @@ class ReadsStream(WritesStream):
             self.wait_scope = None
             scope.cancel()
 
-    async def _receive(self, scope: trio.CancelScope) -> None:
+    async def _receive(self, scope: trio.CancelScope, task: trio.lowlevel.Task) -> None:
         """One receive into the protocol's buffer. Reads at once what is there; waits (until
         the read deadline) only when nothing is, in the leader's own cancel `scope`: a kick
         or the deadline cancels it (`_interrupt_wait`), which ends the wait with
-        `trio.Cancelled` (`TrioDriver.work` goes on leading in a new scope)."""
+        `trio.Cancelled` (`TrioDriver.work` goes on leading in a new scope). `task`: the
+        leader's (the current one)."""
         size = self.recv_size
         n = -1
         # A busy pipeline's next batch is usually there already: read it at once, no timer.
@@ -160,7 +161,7 @@ class ReadsStream(WritesStream):
                 readiness = self.readiness
                 if readiness is not None:
                     while n < 0:
-                        await readiness.wait(self.fd)
+                        await readiness.wait(self.fd, task)
                         n = self._read_ready(size)
                 elif self.fd >= 0:
                     while n < 0:

@@ -88,7 +88,7 @@ async def test_an_interrupt_that_comes_with_the_input_keeps_it_and_ends_the_wait
     driver.eager_misses = 2  # (it waits, instead of trying to read at once)
     went_on = False
     with trio.CancelScope() as scope:
-        await driver._receive(scope)
+        await driver._receive(scope, trio.lowlevel.current_task())
         went_on = True  # (without the cancel taken there, the next checkpoint would get it)
     assert scope.cancelled_caught and not went_on
     assert driver.wait_scope is None

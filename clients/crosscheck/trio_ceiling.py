@@ -44,8 +44,11 @@ _native = plaintext.native
 _date = HttpDate()
 
 
-async def serve_minimal(sock: trio.socket.SocketType) -> None:
-    """The canned answer once per request head read (counted by its blank line)."""
+async def serve_minimal(
+    sock: trio.socket.SocketType, first: Callable[[bytes], Awaitable[None]] | None = None
+) -> None:
+    """The canned answer once per request head read (counted by its blank line); with
+    `first`, each read's answers wait until ``first(data)`` returned."""
     fd = sock.fileno()
     while True:
         await trio.lowlevel.wait_readable(fd)
@@ -55,6 +58,8 @@ async def serve_minimal(sock: trio.socket.SocketType) -> None:
             continue
         if not data:
             return
+        if first is not None:
+            await first(data)
         os.write(fd, _CANNED * data.count(b"\r\n\r\n"))
 
 
@@ -62,24 +67,17 @@ _SLEEP_MS = re.compile(rb"sleep_ms=(\d+)")
 
 
 async def serve_sleeps(sock: trio.socket.SocketType) -> None:
-    """The canned answers of each read once every one of its requests slept its
-    ``sleep_ms`` (no value: no sleep), each in a task of its own."""
-    fd = sock.fileno()
-    while True:
-        await trio.lowlevel.wait_readable(fd)
-        try:
-            data = os.read(fd, 65536)
-        except BlockingIOError:
-            continue
-        if not data:
-            return
-        heads = data.split(b"\r\n\r\n")[:-1]
-        async with trio.open_nursery() as nursery:
-            for head in heads:
-                found = _SLEEP_MS.search(head)
-                if found:
-                    nursery.start_soon(trio.sleep, int(found[1]) / 1000)
-        os.write(fd, _CANNED * len(heads))
+    """The minimal loop, with each read's answers sent once every one of its requests slept
+    its ``sleep_ms`` (no value: no sleep), each in a task of its own."""
+    await serve_minimal(sock, _sleep_each)
+
+
+async def _sleep_each(data: bytes) -> None:
+    async with trio.open_nursery() as nursery:
+        for head in data.split(b"\r\n\r\n")[:-1]:
+            found = _SLEEP_MS.search(head)
+            if found:
+                nursery.start_soon(trio.sleep, int(found[1]) / 1000)
 
 
 async def serve_core(sock: trio.socket.SocketType) -> None:

@@ -23,7 +23,6 @@ Linux only (epoll); elsewhere, and for anything but a plain socket, the driver w
 from __future__ import annotations
 
 import contextlib
-import functools
 import select
 from collections.abc import Callable
 
@@ -45,25 +44,22 @@ _EDGE = getattr(select, "EPOLLIN", 1) | getattr(select, "EPOLLET", 1 << 31)
 class Readiness:
     """See the module comment: one per trio run (`readiness`)."""
 
-    __slots__ = ("aborts", "epoll", "ready", "waiting", "watchers")
+    __slots__ = ("epoll", "ready", "waiting", "watchers")
 
     def __init__(self) -> None:
         self.epoll = select.epoll()
         self.waiting: dict[int, Task] = {}  # descriptor: the task waiting until it is readable
-        self.aborts: dict[int, Callable[[RaiseCancelT], Abort]] = {}  # descriptor: its wait's
         self.watchers: dict[int, Callable[[], None]] = {}  # descriptor: called at its edge
         self.ready: set[int] = set()  # descriptors that became readable while none waited
 
     def register(self, fd: int) -> None:
         """Watch socket `fd` (readable data already there counts as an edge)."""
         self.epoll.register(fd, _EDGE)
-        self.aborts[fd] = functools.partial(self._abort, fd)  # (once: not one per wait)
 
     def unregister(self, fd: int) -> None:
         """Stop watching `fd`: before it is closed (a descriptor number is reused)."""
         self.waiting.pop(fd, None)
         self.watchers.pop(fd, None)
-        self.aborts.pop(fd, None)
         self.ready.discard(fd)
         with contextlib.suppress(OSError, ValueError):  # (closed already: the kernel dropped it)
             self.epoll.unregister(fd)
@@ -80,11 +76,14 @@ class Readiness:
         if fd in waiting:
             raise trio.BusyResourceError("another task is already waiting on this socket")
         waiting[fd] = current_task() if task is None else task
-        await wait_task_rescheduled(self.aborts[fd])
 
-    def _abort(self, fd: int, _: RaiseCancelT) -> Abort:
-        self.waiting.pop(fd, None)
-        return Abort.SUCCEEDED
+        def abort(_: RaiseCancelT) -> Abort:
+            waiting.pop(fd, None)
+            return Abort.SUCCEEDED
+
+        # (A closure per wait, not one kept per socket: an idle connection waits, and a
+        # callable kept per socket cost it 0.3 KiB more of the server's memory.)
+        await wait_task_rescheduled(abort)
 
     def watch(self, fd: int, callback: Callable[[], None]) -> bool:
         """Call `callback` (once) at `fd`'s next edge, if no task waits on it then. False,

@@ -214,9 +214,15 @@ def test_matrices() -> None:
         "h11/native",
         "pipeparse/asgi/uvloop",
         "uvicorn-httptools",
+        "trio-sleeps-ceiling",
     ]
-    uvicorn = sleep.contenders[-1].spec
+    uvicorn = sleep.contenders[-2].spec
     assert uvicorn is not None and uvicorn.app == "echo"
+    ceiling = sleep.contenders[-1]
+    assert ceiling.kind == "ceiling" and ceiling.loop == "trio"
+    assert ws.describe(ceiling) == (
+        "python -P -m pipeparse.clients.crosscheck.trio_ceiling sleeps --port P"
+    )
 
 
 @pytest.mark.parametrize(

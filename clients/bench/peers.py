@@ -28,6 +28,7 @@ from typing import Any
 from pipeparse.clients.bench.procs import can_pin, python_module
 
 __all__ = [
+    "CEILINGS",
     "ENGINES",
     "PEER_ENGINES",
     "PEER_MODULES",
@@ -42,6 +43,9 @@ __all__ = [
 ]
 
 ENGINES = ("pipeparse", "h11")
+# Not servers: the bare trio loops of `pipeparse.clients.crosscheck.trio_ceiling`, which bound
+# what the engines can do (the wrk cross-check runs them beside the servers; app: the loop).
+CEILINGS = ("trio-ceiling",)
 # granian-flush: granian with --http1-pipeline-flush (it aggregates pipelined responses' writes).
 PEER_ENGINES = ("uvicorn", "hypercorn", "granian", "granian-flush")
 # The loop each peer serves on, as started here (`server_command`).
@@ -111,7 +115,7 @@ class ServerSpec:
     extra: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
-        if self.engine not in ENGINES + PEER_ENGINES:
+        if self.engine not in ENGINES + PEER_ENGINES + CEILINGS:
             raise ValueError(f"unknown engine {self.engine!r}")
         if self.interface not in ("native", "asgi"):
             raise ValueError(f"unknown interface {self.interface!r}")
@@ -125,6 +129,8 @@ class ServerSpec:
         if self.engine in ENGINES:
             extra = self.extra
             return extra[extra.index("--loop") + 1] if "--loop" in extra else "trio"
+        if self.engine in CEILINGS:
+            return "trio"
         return PEER_LOOPS[self.engine]
 
     @property
@@ -158,6 +164,13 @@ def server_command(spec: ServerSpec, port: int = 0) -> list[str]:
             "--port",
             str(port),
             *spec.extra,
+        ]
+    if spec.engine in CEILINGS:
+        return [
+            *python_module("pipeparse.clients.crosscheck.trio_ceiling"),
+            spec.app,
+            "--port",
+            str(port),
         ]
     if spec.engine == "uvicorn":
         return [

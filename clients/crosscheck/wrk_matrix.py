@@ -38,9 +38,11 @@ UVICORN_HTTPTOOLS = ServerSpec("uvicorn", "asgi", "plaintext")
 UVICORN_ECHO = ServerSpec("uvicorn", "asgi", "echo")
 GRANIAN_ASGI = ServerSpec("granian", "asgi", "plaintext")
 GRANIAN_ASGI_FLUSH = ServerSpec("granian-flush", "asgi", "plaintext")
+# The sleep target's floor: each request's trio.sleep in a task of its own, no HTTP work.
+TRIO_SLEEPS_CEILING = ServerSpec("trio-ceiling", "native", "sleeps")
 NGINX_PLAINTEXT = 'location = /plaintext { return 200 "Hello, World!"; }'
 
-Kind = Literal["pipeparse", "uvicorn", "granian", "nginx"]
+Kind = Literal["pipeparse", "uvicorn", "granian", "nginx", "ceiling"]
 
 
 # -- what is measured ----------------------------------------------------------------------
@@ -53,7 +55,8 @@ class Contender:
     Attributes:
         label: its name in tables and targets.
         kind: ``pipeparse`` (either engine, via `pipeparse serve`), a peer (``uvicorn``,
-            ``granian``) or ``nginx``.
+            ``granian``), ``nginx``, or a ``ceiling`` (a bare trio loop of
+            `pipeparse.clients.crosscheck.trio_ceiling`: not a server, what trio allows).
         spec: how `pipeparse.clients.bench.peers` starts it (every kind but nginx).
     """
 
@@ -136,6 +139,7 @@ MATRICES: tuple[Matrix, ...] = (
             _pp("h11/native", "h11", "native", "echo"),
             _pp("pipeparse/asgi/uvloop", "pipeparse", "asgi", "echo", "uvloop"),
             Contender("uvicorn-httptools", "uvicorn", UVICORN_ECHO),
+            Contender("trio-sleeps-ceiling", "ceiling", TRIO_SLEEPS_CEILING),
         ),
     ),
 )

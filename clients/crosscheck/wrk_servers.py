@@ -14,7 +14,9 @@ a time:
   without granian's pipeline flush (nothing to aggregate);
 - ``sleep``: 16 connections at depth 16 on ``/?sleep_ms=10`` against `pipeparse serve echo`
   (pipeparse and h11 engines, native; pipeparse ASGI on uvloop) and uvicorn serving the same
-  app (its ASGI form sleeps with asyncio under uvicorn).
+  app (its ASGI form sleeps with asyncio under uvicorn); beside them the target's floor,
+  ``trio_ceiling sleeps`` (each request's ``trio.sleep`` in a task of its own, no HTTP work:
+  not a server, what trio allows on this machine).
 
 Peers that are not installed (the `peers` extra) are skipped, and so are the targets against
 them.
@@ -48,6 +50,7 @@ The exact commands (P: a free port; the pipeparse servers pick their own)::
         (pipeparse.clients.crosscheck.nginx.nginx_server)
     python -m pipeparse.cli serve echo --engine pipeparse --interface native --port 0
     python -m pipeparse.cli serve echo --engine h11 --interface native --port 0
+    python -m pipeparse.clients.crosscheck.trio_ceiling sleeps --port P
 
 Run it as ``python -m pipeparse.clients.crosscheck.wrk_servers [--rounds 3] [--duration 5] [--json]
 [--only plaintext|plaintext-depth1|sleep ...]``. Exit status 0 when it ran (a missed target is

@@ -23,6 +23,7 @@ Linux only (epoll); elsewhere, and for anything but a plain socket, the driver w
 from __future__ import annotations
 
 import contextlib
+import logging
 import select
 from collections.abc import Callable
 
@@ -37,6 +38,8 @@ from trio.lowlevel import (
 )
 
 __all__ = ["Readiness", "readiness"]
+
+log = logging.getLogger("pipeparse.server")
 
 _EDGE = getattr(select, "EPOLLIN", 1) | getattr(select, "EPOLLET", 1 << 31)
 
@@ -111,10 +114,13 @@ class Readiness:
                         trio.lowlevel.reschedule(task)
                         continue
                     callback = watchers.pop(fd, None) if watchers else None
-                    if callback is not None:
-                        callback()
-                    else:
+                    if callback is None:
                         ready.add(fd)
+                        continue
+                    try:
+                        callback()
+                    except Exception:  # (one connection's: this task serves them all)
+                        log.exception("readiness callback for descriptor %d failed", fd)
         finally:
             epoll.close()
 

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
 import trio
 import trio.testing
 
@@ -99,6 +100,27 @@ async def test_a_cancelled_wait_leaves_nothing_and_two_waits_are_an_error() -> N
                 busy = False
             nursery.cancel_scope.cancel()
         assert busy and fd not in watch.waiting
+
+
+async def test_a_watch_is_called_once_at_the_next_edge_and_a_failing_one_harms_no_other(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with watched_pair() as (watch, fd, ours, theirs), watched_pair() as (_, fd2, _, theirs2):
+        calls: list[int] = []
+
+        def fails() -> None:
+            calls.append(fd)
+            raise RuntimeError("boom")
+
+        assert watch.watch(fd, fails)
+        await theirs.send(b"x")
+        await trio.testing.wait_all_tasks_blocked()
+        assert calls == [fd] and fd not in watch.watchers  # once, then dropped
+        assert "readiness callback" in caplog.text
+        assert await ours.recv(10) == b"x"  # (the edge was spent on the call)
+        with trio.fail_after(5):  # the service still serves every other socket
+            await theirs2.send(b"y")
+            await watch.wait(fd2)
 
 
 async def test_a_served_socket_is_unwatched_before_it_is_closed() -> None:

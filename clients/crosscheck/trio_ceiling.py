@@ -9,9 +9,9 @@ readable, one read, answer, one write (the system calls pipeparse makes at depth
   with the built-in app's native handler run inline: what the core costs with no driver around
   it (no timers, no graceful shutdown, no tasks for handlers that wait).
 - ``sleeps``: the minimal loop for the sleep target (``/?sleep_ms=N``): each request read
-  sleeps its N ms with ``trio.sleep`` in a task of its own (the tasks of one read in one
-  nursery), then the read's canned answers go in one write: what trio allows for handlers
-  that wait, before any HTTP work.
+  sleeps its N ms with ``trio.sleep`` in a task of its own (the connection's sleeping tasks are
+  kept and woken one per request, as a server's workers are), then the read's canned answers go
+  in one write: what trio allows for handlers that wait, before any HTTP work.
 
 Neither is a server: no limits, timeouts or error handling, and a handler must not wait. They
 measure how far the trio driver is from what its loop and its core allow (README, Results).
@@ -69,15 +69,42 @@ _SLEEP_MS = re.compile(rb"sleep_ms=(\d+)")
 async def serve_sleeps(sock: trio.socket.SocketType) -> None:
     """The minimal loop, with each read's answers sent once every one of its requests slept
     its ``sleep_ms`` (no value: no sleep), each in a task of its own."""
-    await serve_minimal(sock, _sleep_each)
-
-
-async def _sleep_each(data: bytes) -> None:
     async with trio.open_nursery() as nursery:
-        for head in data.split(b"\r\n\r\n")[:-1]:
-            found = _SLEEP_MS.search(head)
-            if found:
-                nursery.start_soon(trio.sleep, int(found[1]) / 1000)
+        await serve_minimal(sock, _Sleepers(nursery).sleep_each)
+        nursery.cancel_scope.cancel()
+
+
+class _Sleepers:
+    """One connection's tasks that sleep for its requests: kept, parked between reads, and
+    woken one per request (spawned when too few), as a server's workers would be."""
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self.nursery = nursery
+        self.todo: list[float] = []
+        self.parked = trio.lowlevel.ParkingLot()
+        self.left = 0
+        self.done = trio.Event()
+
+    async def sleep_each(self, data: bytes) -> None:
+        heads = data.split(b"\r\n\r\n")[:-1]
+        self.todo = [int(m[1]) / 1000 if (m := _SLEEP_MS.search(h)) else 0.0 for h in heads]
+        self.left = len(self.todo)
+        if not self.left:
+            return
+        self.done = trio.Event()
+        woken = len(self.parked.unpark(count=self.left))
+        for _ in range(self.left - woken):
+            self.nursery.start_soon(self._sleeper)
+        await self.done.wait()
+
+    async def _sleeper(self) -> None:
+        while True:
+            while not self.todo:
+                await self.parked.park()
+            await trio.sleep(self.todo.pop())
+            self.left -= 1
+            if not self.left:
+                self.done.set()
 
 
 async def serve_core(sock: trio.socket.SocketType) -> None:

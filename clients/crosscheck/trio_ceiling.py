@@ -13,8 +13,9 @@ readable, one read, answer, one write (the system calls pipeparse makes at depth
   kept and woken one per request, as a server's workers are), then the read's canned answers go
   in one write: what trio allows for handlers that wait, before any HTTP work.
 
-Neither is a server: no limits, timeouts or error handling, and a handler must not wait. They
-measure how far the trio driver is from what its loop and its core allow (README, Results).
+None is a server: no limits, timeouts or error handling, and in ``core`` a handler must not
+wait. They measure how far the trio driver is from what its loop and its core allow (README,
+Results).
 """
 
 from __future__ import annotations

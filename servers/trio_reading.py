@@ -198,14 +198,23 @@ class ReadsStream(WritesStream):
                 data = os.read(self.fd, size)
             except BlockingIOError:
                 return -1
+            n = len(data)
+            if n == size:
+                self.eager_misses = 0  # (see below)
             conn.receive_data(data)
-            return len(data)
+            return n
+        room = len(view)
         try:
             n = os.readv(self.fd, [view])
         except BlockingIOError:
             return -1
         finally:
             view.release()
+        if n == room:
+            # Full: more may be there, and the edge that announced it is spent (the wait is
+            # edge-triggered). The next receive must read before it waits, or a client whose
+            # send is blocked on a full socket would wait for an edge that never comes.
+            self.eager_misses = 0
         conn.received(n)
         return n
 

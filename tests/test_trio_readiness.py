@@ -23,7 +23,7 @@ import trio
 import trio.testing
 
 from pipeparse import HttpRequest, Response, native
-from pipeparse.servers.apps import plaintext
+from pipeparse.servers.apps import echo, plaintext
 from pipeparse.servers.config import ServerConfig
 from pipeparse.servers.handlers import native_handler, resolve_app
 from pipeparse.servers.trio_driver import serve_connection
@@ -259,3 +259,36 @@ async def test_a_request_whose_handler_waits_wakes_no_second_task(
     me = trio.lowlevel.current_task().name
     served = sum(n for name, n in steps.steps.items() if name not in (me, "pipeparse readiness"))
     assert served <= 2 * count + 2, steps.steps
+
+
+async def test_an_upload_larger_than_the_socket_buffers_is_read_to_its_end() -> None:
+    """A receive that fills its buffer spends the edge with data still in the socket: the next
+    receive must read before it waits. (It used to wait, when earlier receives had found
+    nothing, for an edge the blocked client could not cause: an upload with ``Expect:
+    100-continue`` to a handler that sleeps first stopped after about 2.8 MB.)"""
+    body = os.urandom(5_000_000)
+    head = (
+        b"POST /?sleep_ms=5 HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+        b"Expect: 100-continue\r\n\r\n" % len(body)
+    )
+    for interface in ("native", "asgi"):
+        handler = resolve_app(echo, interface).handler
+        for _ in range(5):  # (it failed in most tries, not all)
+            ours, theirs = trio.socket.socketpair()
+            with trio.fail_after(20), theirs:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(
+                        serve_connection, trio.SocketStream(ours), handler, ServerConfig()
+                    )
+                    await theirs.send(head)
+                    assert (await theirs.recv(100)).startswith(b"HTTP/1.1 100 Continue")
+                    view = memoryview(body)
+                    while view:
+                        view = view[await theirs.send(view[:65536]) :]
+                    answer = b""
+                    while b'"body_sha256"' not in answer or not answer.endswith(b"}"):
+                        chunk = await theirs.recv(65536)
+                        assert chunk, answer
+                        answer += chunk
+                    assert b'"body_len":5000000' in answer
+                    nursery.cancel_scope.cancel()

@@ -9,15 +9,20 @@ are deadlines kept as data, pause and resume gate the reader, `Cancel` cancels a
 ran over its time, `ShutWrite` and `Close` end the connection (in stages: `linger_close`),
 `Upgrade` hands it to the WebSocket code.
 
-Who runs what: leader/followers. A handler runs inline in the task that performs its `Start`
-(one ``coro.send(None)``, the shared trampoline `servers/trampoline.py`): an instant handler
-costs a call, and every response of one receive's batch leaves in one `Write`. A trio
-coroutine that suspended must go on in the task it suspended in, so a handler that suspends
-keeps its task: the task frees the *leader* role (reading and performing actions) and wakes a
-parked follower to take it, plus one per `Start` still pending (they likely block too), or
-spawns them (at most ``max_in_flight`` plus the leader). When the handler finishes, its task
-reports the response, performs what follows (once per wave: handlers that finish together
-leave in one write), takes the leader role if it is free, and otherwise parks.
+Who runs what: leader/followers, in two layers. A handler runs inline in the task that
+performs its `Start` (one ``coro.send(None)``, the shared trampoline `servers/trampoline.py`):
+an instant handler costs a call, and every response of one receive's batch leaves in one
+`Write`. On a socket the run's `Readiness` watches, input that comes while the connection is
+idle is read and performed by the pool's leading task itself (`_serve_inline`): no task of the
+connection wakes. A trio coroutine that suspended must go on in the task it suspended in, so a
+handler that suspends keeps its task: a pool task hands the pool's lead to another and goes on
+with it (`_run_pooled`; the connection's end cancels it, and `serve_connection` waits for it);
+a task of the connection frees the connection's *leader* role (reading and performing
+actions), and a parked follower is woken to take it when there is more to do than wait for
+input, plus one per `Start` still pending (they likely block too), or spawned (at most
+``max_in_flight`` plus the leader). When the handler finishes, its task reports the response,
+performs what follows (once per wave: handlers that finish together leave in one write), and
+the socket is watched again, or the task takes the leader role, or parks.
 
 One task performs actions at a time (`pumping`); any task that changes the protocol's state
 while another performs just leaves the new actions for it, which asks the protocol again
@@ -37,7 +42,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import trio
@@ -68,6 +73,7 @@ from .config import ServerConfig
 from .listen import current_shutdown, log_access
 from .protocol import Handler, native_of
 from .shutdown import ShutdownSignal
+from .sink import ConnectionSink
 from .tls import close_stream
 from .trio_bodies import NoBody, StreamedBody
 from .trio_clock import run_clock
@@ -89,6 +95,9 @@ _NONE: list[Any] = []  # (never appended to)
 _date = HttpDate()  # one per process: a connection's objects are its idle cost
 _timeouts: dict[int, tuple[ServerConfig, ConnectionTimeouts]] = {}
 _WORKER = "pipeparse.servers.trio_driver.TrioDriver.work"  # (a compiled method has no qualname)
+# What `TrioDriver._perform` stopped at: nothing, a write to await, or a handler that suspended.
+_Suspended = tuple[Start, Coroutine[Any, Any, Any], Any, "ConnectionSink | None"]
+_Step = Coroutine[Any, Any, None] | _Suspended | None
 
 
 def _timeouts_of(config: ServerConfig) -> ConnectionTimeouts:
@@ -129,12 +138,15 @@ async def serve_connection(
                 # reads at once) still takes what the client already sent, to be answered.
                 nursery.start_soon(_call, driver.shut_down)
             await driver.work(leader=True)
+        while driver.outside:  # handlers that suspended in the `Readiness` pool's tasks
+            await driver.wait_progress()
         driver.unwatch()
         if driver.upgrade is not None:
             await driver.serve_upgrade(driver.upgrade)
         elif driver.lingering:
             await driver.linger_close()
     except BaseException:  # (not `finally`: see `servers/asgi.py`, `AsgiHandler.__call__`)
+        driver.end()  # (its handlers in the pool's tasks are cancelled too)
         await _release(driver, stream, shutdown)
         raise
     await _release(driver, stream, shutdown)
@@ -178,10 +190,12 @@ class TrioDriver(RunsHandlers):
         "native",
         "no_body",
         "nursery",
+        "outside",
         "progress",
         "progress_waiting",
         "pumping",
         "running",
+        "stalled",
         "stream",
         "tasks",
         "timers",
@@ -230,9 +244,11 @@ class TrioDriver(RunsHandlers):
         self.flush_each = config.flush == "each"
         self.eager_reads = 0  # receives in a row that found data without waiting
         self.eager_misses = 0  # receives in a row whose attempt to read at once found nothing
+        self.unread = True  # the socket may hold input whose edge is spent: read, not watch
         self.access_log = config.access_log
         self.admission = current_admission()  # None: no limit on load (the usual case)
         self.pending: list[Any] = _NONE  # actions taken from the protocol, not yet done
+        self.stalled: Coroutine[Any, Any, None] | None = None  # a write left for a task
         self.pumping = False  # a task performs actions
         self.done = False
         self.lingering = False
@@ -250,9 +266,10 @@ class TrioDriver(RunsHandlers):
         self.deadlines = read_deadlines()
         self.deadline_ticket = DeadlineTicket(self)  # (what `deadlines` holds, weakly)
         self.wait_scope: trio.CancelScope | None = None  # the leader's, while it waits for input
-        self.watching = False  # no task leads: the socket's next edge wakes one (`_watch_input`)
+        self.watching = False  # no task leads: the socket's next edge serves it (`_watch_input`)
         self.linger_deadline = math.inf
         self.running: dict[int, Worker] = {}  # requests whose handler suspended
+        self.outside: list[Worker] = []  # tasks of the `Readiness` pool working for it
         self.bodies: dict[int, StreamedBody] = {}
         self.no_body = NoBody(self.gone)
         self.timers: RequestTimers | None = None  # from the first request timeout
@@ -268,10 +285,8 @@ class TrioDriver(RunsHandlers):
             with trio.CancelScope() as scope:
                 worker = Worker(scope, leader)
                 while not self.done:
-                    if worker.leading or self.leader_vacant:
+                    if worker.leading or (self.leader_vacant and not self.watching):
                         self.leader_vacant = False
-                        if self.watching:
-                            self._unwatch_input()
                         worker.leading = True
                         await self._lead(worker)
                     elif self.pending and not self.pumping:
@@ -289,20 +304,21 @@ class TrioDriver(RunsHandlers):
             leader = worker.leading
 
     async def _lead(self, worker: Worker) -> None:
-        """Perform actions and read, until the connection is done or this task's handler
-        suspended (the role then went to another task)."""
+        """Perform actions and read, until the connection is done, idle (nothing to read:
+        the socket is watched), or this task's handler suspended (the role then went to
+        another task)."""
         conn = self.conn
-        while not self.done:
+        while not self.done and worker.leading:
             if self.pumping:
-                await self._wait_progress()  # another task performs: it wakes us
+                await self.wait_progress()  # another task performs: it wakes us
                 continue
             await self._pump(worker)
             if not worker.leading or self.done:
                 return
             if conn.reading:
-                await self._receive(worker.scope, worker.task)
+                await self._receive(worker)
             else:
-                await self._wait_progress()  # a resume, a completion or the end wakes us
+                await self.wait_progress()  # a resume, a completion or the end wakes us
 
     def _kick(self) -> None:
         """Actions are waiting and no task performs them: get the leader to."""
@@ -313,9 +329,11 @@ class TrioDriver(RunsHandlers):
         elif self.progress_waiting:
             self.progress.unpark_all()
         elif self.leader_vacant:
+            if self.watching:
+                self._unwatch_input()
             self._wake(1)
 
-    async def _wait_progress(self) -> None:
+    async def wait_progress(self) -> None:
         """Park until a task that performs, a resume, a completion or the end wakes us."""
         self.progress_waiting += 1
         try:
@@ -346,9 +364,19 @@ class TrioDriver(RunsHandlers):
             self.timers.stop()
         for body in self.bodies.values():
             body.put(ProtocolError("client closed the connection", 400))
+        for worker in self.outside:  # (the nursery's cancel does not reach them)
+            worker.cancelled = True
+            worker.scope.cancel()
+        if self.stalled is not None:
+            self.stalled.close()
+            self.stalled = None
         self.followers.unpark_all()
         self.progress.unpark_all()
         self.nursery.cancel_scope.cancel()
+
+    def end(self) -> None:
+        """The connection's task was cancelled (the server stops): end it all."""
+        self._end()
 
     def _retire_helpers(self) -> None:
         """The connection is idle: end the tasks that only wait for work (parked followers,
@@ -384,63 +412,21 @@ class TrioDriver(RunsHandlers):
             return
         self.pumping = True
         owned = True
-        conn = self.conn
-        actions = self.pending
-        self.pending = _NONE
-        i = 0
         try:
-            while not self.done:
-                if i == len(actions):
-                    actions = conn.actions()
-                    i = 0
-                    if not actions:
-                        break
-                action = actions[i]
-                i += 1
-                kind = type(action)
-                if kind is Start:
-                    if not starts or worker is None:
-                        self.pending = actions[i - 1 :]
-                        break
-                    suspended = self._start(action)
-                    if suspended is not None:
-                        self.pending = actions[i:]
-                        owned = self.pumping = False
-                        await self._run_suspended(worker, action, *suspended)
-                        return
-                    if self.flush_each or conn.responses.out_size >= _FLUSH_AT:
-                        actions = conn.actions() + actions[i:]
-                        i = 0
-                elif kind is Write:
-                    rest = self._write(action.parts)
-                    if rest is not None:
-                        await rest
-                elif kind is Timer:
-                    self._timer(action)
-                elif kind is BodyData:
-                    self._body(action.seq, action.data)
-                elif kind is BodyEnd:
-                    self._body(action.seq, None)
-                elif kind is BodyError:
-                    self._body(action.seq, action.error)
-                elif kind is PauseReading:
-                    self._interrupt_wait()  # (if the leader waits for input)
-                elif kind is ResumeReading:
-                    if self.progress_waiting:
-                        self.progress.unpark_all()
-                elif kind is Cancel:
-                    self._cancel(action.seq)
-                elif kind is ShutWrite or kind is Close:
-                    self.lingering = kind is ShutWrite
-                    self._log_error()
-                    self._end()
-                elif kind is Upgrade:
-                    self.upgrade = action
-                    self._end()
-            if self.done:  # (after the end: only timers still matter)
-                for action in actions[i:]:
-                    if type(action) is Timer:
-                        self._timer(action)
+            stalled = self.stalled
+            if stalled is not None:  # a write the readiness pool could not wait for
+                self.stalled = None
+                await stalled
+            while True:
+                step = self._perform(starts and worker is not None)
+                if step is None:
+                    break
+                if isinstance(step, tuple):
+                    assert worker is not None
+                    owned = self.pumping = False
+                    await self._run_suspended(worker, *step)
+                    return
+                await step
         finally:
             if owned:
                 self.pumping = False
@@ -448,6 +434,114 @@ class TrioDriver(RunsHandlers):
                     self.progress.unpark_all()
         if self.pending and not starts:
             self._kick()
+
+    def _perform(self, starts: bool) -> _Step:
+        """Perform the protocol's actions with no await (the caller holds `pumping`), until
+        none is left (None) or one must be awaited: a write that waits for room (its
+        coroutine; then perform again) or a handler that suspended (its `Start`, coroutine,
+        trap and sink: go on with it in this task). Without `starts` it stops before a
+        `Start`. What is left stays `pending`."""
+        conn = self.conn
+        actions = self.pending
+        self.pending = _NONE
+        i = 0
+        while not self.done:
+            if i == len(actions):
+                actions = conn.actions()
+                i = 0
+                if not actions:
+                    break
+            action = actions[i]
+            i += 1
+            kind = type(action)
+            if kind is Start:
+                if not starts:
+                    self.pending = actions[i - 1 :]
+                    return None
+                suspended = self._start(action)
+                if suspended is not None:
+                    self.pending = actions[i:]
+                    return (action, *suspended)
+                if self.flush_each or conn.responses.out_size >= _FLUSH_AT:
+                    actions = conn.actions() + actions[i:]
+                    i = 0
+            elif kind is Write:
+                rest = self._write(action.parts)
+                if rest is not None:
+                    self.pending = actions[i:]
+                    return rest
+            elif kind is Timer:
+                self._timer(action)
+            elif kind is BodyData:
+                self._body(action.seq, action.data)
+            elif kind is BodyEnd:
+                self._body(action.seq, None)
+            elif kind is BodyError:
+                self._body(action.seq, action.error)
+            elif kind is PauseReading:
+                self._interrupt_wait()  # (if the leader waits for input)
+            elif kind is ResumeReading:
+                if self.progress_waiting:
+                    self.progress.unpark_all()
+            elif kind is Cancel:
+                self._cancel(action.seq)
+            elif kind is ShutWrite or kind is Close:
+                self.lingering = kind is ShutWrite
+                self._log_error()
+                self._end()
+            elif kind is Upgrade:
+                self.upgrade = action
+                self._end()
+        if self.done:  # (after the end: only timers still matter)
+            for action in actions[i:]:
+                if type(action) is Timer:
+                    self._timer(action)
+        return None
+
+    def _serve_inline(self, scope: trio.CancelScope) -> Coroutine[Any, Any, None] | None:
+        """Input was read by the run's `Readiness` pool, in its leading task (`_input_came`):
+        perform what follows right there. None when all is done; else the rest to go on
+        with in that task (a handler suspended: `_run_pooled`, cancelled through `scope`).
+        A write that must wait for room is left to a task of the connection."""
+        self.pumping = True
+        try:
+            step = self._perform(True)
+        finally:
+            self.pumping = False
+        if self.progress_waiting:
+            self.progress.unpark_all()
+        if isinstance(step, tuple):
+            return self._run_pooled(Worker(scope, False), *step)
+        if step is not None:
+            self.stalled = step
+            self._wake(1)
+            return None
+        self._settle()
+        return None
+
+    async def _run_pooled(
+        self, worker: Worker, start: Start, coro: Coroutine[Any, Any, Any], trap: Any,
+        sink: ConnectionSink | None,
+    ) -> None:  # fmt: skip
+        """A handler that suspended in a task of the `Readiness` pool goes on there (the pool
+        has another task lead); `serve_connection` waits for it before it closes."""
+        self.outside.append(worker)
+        try:
+            await self._run_suspended(worker, start, coro, trap, sink)
+        finally:
+            self.outside.remove(worker)
+            if self.progress_waiting:
+                self.progress.unpark_all()
+        self._settle()
+
+    def _settle(self) -> None:
+        """A task that does not lead performed: if no task leads, have the socket watched,
+        or wake a task to lead when there is more to do than wait for input."""
+        if self.done or not self.leader_vacant or self.watching or self.pumping:
+            return
+        idle = not self.pending and self.stalled is None and self.conn.reading
+        if not idle or not self._watch_input():
+            self._wake(1)
 
     def _timer(self, action: Timer) -> None:
         key, deadline = action.key, action.deadline
@@ -504,7 +598,7 @@ class TrioDriver(RunsHandlers):
         wait while the output is over its high-water mark."""
         await self._pump(None, starts=False)
         while self.pumping and self.conn.responses.out_size > _FLUSH_AT and not self.done:
-            await self._wait_progress()  # another task is writing: wait for it
+            await self.wait_progress()  # another task is writing: wait for it
 
     # -- the end -------------------------------------------------------------------------
 

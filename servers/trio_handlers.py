@@ -40,8 +40,8 @@ _REFUSED = b"503 Service Unavailable: the server is at its concurrency limit\n"
 
 class Worker:
     """One task of the connection: the task, whether it leads, its cancel scope (cancelled
-    only by a `Cancel` of the request it runs), and that request while its handler is
-    suspended."""
+    only by a `Cancel` of the request it runs, or by the connection's end if the task is not
+    the connection's own), and that request while its handler is suspended."""
 
     __slots__ = ("cancelled", "leading", "method", "scope", "seq", "target", "task")
 
@@ -62,7 +62,6 @@ class RunsHandlers(ReadsStream):
     __slots__ = (
         "error_logged",
         "flush_pending",
-        "leader_vacant",
         "pending",
     )
 
@@ -160,6 +159,7 @@ class RunsHandlers(ReadsStream):
         if worker.leading:
             worker.leading = False
             self.leader_vacant = True
+        if self.leader_vacant and not self.watching:  # no task leads, and none is due to
             if pending or not self._arm_timers() or not self._watch_input():
                 self._wake(1 + sum(type(a) is Start for a in self.pending))
         elif pending:

@@ -1,59 +1,62 @@
-"""Waiting until a connection's socket is readable, for every trio connection in a run: one
-edge-triggered epoll set and one task.
+"""Serving the trio connections whose sockets became readable: one edge-triggered epoll set per
+trio run, and a pool of tasks that take turns waiting on it and serve what is ready in line.
 
 trio's `wait_readable` re-arms the socket in trio's epoll set on every wait (an ``epoll_ctl``,
-since trio registers one-shot) and goes through about twenty Python calls; at depth 1 a
-connection waits once per request, so that was a large part of the trio driver's own cost. Here
-each socket is registered once, edge-triggered (``EPOLLIN | EPOLLET``), in one epoll set per
-trio run, whose descriptor trio watches for one task (`Readiness.run`): when it is readable,
-the task collects the ready sockets and wakes the connection waiting on each
-(`trio.lowlevel.reschedule`). An edge that comes while no task waits on that socket is kept
-(`ready`), so the next wait returns at once; the caller then reads, and waits again if the
-read finds nothing (an edge kept from before a read that took everything). A wait is
-cancellable as trio's is (the driver's cancel scope interrupts it).
+since trio registers one-shot) and goes through about twenty Python calls, and a connection
+task woken for each request costs a reschedule and a trip through the scheduler: at depth 1,
+that was a third of the trio driver's own cost. Here each socket is registered once,
+edge-triggered (``EPOLLIN | EPOLLET``), in one epoll set per trio run, whose descriptor trio
+watches for one task of the pool, the *leader* (`Readiness._lead`). A connection with nothing to
+do `watch`es its socket; at its edge the leader calls it back, and the callback serves the input
+right there (reads, runs the handlers, writes): no connection task is woken.
 
-A connection that has no task free to wait (its reader is running a handler that suspended)
-`watch`es instead: the next edge calls it back, so a task is woken only when input comes.
-The edge is spent on the call: whoever reads next must read before it waits.
+A callback whose handler suspended must go on in the leader's task (a trio coroutine goes on in
+the task it suspended in): it returns the rest as a coroutine. The leader then hands the lead to
+another task of the pool (a parked one, or a new one), with what was left of its batch of
+sockets, and goes on with that coroutine, in the cancel scope it gave the callback (cancelling
+the scope cancels the handler). When it is done, the task parks, to lead again later.
 
-Linux only (epoll); elsewhere, and for anything but a plain socket, the driver waits with trio's
-`wait_readable` (`readiness()` is None).
+An edge that comes while the socket is not watched is kept (`ready`): `watch` then says so (and
+forgets it), and the caller reads. Linux only (epoll); elsewhere, and for anything but a plain
+socket, the driver waits with trio's `wait_readable` (`readiness()` is None).
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import select
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import trio
-from trio.lowlevel import (
-    Abort,
-    RaiseCancelT,
-    Task,
-    cancel_shielded_checkpoint,
-    current_task,
-    wait_task_rescheduled,
-)
 
-__all__ = ["Readiness", "readiness"]
+__all__ = ["Callback", "Readiness", "readiness"]
 
 log = logging.getLogger("pipeparse.server")
 
 _EDGE = getattr(select, "EPOLLIN", 1) | getattr(select, "EPOLLET", 1 << 31)
+_SPARES = 256  # pool tasks kept parked at most (a handler that suspends takes one from here)
+_NAME = "pipeparse readiness"
+
+# Called at a watched socket's edge, by the leader, with its cancel scope: None when it is
+# done, else the coroutine to go on with (a handler suspended in the leader's task).
+Callback = Callable[[trio.CancelScope], Coroutine[Any, Any, None] | None]
 
 
 class Readiness:
     """See the module comment: one per trio run (`readiness`)."""
 
-    __slots__ = ("epoll", "ready", "waiting", "watchers")
+    __slots__ = ("backlog", "context", "epoll", "ready", "spares", "watchers")
 
-    def __init__(self) -> None:
+    def __init__(self, context: contextvars.Context | None = None) -> None:
         self.epoll = select.epoll()
-        self.waiting: dict[int, Task] = {}  # descriptor: the task waiting until it is readable
-        self.watchers: dict[int, Callable[[], None]] = {}  # descriptor: called at its edge
-        self.ready: set[int] = set()  # descriptors that became readable while none waited
+        self.watchers: dict[int, Callback] = {}  # descriptor: called at its next edge
+        self.ready: set[int] = set()  # descriptors that became readable while not watched
+        self.backlog: list[tuple[int, int]] = []  # ready sockets a leader left to the next
+        self.spares = trio.lowlevel.ParkingLot()  # pool tasks waiting to lead
+        self.context = context  # the pool's (the first connection's: its server's)
 
     def register(self, fd: int) -> None:
         """Watch socket `fd` (readable data already there counts as an edge)."""
@@ -61,80 +64,96 @@ class Readiness:
 
     def unregister(self, fd: int) -> None:
         """Stop watching `fd`: before it is closed (a descriptor number is reused)."""
-        self.waiting.pop(fd, None)
         self.watchers.pop(fd, None)
         self.ready.discard(fd)
         with contextlib.suppress(OSError, ValueError):  # (closed already: the kernel dropped it)
             self.epoll.unregister(fd)
 
-    async def wait(self, fd: int, task: Task | None = None) -> None:
-        """Return once registered socket `fd` may have data (an edge since the last wait);
-        cancellable. `task`: the current task, if the caller knows it already."""
+    def watch(self, fd: int, callback: Callback) -> bool:
+        """Call `callback` (once) at `fd`'s next edge. False, and no watch, when an edge came
+        since the last watch: input may be there, the caller reads now (the edge is forgotten:
+        what the caller does not read will cause a new one)."""
         ready = self.ready
         if fd in ready:
             ready.discard(fd)
-            await cancel_shielded_checkpoint()  # (a wait is a checkpoint)
-            return
-        waiting = self.waiting
-        if fd in waiting:
-            raise trio.BusyResourceError("another task is already waiting on this socket")
-        waiting[fd] = current_task() if task is None else task
-
-        def abort(_: RaiseCancelT) -> Abort:
-            waiting.pop(fd, None)
-            return Abort.SUCCEEDED
-
-        # (A closure per wait, not one kept per socket: an idle connection waits, and a
-        # callable kept per socket cost it 0.3 KiB more of the server's memory.)
-        await wait_task_rescheduled(abort)
-
-    def watch(self, fd: int, callback: Callable[[], None]) -> bool:
-        """Call `callback` (once) at `fd`'s next edge, if no task waits on it then. False,
-        and no watch, when an edge is kept already: input is there, the caller acts now."""
-        if fd in self.ready:
             return False
         self.watchers[fd] = callback
         return True
 
     def unwatch(self, fd: int) -> None:
-        """Drop `fd`'s watch (a task is about to wait on it, or its connection ends)."""
+        """Drop `fd`'s watch (a task serves it now, or its connection ends)."""
         self.watchers.pop(fd, None)
 
-    async def run(self) -> None:
+    def start(self) -> None:
+        """Start a pool task (`spawn_system_task`: the pool serves every server of the run)."""
+        context = self.context.copy() if self.context is not None else None  # (one per task)
+        trio.lowlevel.spawn_system_task(self._serve, name=_NAME, context=context)
+
+    async def _serve(self) -> None:
+        """A pool task's life: lead until a handler suspends in it, go on with that, park."""
+        while True:
+            with trio.CancelScope() as scope:
+                rest = await self._lead(scope)
+                try:
+                    await rest
+                except Exception:  # (one connection's: the task serves others after)
+                    log.exception("serving a connection failed")
+            if len(self.spares) >= _SPARES:
+                return
+            await self.spares.park()
+
+    async def _lead(self, scope: trio.CancelScope) -> Coroutine[Any, Any, None]:
+        """Wait on the epoll set and call back the watched sockets that are ready, until one's
+        callback must go on in this task (a handler suspended): the lead goes to another task,
+        with the rest of the batch, and the rest of that callback is returned."""
         epoll = self.epoll
-        waiting = self.waiting
         watchers = self.watchers
         ready = self.ready
-        try:
-            while True:
-                await trio.lowlevel.wait_readable(epoll.fileno())
-                for fd, _ in epoll.poll(0):
-                    task = waiting.pop(fd, None)
-                    if task is not None:
-                        trio.lowlevel.reschedule(task)
-                        continue
-                    callback = watchers.pop(fd, None) if watchers else None
-                    if callback is None:
-                        ready.add(fd)
-                        continue
-                    try:
-                        callback()
-                    except Exception:  # (one connection's: this task serves them all)
-                        log.exception("readiness callback for descriptor %d failed", fd)
-        finally:
-            epoll.close()
+        events = self.backlog
+        self.backlog = []
+        while True:
+            if not events:
+                try:
+                    await trio.lowlevel.wait_readable(epoll.fileno())
+                except BaseException:  # (cancelled: the run ends, and the set with it)
+                    epoll.close()
+                    raise
+                events = epoll.poll(0)
+            for i, (fd, _) in enumerate(events):
+                callback = watchers.pop(fd, None) if watchers else None
+                if callback is None:
+                    ready.add(fd)
+                    continue
+                try:
+                    rest = callback(scope)
+                except Exception:  # (one connection's: this task serves them all)
+                    log.exception("readiness callback for descriptor %d failed", fd)
+                    continue
+                if rest is not None:
+                    self.backlog = events[i + 1 :]
+                    self._hand_over()
+                    return rest
+            events = []
+
+    def _hand_over(self) -> None:
+        """The leader goes on with a suspended handler: another pool task leads."""
+        if self.spares:
+            self.spares.unpark(count=1)
+        else:
+            self.start()
 
 
 _of_run: trio.lowlevel.RunVar[Readiness | None] = trio.lowlevel.RunVar("pipeparse_readiness")
 
 
 def readiness() -> Readiness | None:
-    """This trio run's `Readiness`, its task started at the first call; None without epoll."""
+    """This trio run's `Readiness`, its first task started at the first call; None without
+    epoll."""
     try:
         return _of_run.get()
     except LookupError:
-        service = Readiness() if hasattr(select, "epoll") else None
+        service = Readiness(contextvars.copy_context()) if hasattr(select, "epoll") else None
         _of_run.set(service)
         if service is not None:
-            trio.lowlevel.spawn_system_task(service.run, name="pipeparse readiness")
+            service.start()
         return service

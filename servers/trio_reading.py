@@ -1,17 +1,20 @@
 """Reading on the trio driver: the part of `TrioDriver` that receives, straight into the
 protocol's buffer when the stream is a socket (`ServerConnection.receive_view`).
 
-A busy pipeline's next batch is usually there already: it is read at once, with no wait and
-no timer. Only when nothing is there does the leader wait (through this run's `Readiness`, one
-edge-triggered epoll set: `servers/trio_readiness.py`), with no cancel scope of its own:
-what ends a wait early is the cancel of the leader task's own scope (`wait_scope`), by a kick
-or by this run's `ReadDeadlines` when the protocol's read deadline passes (keep-alive, header
-or body timeout, or the moment an idle connection gives its receive block back).
+On a socket the run's `Readiness` watches (Linux: one edge-triggered epoll set and a pool of
+tasks, `servers/trio_readiness.py`), no task of the connection ever waits for input. The
+leader reads what is there; when nothing is, it steps down and the socket is watched
+(`_watch_input`): the connection is idle, its tasks parked. At the socket's next edge the
+pool's leading task reads and serves it right there (`_input_came`, then
+`TrioDriver._serve_inline`): at depth 1, a request costs no wake of a connection task at all.
+The read deadline (keep-alive, header or body timeout, or the moment an idle connection gives
+its receive block back) or a kick wakes a task of the connection to lead instead. An edge is
+spent when it is served: a read that filled its buffer (`unread`) means the next receive must
+read, not watch.
 
-While no task leads (the leader's handler suspended, with nothing else to do: at depth 1, every
-request whose handler waits), the socket is watched instead (`_watch_input`): its next edge,
-the read deadline, or a kick wakes a task to lead, so a request that waits costs no wake of a
-second task until input comes.
+Elsewhere (TLS, a socket without epoll) the leader waits (`_wait_input`), with no cancel scope
+of its own: what ends a wait early is the cancel of the leader task's own scope (`wait_scope`),
+by a kick or by this run's `ReadDeadlines`.
 
 The receive size adapts: a receive that fills it doubles the next, one that brings less than a
 quarter halves it (4 KiB to 256 KiB). A base class of `TrioDriver` (over `WritesStream`).
@@ -21,6 +24,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -29,6 +34,9 @@ from pipeparse import ServerConnection
 from .heap import gave_back
 from .trio_readiness import Readiness
 from .trio_writing import WritesStream
+
+if TYPE_CHECKING:
+    from .trio_handlers import Worker
 
 __all__ = ["ReadsStream"]
 
@@ -43,10 +51,12 @@ class ReadsStream(WritesStream):
         "__weakref__",  # (`ReadDeadlines` holds drivers weakly)
         "eager_misses",
         "eager_reads",
+        "leader_vacant",
         "read_deadline",
         "read_due",
         "readiness",
         "recv_size",
+        "unread",
         "wait_scope",
         "watching",
     )
@@ -64,7 +74,11 @@ class ReadsStream(WritesStream):
     readiness: Readiness | None
     wait_scope: trio.CancelScope | None
     watching: bool
+    unread: bool
     leader_vacant: bool
+    pumping: bool
+    pending: list[Any]
+    stalled: Coroutine[Any, Any, None] | None
     done: bool
     gone: trio.Event
 
@@ -72,6 +86,9 @@ class ReadsStream(WritesStream):
         raise NotImplementedError
 
     def _wake(self, wanted: int) -> None:
+        raise NotImplementedError
+
+    def _serve_inline(self, scope: trio.CancelScope) -> Coroutine[Any, Any, None] | None:
         raise NotImplementedError
 
     # -- reading -------------------------------------------------------------------------
@@ -88,10 +105,14 @@ class ReadsStream(WritesStream):
             self._wake(1)
 
     def _watch_input(self) -> bool:
-        """No task leads: have the socket's next edge wake one (`_input_came`). False when
-        that cannot be (input is there already, or the stream is not a watched socket)."""
+        """No task leads: have the socket's next edge serve it (`_input_came`). False when
+        that cannot be: input is there already (a kept edge, or the last read filled its
+        buffer), or the stream is not a watched socket."""
         readiness = self.readiness
-        if readiness is None or self.done or not readiness.watch(self.fd, self._input_came):
+        if readiness is None or self.done or self.unread:
+            return False
+        if not readiness.watch(self.fd, self._input_came):
+            self.unread = True  # (the kept edge is forgotten: the next receive must read)
             return False
         self.watching = True
         return True
@@ -103,13 +124,32 @@ class ReadsStream(WritesStream):
         if readiness is not None:
             readiness.unwatch(self.fd)
 
-    def _input_came(self) -> None:
-        """The watched socket's edge: the edge is spent, so the next receive reads before it
-        waits; a task is woken to lead, unless one leads already."""
+    def _input_came(self, scope: trio.CancelScope) -> Coroutine[Any, Any, None] | None:
+        """The watched socket's edge (`Readiness` calls it, in its leading task, with that
+        task's cancel `scope`): when no task leads, read and serve right here
+        (`_serve_inline`); else wake a task to lead. The edge is spent on the call."""
         self.watching = False
-        self.eager_misses = 0
-        if self.leader_vacant and not self.done:
-            self._wake(1)
+        self.unread = True  # (until a read finds the socket empty)
+        if not self.leader_vacant or self.done:
+            return None
+        if (
+            self.pumping or self.pending or self.stalled is not None or self.read_due
+            or not self.conn.reading
+        ):  # fmt: skip
+            self._wake(1)  # (to lead: it does what else there is, or waits for a resume)
+            return None
+        size = self.recv_size
+        try:
+            n = self._read_ready(size)
+        except OSError:
+            self._end()
+            return None
+        if n < 0:  # (an edge from before a read that took everything)
+            if not self._watch_input():
+                self._wake(1)
+            return None
+        self._received(size, n)
+        return self._serve_inline(scope)
 
     def _interrupt_wait(self) -> None:
         """End the leader's wait for input, if it waits: its scope is cancelled (and
@@ -119,13 +159,46 @@ class ReadsStream(WritesStream):
             self.wait_scope = None
             scope.cancel()
 
-    async def _receive(self, scope: trio.CancelScope, task: trio.lowlevel.Task) -> None:
-        """One receive into the protocol's buffer. Reads at once what is there; waits (until
-        the read deadline) only when nothing is, in the leader's own cancel `scope`: a kick
-        or the deadline cancels it (`_interrupt_wait`), which ends the wait with
-        `trio.Cancelled` (`TrioDriver.work` goes on leading in a new scope). `task`: the
-        leader's (the current one)."""
+    async def _receive(self, worker: Worker) -> None:
+        """One receive into the protocol's buffer, by the leader (`worker`). On a watched
+        socket it never waits: with nothing to read, the leader steps down and the socket is
+        watched (`_watch_input`; the connection is idle). Elsewhere it waits (`_wait_input`)."""
         size = self.recv_size
+        if self.readiness is None:
+            n = await self._wait_input(worker, size)
+        else:
+            while True:
+                if self.done:
+                    return
+                if self.read_due:
+                    self._read_expired()
+                    return
+                if self._watch_input():
+                    worker.leading = False
+                    self.leader_vacant = True
+                    return
+                try:
+                    n = self._read_ready(size)
+                except OSError:
+                    self._end()
+                    return
+                if n >= 0:
+                    break
+            # Every fourth receive in a row yields, so a client that never pauses cannot
+            # starve the others.
+            self.eager_reads += 1
+            if self.eager_reads >= 4:
+                self.eager_reads = 0
+                await trio.lowlevel.checkpoint()
+        if n >= 0:
+            self._received(size, n)
+
+    async def _wait_input(self, worker: Worker, size: int) -> int:
+        """A receive that waits for input when there is none (a socket no `Readiness`
+        watches, or a stream): the bytes read, or -1 (the connection ended, or the wait was
+        interrupted). It waits in the leader's own cancel scope: a kick or the deadline
+        cancels it (`_interrupt_wait`), which ends the wait with `trio.Cancelled`
+        (`TrioDriver.work` goes on leading in a new scope)."""
         n = -1
         # A busy pipeline's next batch is usually there already: read it at once, no timer.
         # A client that waits for each batch's answers (wrk) never has it there: after two
@@ -133,51 +206,48 @@ class ReadsStream(WritesStream):
         misses = self.eager_misses
         if self.fd < 0:
             pass  # not a socket: the stream's own receive_some
-        elif misses >= 2 and misses & 7:
+        elif misses >= 2 and misses & 7 and not self.unread:
             self.eager_misses = misses + 1
         else:
             try:
                 n = self._read_ready(size)
             except OSError:
                 self._end()
-                return
+                return -1
             if n < 0:
                 self.eager_misses = misses + 1
             else:
                 self.eager_misses = 0
-                # Every fourth receive that did not wait yields anyway, so a client that
-                # never pauses cannot starve the others.
                 self.eager_reads += 1
                 if self.eager_reads >= 4:
                     self.eager_reads = 0
                     await trio.lowlevel.checkpoint()
-        if n < 0:  # wait (inline: one coroutine less per wait, which at depth 1 is per request)
-            self.eager_reads = 0
-            if self.read_due:
-                self._read_expired()
-                return
-            self.wait_scope = scope
-            try:
-                readiness = self.readiness
-                if readiness is not None:
-                    while n < 0:
-                        await readiness.wait(self.fd, task)
-                        n = self._read_ready(size)
-                elif self.fd >= 0:
-                    while n < 0:
-                        await trio.lowlevel.wait_readable(self.fd)
-                        n = self._read_ready(size)
-                else:
-                    data = await self.stream.receive_some(size)
-                    n = len(data)
-                    self.conn.receive_data(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                self.wait_scope = None
-                self._end()
-                return
-            if self.wait_scope is None:  # interrupted as the input came: the cancel ends it
-                await trio.lowlevel.checkpoint()
+                return n
+        self.eager_reads = 0
+        if self.read_due:
+            self._read_expired()
+            return -1
+        self.wait_scope = worker.scope
+        try:
+            if self.fd >= 0:
+                while n < 0:
+                    await trio.lowlevel.wait_readable(self.fd)
+                    n = self._read_ready(size)
+            else:
+                data = await self.stream.receive_some(size)
+                n = len(data)
+                self.conn.receive_data(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             self.wait_scope = None
+            self._end()
+            return -1
+        if self.wait_scope is None:  # interrupted as the input came: the cancel ends it
+            await trio.lowlevel.checkpoint()
+        self.wait_scope = None
+        return n
+
+    def _received(self, size: int, n: int) -> None:
+        """After a receive of `n` bytes, when at most `size` were asked for."""
         if n == 0:
             self.gone.set()  # ASGI's http.disconnect: the client closed its side
             return
@@ -197,24 +267,24 @@ class ReadsStream(WritesStream):
             try:
                 data = os.read(self.fd, size)
             except BlockingIOError:
+                self.unread = False
                 return -1
             n = len(data)
-            if n == size:
-                self.eager_misses = 0  # (see below)
+            self.unread = n == size  # (see below)
             conn.receive_data(data)
             return n
         room = len(view)
         try:
             n = os.readv(self.fd, [view])
         except BlockingIOError:
+            self.unread = False
             return -1
         finally:
             view.release()
-        if n == room:
-            # Full: more may be there, and the edge that announced it is spent (the wait is
-            # edge-triggered). The next receive must read before it waits, or a client whose
-            # send is blocked on a full socket would wait for an edge that never comes.
-            self.eager_misses = 0
+        # Full: more may be there, and the edge that announced it is spent (the wait is
+        # edge-triggered). The next receive must read before it waits, or a client whose
+        # send is blocked on a full socket would wait for an edge that never comes.
+        self.unread = n == room
         conn.received(n)
         return n
 

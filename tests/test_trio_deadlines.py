@@ -1,5 +1,5 @@
 """The read deadlines of the trio driver (`servers/trio_deadlines.ReadDeadlines`), and the wait
-for input they end (`ReadsStream._wait_and_receive`), without a client.
+for input they end (`ReadsStream._wait_input`), without a client.
 
 The service must tell each waiter of each deadline it added, in deadline order and at that
 deadline (a deadline added while it sleeps for a later one wakes it sooner), hold waiters
@@ -20,6 +20,7 @@ from pipeparse.servers.config import ServerConfig
 from pipeparse.servers.handlers import resolve_app
 from pipeparse.servers.trio_deadlines import DeadlineTicket, read_deadlines
 from pipeparse.servers.trio_driver import TrioDriver
+from pipeparse.servers.trio_handlers import Worker
 
 
 class Waiter:
@@ -84,11 +85,13 @@ async def test_an_interrupt_that_comes_with_the_input_keeps_it_and_ends_the_wait
     ours, theirs = trio.socket.socketpair()
     handler = resolve_app(plaintext, "native").handler
     driver = InterruptedAsItReads(trio.SocketStream(ours), handler, ServerConfig(), None)
+    driver.unwatch()  # (a socket the run's `Readiness` watches is never waited on)
     await theirs.send(b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n")
     driver.eager_misses = 2  # (it waits, instead of trying to read at once)
+    driver.unread = False
     went_on = False
     with trio.CancelScope() as scope:
-        await driver._receive(scope, trio.lowlevel.current_task())
+        await driver._receive(Worker(scope, True))
         went_on = True  # (without the cancel taken there, the next checkpoint would get it)
     assert scope.cancelled_caught and not went_on
     assert driver.wait_scope is None

@@ -1,13 +1,13 @@
-"""The trio driver's wait for input (`servers/trio_readiness.Readiness`), over socket pairs.
+"""The trio driver's input (`servers/trio_readiness.Readiness`), over socket pairs.
 
-A wait must end when data arrives, and at once for data that was there before the socket was
-registered or that came while nobody waited (an edge is kept, not lost); a cancelled wait
-leaves nothing behind; two waits on one socket are an error, as with trio's; and a socket the
-driver served is no longer watched once its connection ends, so its descriptor number can be
-reused. While the driver's only task runs a handler that waits, the socket is watched instead
-of waited on: input, the end of the stream, or a kick still gets a task to lead, and a request
-whose handler waits costs no wake of a second task. No sleeps: the tests wait until every task
-is blocked.
+A watch is called once at its socket's next edge; data that was there before the socket was
+registered, or that came while nobody watched, is an edge kept (`watch` says so), not lost; a
+failing callback harms no other socket; a callback whose handler must wait goes on in its task
+while another task of the pool leads; and a socket the driver served is no longer watched once
+its connection ends, so its descriptor number can be reused. Through the driver: input that
+comes while the connection's only task runs a handler that waits is served, the end of the
+stream reaches such a handler, and a request costs no wake of a task beyond its read and its
+handler's wake. No sleeps: the tests wait until every task is blocked.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from __future__ import annotations
 import os
 import select
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -54,73 +55,96 @@ async def watched_pair(
             watch.unregister(ours.fileno())
 
 
-async def test_a_wait_ends_when_data_arrives() -> None:
-    async with watched_pair() as (watch, fd, _, theirs):
-        woke: list[bool] = []
-        async with trio.open_nursery() as nursery:
+async def test_a_watch_is_called_once_at_the_next_edge() -> None:
+    async with watched_pair() as (watch, fd, ours, theirs):
+        calls: list[trio.CancelScope] = []
+        assert watch.watch(fd, lambda scope: calls.append(scope))
+        await trio.testing.wait_all_tasks_blocked()
+        assert calls == []  # nothing to read: no call
+        await theirs.send(b"x")
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(calls) == 1 and fd not in watch.watchers  # once, then dropped
+        assert await ours.recv(10) == b"x"
+        await theirs.send(b"y")  # an edge with no watch is kept, not served
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(calls) == 1 and fd in watch.ready
 
-            async def waiter() -> None:
-                await watch.wait(fd)
-                woke.append(True)
 
-            nursery.start_soon(waiter)
-            await trio.testing.wait_all_tasks_blocked()
-            assert woke == []  # nothing to read: it waits
-            await theirs.send(b"x")
-        assert woke == [True]
-
-
-async def test_data_already_there_and_an_edge_nobody_waited_for_are_kept() -> None:
+async def test_data_already_there_and_an_edge_nobody_watched_for_are_kept() -> None:
     # readable already as it is registered: that counts as an edge
     async with watched_pair(before=b"before") as (watch, fd, ours, theirs):
-        with trio.fail_after(5):
-            await watch.wait(fd)
+        await trio.testing.wait_all_tasks_blocked()  # the pool takes the edge now
+        assert not watch.watch(fd, lambda scope: None)  # kept: the caller reads
         assert await ours.recv(100) == b"before"
-        await theirs.send(b"while nobody waits")
-        await trio.testing.wait_all_tasks_blocked()  # the service takes the edge now
-        with trio.fail_after(5):
-            await watch.wait(fd)
-        assert await ours.recv(100) == b"while nobody waits"
+        assert watch.watch(fd, lambda scope: None)  # (forgotten once told)
+        watch.unwatch(fd)
+        await theirs.send(b"while nobody watches")
+        await trio.testing.wait_all_tasks_blocked()
+        assert not watch.watch(fd, lambda scope: None)
+        assert await ours.recv(100) == b"while nobody watches"
 
 
-async def test_a_cancelled_wait_leaves_nothing_and_two_waits_are_an_error() -> None:
-    async with watched_pair() as (watch, fd, _, _):
-        with trio.CancelScope() as scope:
-            scope.cancel()
-            await watch.wait(fd)
-        assert scope.cancelled_caught and fd not in watch.waiting
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch.wait, fd)
-            await trio.testing.wait_all_tasks_blocked()
-            try:
-                await watch.wait(fd)
-            except trio.BusyResourceError:
-                busy = True
-            else:
-                busy = False
-            nursery.cancel_scope.cancel()
-        assert busy and fd not in watch.waiting
-
-
-async def test_a_watch_is_called_once_at_the_next_edge_and_a_failing_one_harms_no_other(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+async def test_a_failing_watch_harms_no_other(caplog: pytest.LogCaptureFixture) -> None:
     async with watched_pair() as (watch, fd, ours, theirs), watched_pair() as (_, fd2, _, theirs2):
         calls: list[int] = []
 
-        def fails() -> None:
+        def fails(_: trio.CancelScope) -> None:
             calls.append(fd)
             raise RuntimeError("boom")
 
         assert watch.watch(fd, fails)
         await theirs.send(b"x")
         await trio.testing.wait_all_tasks_blocked()
-        assert calls == [fd] and fd not in watch.watchers  # once, then dropped
+        assert calls == [fd] and fd not in watch.watchers
         assert "readiness callback" in caplog.text
         assert await ours.recv(10) == b"x"  # (the edge was spent on the call)
-        with trio.fail_after(5):  # the service still serves every other socket
+        served = trio.Event()
+        assert watch.watch(fd2, lambda scope: served.set())
+        with trio.fail_after(5):  # the pool still serves every other socket
             await theirs2.send(b"y")
-            await watch.wait(fd2)
+            await served.wait()
+
+
+async def test_a_callback_that_must_wait_goes_on_in_its_task_while_another_leads() -> None:
+    """The rest of a callback (a handler that suspended) runs in the task that called it, in
+    the cancel scope it was given; meanwhile another task of the pool serves the sockets."""
+    async with watched_pair() as (watch, fd, _, theirs), watched_pair() as (_, fd2, _, theirs2):
+        release = trio.Event()
+        events: list[str] = []
+        scopes: list[trio.CancelScope] = []
+
+        async def rest() -> None:
+            events.append("waits")
+            try:
+                await release.wait()
+            except trio.Cancelled:
+                events.append("cancelled")
+                raise
+            events.append("released")
+
+        def must_wait(scope: trio.CancelScope) -> Coroutine[Any, Any, None]:
+            scopes.append(scope)
+            return rest()
+
+        for _ in range(2):  # the second time, in a task the pool kept
+            assert watch.watch(fd, must_wait)
+            await theirs.send(b"x")
+            await trio.testing.wait_all_tasks_blocked()
+            assert events[-1] == "waits"
+            served: list[trio.CancelScope] = []
+            assert watch.watch(fd2, served.append)
+            await theirs2.send(b"y")
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(served) == 1  # another task leads meanwhile
+            if len(scopes) == 1:
+                release.set()
+                await trio.testing.wait_all_tasks_blocked()
+                assert events == ["waits", "released"]
+                release = trio.Event()
+            else:
+                scopes[-1].cancel()  # the scope it was given cancels the rest
+                await trio.testing.wait_all_tasks_blocked()
+                assert events == ["waits", "released", "waits", "cancelled"]
 
 
 async def test_a_served_socket_is_unwatched_before_it_is_closed() -> None:
@@ -189,7 +213,7 @@ async def test_input_that_comes_while_the_reader_handler_waits_is_read() -> None
             )
             await theirs.send(get("/wait"))
             await trio.testing.wait_all_tasks_blocked()
-            assert fd in service().watchers and fd not in service().waiting
+            assert fd in service().watchers
             await theirs.send(get("/go"))
             got = await read_responses(theirs, 2)
             assert got.index(b"/wait!") < got.index(b"/go!")
@@ -223,8 +247,9 @@ async def test_the_end_of_the_stream_reaches_a_waiting_handler_through_the_watch
 async def test_a_request_whose_handler_waits_wakes_no_second_task(
     mock_clock: trio.testing.MockClock,
 ) -> None:
-    """Each request: the reader wakes for it, and its handler's task wakes once when its
-    wait ends; nothing else (a task woken to read in its place, a pass to gather answers).
+    """Each request: the pool's leader wakes for its input (and serves it in line), another
+    task of the pool takes the lead as its handler waits, and its handler's task wakes once
+    when its wait ends; nothing else (a task of the connection woken, a pass to gather).
     Time stands still (`mock_clock`), so no timer (the idle trim, the request timeouts'
     watchdog) wakes a task however slow the machine is."""
 
@@ -257,8 +282,9 @@ async def test_a_request_whose_handler_waits_wakes_no_second_task(
             trio.lowlevel.remove_instrument(steps)
             nursery.cancel_scope.cancel()
     me = trio.lowlevel.current_task().name
-    served = sum(n for name, n in steps.steps.items() if name not in (me, "pipeparse readiness"))
-    assert served <= 2 * count + 2, steps.steps
+    pool = steps.steps.pop("pipeparse readiness", 0)
+    connection = sum(n for name, n in steps.steps.items() if name != me)
+    assert pool <= 3 * count + 2 and connection <= 2, (pool, steps.steps)
 
 
 async def test_an_upload_larger_than_the_socket_buffers_is_read_to_its_end() -> None:

@@ -46,6 +46,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import trio
+from trio.lowlevel import Abort, RaiseCancelT, Task, reschedule, wait_task_rescheduled
 
 from pipeparse import (
     ConnectionTimeouts,
@@ -257,7 +258,7 @@ class TrioDriver(RunsHandlers):
         self.tasks = 1
         self.generation = 0  # bumped to end the parked followers (`_retire_helpers`)
         self.leader_vacant = False
-        self.followers = trio.lowlevel.ParkingLot()
+        self.followers: list[Task] = []  # parked tasks of the connection (`_park`)
         self.progress = trio.lowlevel.ParkingLot()  # the leader waits here when it may not read
         self.progress_waiting = 0  # tasks in `progress` (its own count is a Python call away)
         self.flush_pending = False
@@ -293,7 +294,7 @@ class TrioDriver(RunsHandlers):
                         await self._pump(worker)  # help: run the requests that may start
                     else:
                         generation = self.generation
-                        await self.followers.park()  # unparked: to lead, to help, or done
+                        await self._park(worker.task)  # woken: to lead, to help, or done
                         if self.generation != generation:  # (`_retire_helpers`)
                             self.tasks -= 1
                             return
@@ -341,12 +342,25 @@ class TrioDriver(RunsHandlers):
         finally:
             self.progress_waiting -= 1
 
+    async def _park(self, task: Task) -> None:
+        """Park `task` (the current one) as a follower, until `_wake` or the end. (A list and
+        trio's wait, not a `ParkingLot`: an idle connection's task waits here, and a lot's
+        ordered dict cost each one about 0.3 KiB more.)"""
+        followers = self.followers
+        followers.append(task)
+
+        def abort(_: RaiseCancelT) -> Abort:
+            followers.remove(task)
+            return Abort.SUCCEEDED
+
+        await wait_task_rescheduled(abort)
+
     def _wake(self, wanted: int) -> None:
         """Wake (or spawn) `wanted` tasks to lead or help."""
         followers = self.followers
         woken = min(wanted, len(followers))
-        if woken:
-            followers.unpark(count=woken)
+        for _ in range(woken):
+            reschedule(followers.pop())
         spawn = min(wanted - woken, self.config.max_in_flight + 1 - self.tasks)
         for _ in range(spawn):
             self.tasks += 1
@@ -370,9 +384,14 @@ class TrioDriver(RunsHandlers):
         if self.stalled is not None:
             self.stalled.close()
             self.stalled = None
-        self.followers.unpark_all()
+        self._wake_followers()
         self.progress.unpark_all()
         self.nursery.cancel_scope.cancel()
+
+    def _wake_followers(self) -> None:
+        followers = self.followers
+        while followers:
+            reschedule(followers.pop())
 
     def end(self) -> None:
         """The connection's task was cancelled (the server stops): end it all."""
@@ -383,7 +402,7 @@ class TrioDriver(RunsHandlers):
         an idle watchdog), so it is one waiting task again."""
         if self.followers:
             self.generation += 1  # every follower parked now sees it and ends
-            self.followers.unpark_all()
+            self._wake_followers()
         if self.timers is not None and self.timers.retire():
             self.timers = None
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import select
+import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
@@ -318,3 +319,127 @@ async def test_an_upload_larger_than_the_socket_buffers_is_read_to_its_end() -> 
                         answer += chunk
                     assert b'"body_len":5000000' in answer
                     nursery.cancel_scope.cancel()
+
+
+# --- serving in the pool's tasks -------------------------------------------------------------
+
+
+async def idle_connection(
+    nursery: trio.Nursery, app: object, config: ServerConfig | None = None
+) -> tuple[int, trio.socket.SocketType]:
+    """A connection served with native `app`, idle (its socket watched, its task parked): the
+    next request is read and served by the run's `Readiness` pool."""
+    ours, theirs = trio.socket.socketpair()
+    handler = native_handler(app)  # type: ignore[arg-type]
+    nursery.start_soon(serve_connection, trio.SocketStream(ours), handler, config or ServerConfig())
+    await trio.testing.wait_all_tasks_blocked()
+    assert ours.fileno() in service().watchers
+    return ours.fileno(), theirs
+
+
+async def test_a_write_the_socket_cannot_take_goes_on_in_a_task_of_the_connection() -> None:
+    """The pool's leader serves every connection: it must not wait for one client's socket. A
+    response larger than the socket buffers is finished by a task of the connection, whole,
+    and the pool serves other connections meanwhile."""
+    body = os.urandom(4 * 1024 * 1024)
+
+    @native
+    async def app(request: HttpRequest) -> Response:
+        return Response(body if request.target == b"/big" else b"small!")
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            _, slow = await idle_connection(nursery, app)
+            _, other = await idle_connection(nursery, app)
+            with slow, other:
+                await slow.send(get("/big"))  # and does not read yet
+                await trio.testing.wait_all_tasks_blocked()
+                await other.send(get("/"))
+                assert (await read_responses(other, 1)).endswith(b"small!")
+                got = b""
+                while len(got) < len(body) or not got.endswith(body[-100:]):
+                    got += await slow.recv(1 << 20)
+                assert got.endswith(body) and got.startswith(b"HTTP/1.1 200 ")
+                await slow.send(get("/"))  # the connection goes on
+                assert (await read_responses(slow, 1)).endswith(b"small!")
+                nursery.cancel_scope.cancel()
+
+
+async def test_a_connection_closes_only_once_the_handler_in_a_pool_task_answered() -> None:
+    """The client sends a request and half-closes: the protocol answers it, then closes. The
+    handler runs in a pool task, outside the connection's nursery: the stream must not be
+    closed under it."""
+    go = trio.Event()
+
+    @native
+    async def app(request: HttpRequest) -> Response:
+        await go.wait()
+        return Response(b"late!")
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            _, theirs = await idle_connection(nursery, app)
+            with theirs:
+                await theirs.send(get("/"))
+                theirs.shutdown(socket.SHUT_WR)
+                await trio.testing.wait_all_tasks_blocked()
+                go.set()
+                got = b""
+                while chunk := await theirs.recv(4096):
+                    got += chunk
+        assert got.startswith(b"HTTP/1.1 200 ") and got.endswith(b"late!")
+
+
+async def test_the_end_of_a_connection_cancels_its_handler_in_a_pool_task() -> None:
+    """A server that stops cancels its connections: a handler that a pool task runs is not in
+    the connection's nursery, so the connection cancels it itself."""
+    events: list[str] = []
+
+    @native
+    async def app(request: HttpRequest) -> Response:
+        try:
+            await trio.sleep_forever()
+        finally:
+            events.append("ended")
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as outer:
+            async with trio.open_nursery() as nursery:
+                _, theirs = await idle_connection(nursery, app)
+                await theirs.send(get("/"))
+                await trio.testing.wait_all_tasks_blocked()
+                assert events == []  # it runs, in a pool task
+                nursery.cancel_scope.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            assert events == ["ended"]
+            theirs.close()
+            outer.cancel_scope.cancel()
+
+
+async def test_a_request_timeout_cancels_a_handler_in_a_pool_task(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    events: list[str] = []
+
+    @native
+    async def app(request: HttpRequest) -> Response:
+        if request.target == b"/slow":
+            try:
+                await trio.sleep_forever()
+            except trio.Cancelled:
+                events.append("cancelled")
+                raise
+        return Response(b"fast!")
+
+    async with trio.open_nursery() as nursery:
+        _, theirs = await idle_connection(nursery, app, ServerConfig(request_timeout=5))
+        with theirs:
+            await theirs.send(get("/slow"))
+            got = b""
+            while b"503" not in got:
+                got += await theirs.recv(4096)
+            await trio.testing.wait_all_tasks_blocked()
+            assert events == ["cancelled"]
+            await theirs.send(get("/"))  # the connection goes on
+            assert (await read_responses(theirs, 1)).endswith(b"fast!")
+            nursery.cancel_scope.cancel()

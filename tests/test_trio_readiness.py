@@ -429,6 +429,8 @@ async def test_a_request_timeout_cancels_a_handler_in_a_pool_task(
             except trio.Cancelled:
                 events.append("cancelled")
                 raise
+        if request.target == b"/nap":
+            await trio.sleep(1)
         return Response(b"fast!")
 
     async with trio.open_nursery() as nursery:
@@ -442,4 +444,7 @@ async def test_a_request_timeout_cancels_a_handler_in_a_pool_task(
             assert events == ["cancelled"]
             await theirs.send(get("/"))  # the connection goes on
             assert (await read_responses(theirs, 1)).endswith(b"fast!")
+            for _ in range(4):  # and the pool (the task whose scope was cancelled too)
+                await theirs.send(get("/nap"))
+                assert (await read_responses(theirs, 1)).endswith(b"fast!")
             nursery.cancel_scope.cancel()

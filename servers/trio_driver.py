@@ -74,12 +74,11 @@ from .config import ServerConfig
 from .listen import current_shutdown, log_access
 from .protocol import Handler, native_of
 from .shutdown import ShutdownSignal
-from .sink import ConnectionSink
 from .tls import close_stream
 from .trio_bodies import NoBody, StreamedBody
 from .trio_clock import run_clock
 from .trio_deadlines import DeadlineTicket, read_deadlines
-from .trio_handlers import RunsHandlers, Worker
+from .trio_handlers import RunsHandlers, Step, Worker
 from .trio_readiness import readiness
 from .trio_reading import MAX_RECV, MIN_RECV
 from .trio_timers import RequestTimers
@@ -96,9 +95,6 @@ _NONE: list[Any] = []  # (never appended to)
 _date = HttpDate()  # one per process: a connection's objects are its idle cost
 _timeouts: dict[int, tuple[ServerConfig, ConnectionTimeouts]] = {}
 _WORKER = "pipeparse.servers.trio_driver.TrioDriver.work"  # (a compiled method has no qualname)
-# What `TrioDriver._perform` stopped at: nothing, a write to await, or a handler that suspended.
-_Suspended = tuple[Start, Coroutine[Any, Any, Any], Any, "ConnectionSink | None"]
-_Step = Coroutine[Any, Any, None] | _Suspended | None
 
 
 def _timeouts_of(config: ServerConfig) -> ConnectionTimeouts:
@@ -194,9 +190,7 @@ class TrioDriver(RunsHandlers):
         "outside",
         "progress",
         "progress_waiting",
-        "pumping",
         "running",
-        "stalled",
         "stream",
         "tasks",
         "timers",
@@ -454,7 +448,7 @@ class TrioDriver(RunsHandlers):
         if self.pending and not starts:
             self._kick()
 
-    def _perform(self, starts: bool) -> _Step:
+    def _perform(self, starts: bool) -> Step:
         """Perform the protocol's actions with no await (the caller holds `pumping`), until
         none is left (None) or one must be awaited: a write that waits for room (its
         coroutine; then perform again) or a handler that suspended (its `Start`, coroutine,
@@ -516,51 +510,6 @@ class TrioDriver(RunsHandlers):
                 if type(action) is Timer:
                     self._timer(action)
         return None
-
-    def _serve_inline(self, scope: trio.CancelScope) -> Coroutine[Any, Any, None] | None:
-        """Input was read by the run's `Readiness` pool, in its leading task (`_input_came`):
-        perform what follows right there. None when all is done; else the rest to go on
-        with in that task (a handler suspended: `_run_pooled`, cancelled through `scope`).
-        A write that must wait for room is left to a task of the connection."""
-        self.pumping = True
-        try:
-            step = self._perform(True)
-        finally:
-            self.pumping = False
-        if self.progress_waiting:
-            self.progress.unpark_all()
-        if isinstance(step, tuple):
-            return self._run_pooled(Worker(scope, False), *step)
-        if step is not None:
-            self.stalled = step
-            self._wake(1)
-            return None
-        self._settle()
-        return None
-
-    async def _run_pooled(
-        self, worker: Worker, start: Start, coro: Coroutine[Any, Any, Any], trap: Any,
-        sink: ConnectionSink | None,
-    ) -> None:  # fmt: skip
-        """A handler that suspended in a task of the `Readiness` pool goes on there (the pool
-        has another task lead); `serve_connection` waits for it before it closes."""
-        self.outside.append(worker)
-        try:
-            await self._run_suspended(worker, start, coro, trap, sink)
-        finally:
-            self.outside.remove(worker)
-            if self.progress_waiting:
-                self.progress.unpark_all()
-        self._settle()
-
-    def _settle(self) -> None:
-        """A task that does not lead performed: if no task leads, have the socket watched,
-        or wake a task to lead when there is more to do than wait for input."""
-        if self.done or not self.leader_vacant or self.watching or self.pumping:
-            return
-        idle = not self.pending and self.stalled is None and self.conn.reading
-        if not idle or not self._watch_input():
-            self._wake(1)
 
     def _timer(self, action: Timer) -> None:
         key, deadline = action.key, action.deadline

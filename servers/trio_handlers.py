@@ -2,7 +2,10 @@
 
 A handler runs inline (the shared trampoline, `servers/trampoline.py`); its response goes to
 the protocol (`ServerConnection.respond`, or a `ConnectionSink`); one that suspends goes on in
-the task it suspended in, which frees the leader role first (`_run_suspended`). A base class,
+the task it suspended in, which frees the leader role first (`_run_suspended`). That task may
+be one of the run's `Readiness` pool, which performs the input it read in line
+(`_serve_inline`): the handler then goes on there (`_run_pooled`), outside the connection's
+nursery. A base class,
 so `TrioDriver` stays one class per concern; the state it reads is `TrioDriver`'s.
 """
 
@@ -29,7 +32,7 @@ from .trampoline import run_inline
 from .trio_bodies import NoBody, StreamedBody
 from .trio_reading import ReadsStream
 
-__all__ = ["RunsHandlers", "Worker"]
+__all__ = ["RunsHandlers", "Step", "Worker"]
 
 log = logging.getLogger("pipeparse.server")
 
@@ -55,6 +58,15 @@ class Worker:
         self.target = b""
 
 
+# What `TrioDriver._perform` stopped at: nothing, a write to await, or a handler that suspended
+# (its `Start`, coroutine, trap and sink).
+Step = (
+    Coroutine[Any, Any, None]
+    | tuple[Start, Coroutine[Any, Any, Any], Any, ConnectionSink | None]
+    | None
+)
+
+
 class RunsHandlers(ReadsStream):
     """See the module comment; every attribute is set by `TrioDriver.__init__`. (It
     derives from `ReadsStream` only because just one slotted base may define a layout.)"""
@@ -63,6 +75,8 @@ class RunsHandlers(ReadsStream):
         "error_logged",
         "flush_pending",
         "pending",
+        "pumping",
+        "stalled",
     )
 
     conn: ServerConnection
@@ -82,8 +96,14 @@ class RunsHandlers(ReadsStream):
     error_logged: bool
     done: bool
     gone: trio.Event
+    progress: trio.lowlevel.ParkingLot
+    progress_waiting: int
+    outside: list[Worker]
 
     def _kick(self) -> None:
+        raise NotImplementedError
+
+    def _perform(self, starts: bool) -> Step:
         raise NotImplementedError
 
     def _timer(self, action: Timer) -> None:
@@ -140,6 +160,51 @@ class RunsHandlers(ReadsStream):
             self._failed(start, exc)
             return None
         return coro, trap, sink
+
+    def _serve_inline(self, scope: trio.CancelScope) -> Coroutine[Any, Any, None] | None:
+        """Input was read by the run's `Readiness` pool, in its leading task (`_input_came`):
+        perform what follows right there. None when all is done; else the rest to go on
+        with in that task (a handler suspended: `_run_pooled`, cancelled through `scope`).
+        A write that must wait for room is left to a task of the connection."""
+        self.pumping = True
+        try:
+            step = self._perform(True)
+        finally:
+            self.pumping = False
+        if self.progress_waiting:
+            self.progress.unpark_all()
+        if isinstance(step, tuple):
+            return self._run_pooled(Worker(scope, False), *step)
+        if step is not None:
+            self.stalled = step
+            self._wake(1)
+            return None
+        self._settle()
+        return None
+
+    async def _run_pooled(
+        self, worker: Worker, start: Start, coro: Coroutine[Any, Any, Any], trap: Any,
+        sink: ConnectionSink | None,
+    ) -> None:  # fmt: skip
+        """A handler that suspended in a task of the `Readiness` pool goes on there (the pool
+        has another task lead); `serve_connection` waits for it before it closes."""
+        self.outside.append(worker)
+        try:
+            await self._run_suspended(worker, start, coro, trap, sink)
+        finally:
+            self.outside.remove(worker)
+            if self.progress_waiting:
+                self.progress.unpark_all()
+        self._settle()
+
+    def _settle(self) -> None:
+        """A task that does not lead performed: if no task leads, have the socket watched,
+        or wake a task to lead when there is more to do than wait for input."""
+        if self.done or not self.leader_vacant or self.watching or self.pumping:
+            return
+        idle = not self.pending and self.stalled is None and self.conn.reading
+        if not idle or not self._watch_input():
+            self._wake(1)
 
     def _new_sink(self, seq: int) -> ConnectionSink:
         return ConnectionSink(self, seq)

@@ -82,6 +82,7 @@ from .trio_handlers import RunsHandlers, Step, Worker
 from .trio_readiness import readiness
 from .trio_reading import MAX_RECV, MIN_RECV
 from .trio_timers import RequestTimers
+from .trio_writing import FLUSH_AT
 from .websocket import websocket_of
 from .websocket_trio import serve_websocket
 
@@ -89,7 +90,6 @@ __all__ = ["serve_connection"]
 
 log = logging.getLogger("pipeparse.server")
 
-_FLUSH_AT = 64 * 1024  # output bytes written without waiting for the batch to end
 _TIMED_OUT = len(b"503 Service Unavailable\n")
 _NONE: list[Any] = []  # (never appended to)
 _date = HttpDate()  # one per process: a connection's objects are its idle cost
@@ -143,7 +143,10 @@ async def serve_connection(
         elif driver.lingering:
             await driver.linger_close()
     except BaseException:  # (not `finally`: see `servers/asgi.py`, `AsgiHandler.__call__`)
-        driver.end()  # (its handlers in the pool's tasks are cancelled too)
+        driver.end()  # (its handlers in the pool's tasks are cancelled too) ...
+        with trio.CancelScope(shield=True):  # ... and waited for, as a nursery waits
+            while driver.outside:
+                await driver.wait_progress()
         await _release(driver, stream, shutdown)
         raise
     await _release(driver, stream, shutdown)
@@ -245,6 +248,7 @@ class TrioDriver(RunsHandlers):
         self.pending: list[Any] = _NONE  # actions taken from the protocol, not yet done
         self.stalled: Coroutine[Any, Any, None] | None = None  # a write left for a task
         self.pumping = False  # a task performs actions
+        self.starting = False  # a handler's first step runs inline, in the task that performs
         self.done = False
         self.lingering = False
         self.upgrade: Upgrade | None = None
@@ -471,11 +475,15 @@ class TrioDriver(RunsHandlers):
                 if not starts:
                     self.pending = actions[i - 1 :]
                     return None
-                suspended = self._start(action)
+                self.starting = True  # (see `stream_out`)
+                try:
+                    suspended = self._start(action)
+                finally:
+                    self.starting = False
                 if suspended is not None:
                     self.pending = actions[i:]
                     return (action, *suspended)
-                if self.flush_each or conn.responses.out_size >= _FLUSH_AT:
+                if self.flush_each or conn.responses.out_size >= FLUSH_AT:
                     actions = conn.actions() + actions[i:]
                     i = 0
             elif kind is Write:
@@ -558,15 +566,6 @@ class TrioDriver(RunsHandlers):
         now, and leave the rest (a `Start`) to the leader."""
         await self._pump(None, starts=False)
         self._kick()
-
-    # -- writing -------------------------------------------------------------------------
-
-    async def stream_out(self) -> None:
-        """A handler reported a streamed piece: write it (if no other task is writing), and
-        wait while the output is over its high-water mark."""
-        await self._pump(None, starts=False)
-        while self.pumping and self.conn.responses.out_size > _FLUSH_AT and not self.done:
-            await self.wait_progress()  # another task is writing: wait for it
 
     # -- the end -------------------------------------------------------------------------
 

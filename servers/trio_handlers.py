@@ -31,6 +31,7 @@ from .trampoline import resume as _resume
 from .trampoline import run_inline
 from .trio_bodies import NoBody, StreamedBody
 from .trio_reading import ReadsStream
+from .trio_writing import FLUSH_AT
 
 __all__ = ["RunsHandlers", "Step", "Worker"]
 
@@ -77,6 +78,7 @@ class RunsHandlers(ReadsStream):
         "pending",
         "pumping",
         "stalled",
+        "starting",
     )
 
     conn: ServerConnection
@@ -98,6 +100,7 @@ class RunsHandlers(ReadsStream):
     gone: trio.Event
     progress: trio.lowlevel.ParkingLot
     progress_waiting: int
+    starting: bool
     outside: list[Worker]
 
     def _kick(self) -> None:
@@ -115,7 +118,7 @@ class RunsHandlers(ReadsStream):
     async def perform_soon(self) -> None:
         raise NotImplementedError
 
-    async def stream_out(self) -> None:
+    async def wait_progress(self) -> None:
         raise NotImplementedError
 
     # -- running handlers ----------------------------------------------------------------
@@ -191,6 +194,16 @@ class RunsHandlers(ReadsStream):
         self.outside.append(worker)
         try:
             await self._run_suspended(worker, start, coro, trap, sink)
+        except Exception:  # (a bug of the driver's: it must not reach the pool)
+            log.exception("serving a connection failed")
+            self._end()
+        except BaseExceptionGroup as group:  # a cancelled handler's nursery, say
+            cancelled, errors = group.split(trio.Cancelled)
+            if errors is not None:  # (in a task of the connection, they would end it)
+                log.error("handler failed", exc_info=errors)
+                self._end()
+            if cancelled is not None:
+                raise cancelled from None  # (the pool task's scope takes its own cancel)
         finally:
             self.outside.remove(worker)
             if self.progress_waiting:
@@ -205,6 +218,18 @@ class RunsHandlers(ReadsStream):
         idle = not self.pending and self.stalled is None and self.conn.reading
         if not idle or not self._watch_input():
             self._wake(1)
+
+    async def stream_out(self) -> None:
+        """A handler reported a streamed piece: write it (if no other task is writing), and
+        wait while the output is over its high-water mark."""
+        await self._pump(None, starts=False)
+        while self.pumping and self.conn.responses.out_size > FLUSH_AT and not self.done:
+            if self.starting:
+                # The handler runs inline, in the very task that performs: its yield ends that
+                # (and a task cannot be woken from a lot it has not parked in yet).
+                await trio.lowlevel.checkpoint()
+            else:
+                await self.wait_progress()  # another task is writing: wait for it
 
     def _new_sink(self, seq: int) -> ConnectionSink:
         return ConnectionSink(self, seq)

@@ -6,7 +6,7 @@ tasks, `servers/trio_readiness.py`), no task of the connection ever waits for in
 leader reads what is there; when nothing is, it steps down and the socket is watched
 (`_watch_input`): the connection is idle, its tasks parked. At the socket's next edge the
 pool's leading task reads and serves it right there (`_input_came`, then
-`TrioDriver._serve_inline`): at depth 1, a request costs no wake of a connection task at all.
+`RunsHandlers._serve_inline`): at depth 1, a request costs no wake of a connection task at all.
 The read deadline (keep-alive, header or body timeout, or the moment an idle connection gives
 its receive block back) or a kick wakes a task of the connection to lead instead. An edge is
 spent when it is served: a read that filled its buffer (`unread`) means the next receive must
@@ -22,6 +22,7 @@ quarter halves it (4 KiB to 256 KiB). A base class of `TrioDriver` (over `Writes
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Coroutine
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     from .trio_handlers import Worker
 
 __all__ = ["ReadsStream"]
+
+log = logging.getLogger("pipeparse.server")
 
 MIN_RECV = 4 * 1024
 MAX_RECV = 256 * 1024
@@ -138,6 +141,15 @@ class ReadsStream(WritesStream):
         ):  # fmt: skip
             self._wake(1)  # (to lead: it does what else there is, or waits for a resume)
             return None
+        try:
+            return self._serve_input(scope)
+        except Exception:  # (a bug of the driver's: end the connection, not the pool's task)
+            log.exception("serving a connection failed")
+            self._end()
+            return None
+
+    def _serve_input(self, scope: trio.CancelScope) -> Coroutine[Any, Any, None] | None:
+        """`_input_came`'s read, and what follows."""
         size = self.recv_size
         try:
             n = self._read_ready(size)
@@ -176,6 +188,7 @@ class ReadsStream(WritesStream):
                 if self._watch_input():
                     worker.leading = False
                     self.leader_vacant = True
+                    self.eager_reads = 0
                     return
                 try:
                     n = self._read_ready(size)

@@ -26,11 +26,12 @@ from mypy_extensions import mypyc_attr
 from pipeparse._gather import MAX_BUFFERS, gather, unsent
 from pipeparse._ordered import Chunk
 
-__all__ = ["WritesStream"]
+__all__ = ["FLUSH_AT", "WritesStream"]
 
 # Unsent bytes the kernel may hold once a connection sends a large body (see the module
 # comment): at the kernel's send buffer ceiling one call places a 1 MiB body.
 LARGE_SEND_LOWAT = 4 * 1024 * 1024
+FLUSH_AT = 64 * 1024  # output bytes written without waiting for a batch's end, or a handler's
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # (compiled build: the h11 engine's connection)

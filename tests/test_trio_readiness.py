@@ -18,16 +18,18 @@ import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
-from pipeparse import HttpRequest, Response, native
+from pipeparse import HttpRequest, Response, ServerConnection, native
 from pipeparse.servers.apps import echo, plaintext
 from pipeparse.servers.config import ServerConfig
 from pipeparse.servers.handlers import native_handler, resolve_app
+from pipeparse.servers.protocol import ResponseSink
 from pipeparse.servers.trio_driver import serve_connection
 from pipeparse.servers.trio_readiness import Readiness, readiness
 
@@ -448,3 +450,88 @@ async def test_a_request_timeout_cancels_a_handler_in_a_pool_task(
                 await theirs.send(get("/nap"))
                 assert (await read_responses(theirs, 1)).endswith(b"fast!")
             nursery.cancel_scope.cancel()
+
+
+async def test_a_first_streamed_piece_over_the_mark_served_in_line_survives_a_client_gone() -> None:
+    """A handler's first step, run in line by the pool's leader while it performs, streams
+    more than the output's high-water mark: it must yield, not park to wait for the task that
+    performs (itself: it would be woken from a lot it had not parked in yet, and the
+    connection's end then broke trio's bookkeeping, in about half the tries)."""
+    big = b"x" * (100 * 1024)
+
+    async def app(request: HttpRequest, sink: ResponseSink) -> None:
+        await sink.start(200, ())
+        await sink.send(big, more=True)
+        await sink.send(b"end", more=False)
+
+    for close_early in (False, *[True] * 12):
+        ours, theirs = trio.socket.socketpair()
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(serve_connection, trio.SocketStream(ours), app, ServerConfig())
+                await trio.testing.wait_all_tasks_blocked()  # idle: the pool serves it
+                await theirs.send(get("/"))
+                if not close_early:
+                    got = b""
+                    while not got.endswith(b"end\r\n0\r\n\r\n"):
+                        got += await theirs.recv(1 << 20)
+                    assert big in got
+                theirs.close()
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.cancel_scope.cancel()
+
+
+async def test_a_cancelled_handler_whose_nursery_fails_ends_its_connection_not_the_run(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Run in a pool task (a system task: what escapes it ends the whole trio run), a handler
+    whose nursery raises while the request timeout cancels it: the error is logged and the
+    client still gets its 503."""
+
+    async def child() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            raise ValueError("cleanup failed")
+
+    @native
+    async def app(request: HttpRequest) -> Response:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(child)
+            await trio.sleep_forever()
+        return Response(b"never")
+
+    async with trio.open_nursery() as nursery:
+        _, theirs = await idle_connection(nursery, app, ServerConfig(request_timeout=1))
+        with theirs:
+            await theirs.send(get("/"))
+            assert (await theirs.recv(4096)).startswith(b"HTTP/1.1 503 ")
+            await trio.testing.wait_all_tasks_blocked()
+            assert "cleanup failed" in caplog.text
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_failure_while_the_pool_serves_a_connection_ends_that_connection(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in the path the pool's leader runs in line must not leave the connection with no
+    task and no watch (nothing would read it again, and no timeout would end it): it ends,
+    as it would in a task of its own."""
+
+    class Flaky(ServerConnection):
+        def received(self, n: int) -> None:
+            super().received(n)
+            raise RuntimeError("boom")
+
+    ours, theirs = trio.socket.socketpair()
+    handler = resolve_app(plaintext, "native").handler
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            partial(serve_connection, connection=Flaky), trio.SocketStream(ours), handler,
+            ServerConfig(),
+        )  # fmt: skip
+        await trio.testing.wait_all_tasks_blocked()  # idle: the pool serves it
+        with theirs, trio.fail_after(10):
+            await theirs.send(get("/plaintext"))
+            assert await theirs.recv(4096) == b""  # closed (well before its keep-alive timeout)
+    assert "boom" in caplog.text

@@ -5,8 +5,8 @@ the protocol (`ServerConnection.respond`, or a `ConnectionSink`); one that suspe
 the task it suspended in, which frees the leader role first (`_run_suspended`). That task may
 be one of the run's `Readiness` pool, which performs the input it read in line
 (`_serve_inline`): the handler then goes on there (`_run_pooled`), outside the connection's
-nursery. A base class,
-so `TrioDriver` stays one class per concern; the state it reads is `TrioDriver`'s.
+nursery. A base class, so `TrioDriver` stays one class per concern; the state it reads is
+`TrioDriver`'s.
 """
 
 from __future__ import annotations

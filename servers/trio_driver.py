@@ -475,11 +475,9 @@ class TrioDriver(RunsHandlers):
                 if not starts:
                     self.pending = actions[i - 1 :]
                     return None
-                self.starting = True  # (see `stream_out`)
-                try:
-                    suspended = self._start(action)
-                finally:
-                    self.starting = False
+                self.starting = True  # (see `stream_out`; `_start` raises no `Exception`)
+                suspended = self._start(action)
+                self.starting = False
                 if suspended is not None:
                     self.pending = actions[i:]
                     return (action, *suspended)

@@ -141,27 +141,23 @@ class ReadsStream(WritesStream):
         ):  # fmt: skip
             self._wake(1)  # (to lead: it does what else there is, or waits for a resume)
             return None
+        size = self.recv_size
         try:
-            return self._serve_input(scope)
+            try:
+                n = self._read_ready(size)
+            except OSError:
+                self._end()
+                return None
+            if n < 0:  # (an edge from before a read that took everything)
+                if not self._watch_input():
+                    self._wake(1)
+                return None
+            self._received(size, n)
+            return self._serve_inline(scope)
         except Exception:  # (a bug of the driver's: end the connection, not the pool's task)
             log.exception("serving a connection failed")
             self._end()
             return None
-
-    def _serve_input(self, scope: trio.CancelScope) -> Coroutine[Any, Any, None] | None:
-        """`_input_came`'s read, and what follows."""
-        size = self.recv_size
-        try:
-            n = self._read_ready(size)
-        except OSError:
-            self._end()
-            return None
-        if n < 0:  # (an edge from before a read that took everything)
-            if not self._watch_input():
-                self._wake(1)
-            return None
-        self._received(size, n)
-        return self._serve_inline(scope)
 
     def _interrupt_wait(self) -> None:
         """End the leader's wait for input, if it waits: its scope is cancelled (and

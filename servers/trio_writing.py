@@ -18,7 +18,7 @@ import os
 import socket
 from collections.abc import Coroutine
 from contextlib import suppress
-from typing import Any
+from typing import Any, Final
 
 import trio
 from mypy_extensions import mypyc_attr
@@ -31,7 +31,8 @@ __all__ = ["FLUSH_AT", "WritesStream"]
 # Unsent bytes the kernel may hold once a connection sends a large body (see the module
 # comment): at the kernel's send buffer ceiling one call places a 1 MiB body.
 LARGE_SEND_LOWAT = 4 * 1024 * 1024
-FLUSH_AT = 64 * 1024  # output bytes written without waiting for a batch's end, or a handler's
+# Output bytes written without waiting for a batch's end (or, streamed, for another task).
+FLUSH_AT: Final = 64 * 1024
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # (compiled build: the h11 engine's connection)

@@ -194,6 +194,19 @@ def get(target: str) -> bytes:
     return f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
 
 
+async def idle_connection(
+    nursery: trio.Nursery, app: object, config: ServerConfig | None = None
+) -> tuple[int, trio.socket.SocketType]:
+    """A connection served with native `app`, idle (its socket watched, its task parked): the
+    next request is read and served by the run's `Readiness` pool."""
+    ours, theirs = trio.socket.socketpair()
+    handler = native_handler(app)  # type: ignore[arg-type]
+    nursery.start_soon(serve_connection, trio.SocketStream(ours), handler, config or ServerConfig())
+    await trio.testing.wait_all_tasks_blocked()
+    assert ours.fileno() in service().watchers
+    return ours.fileno(), theirs
+
+
 async def test_input_that_comes_while_the_reader_handler_waits_is_read() -> None:
     """/wait blocks the task that read it until /go is answered: /go must be read while
     /wait's handler waits, with no task waiting for input (the socket is watched)."""
@@ -207,19 +220,16 @@ async def test_input_that_comes_while_the_reader_handler_waits_is_read() -> None
             go.set()
         return Response(request.target + b"!")
 
-    ours, theirs = trio.socket.socketpair()
-    fd = ours.fileno()
-    with trio.fail_after(10), theirs:
+    with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(
-                serve_connection, trio.SocketStream(ours), native_handler(app), ServerConfig()
-            )
+            fd, theirs = await idle_connection(nursery, app)
             await theirs.send(get("/wait"))
             await trio.testing.wait_all_tasks_blocked()
             assert fd in service().watchers
             await theirs.send(get("/go"))
             got = await read_responses(theirs, 2)
             assert got.index(b"/wait!") < got.index(b"/go!")
+            theirs.close()
             nursery.cancel_scope.cancel()
 
 
@@ -232,13 +242,9 @@ async def test_the_end_of_the_stream_reaches_a_waiting_handler_through_the_watch
         ended.set()
         return Response(b"late!")
 
-    ours, theirs = trio.socket.socketpair()
-    fd = ours.fileno()
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(
-                serve_connection, trio.SocketStream(ours), native_handler(app), ServerConfig()
-            )
+            fd, theirs = await idle_connection(nursery, app)
             await theirs.send(get("/"))
             await trio.testing.wait_all_tasks_blocked()
             assert fd in service().watchers
@@ -324,19 +330,6 @@ async def test_an_upload_larger_than_the_socket_buffers_is_read_to_its_end() -> 
 
 
 # --- serving in the pool's tasks -------------------------------------------------------------
-
-
-async def idle_connection(
-    nursery: trio.Nursery, app: object, config: ServerConfig | None = None
-) -> tuple[int, trio.socket.SocketType]:
-    """A connection served with native `app`, idle (its socket watched, its task parked): the
-    next request is read and served by the run's `Readiness` pool."""
-    ours, theirs = trio.socket.socketpair()
-    handler = native_handler(app)  # type: ignore[arg-type]
-    nursery.start_soon(serve_connection, trio.SocketStream(ours), handler, config or ServerConfig())
-    await trio.testing.wait_all_tasks_blocked()
-    assert ours.fileno() in service().watchers
-    return ours.fileno(), theirs
 
 
 async def test_a_write_the_socket_cannot_take_goes_on_in_a_task_of_the_connection() -> None:

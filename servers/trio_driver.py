@@ -143,7 +143,7 @@ async def serve_connection(
         elif driver.lingering:
             await driver.linger_close()
     except BaseException:  # (not `finally`: see `servers/asgi.py`, `AsgiHandler.__call__`)
-        driver.end()  # (its handlers in the pool's tasks are cancelled too) ...
+        driver._end()  # (its handlers in the pool's tasks are cancelled too) ...
         with trio.CancelScope(shield=True):  # ... and waited for, as a nursery waits
             while driver.outside:
                 await driver.wait_progress()
@@ -390,10 +390,6 @@ class TrioDriver(RunsHandlers):
         followers = self.followers
         while followers:
             reschedule(followers.pop())
-
-    def end(self) -> None:
-        """The connection's task was cancelled (the server stops): end it all."""
-        self._end()
 
     def _retire_helpers(self) -> None:
         """The connection is idle: end the tasks that only wait for work (parked followers,

@@ -143,17 +143,16 @@ class ReadsStream(WritesStream):
             return None
         size = self.recv_size
         try:
-            try:
-                n = self._read_ready(size)
-            except OSError:
-                self._end()
-                return None
+            n = self._read_ready(size)
             if n < 0:  # (an edge from before a read that took everything)
                 if not self._watch_input():
                     self._wake(1)
                 return None
             self._received(size, n)
             return self._serve_inline(scope)
+        except OSError:  # (the client is gone)
+            self._end()
+            return None
         except Exception:  # (a bug of the driver's: end the connection, not the pool's task)
             log.exception("serving a connection failed")
             self._end()
